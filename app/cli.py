@@ -1,0 +1,116 @@
+"""The `storyloom` command. Errors a person can act on become one line and exit status 1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from storage.errors import StoryloomError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storyloom", description="Write long fiction with a local LLM.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    new = sub.add_parser("new", help="start a story from a premise; prints its id last")
+    new.add_argument("--premise", required=True)
+    new.add_argument("--title")
+
+    step = sub.add_parser("step", help="write the next paragraph(s)")
+    step.add_argument("story_id", type=int)
+    choice = step.add_mutually_exclusive_group()
+    choice.add_argument("--plan", type=int, help="follow plan 1, 2 or 3 (default 1)")
+    choice.add_argument("--instruction", help="follow your own instruction instead")
+    step.add_argument("--count", type=int, default=1, help="how many steps to write")
+
+    show = sub.add_parser("show", help="print the manuscript as Markdown")
+    show.add_argument("story_id", type=int)
+
+    sub.add_parser("list", help="list the stories")
+
+    serve = sub.add_parser("serve", help="serve the web app")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    return parser
+
+
+class Progress:
+    """Shows on stderr which part is being written and how far it got (a terminal only)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def __call__(self, part: str, text: str) -> None:
+        if self.live:
+            self.stream.write(f"\r\033[K  writing {part.replace('_', ' ')}: {len(text.split())} words")
+            self.stream.flush()
+
+    def done(self, message: str) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")
+        print(message, file=self.stream, flush=True)
+
+
+def _print_plans(plans: list[str]) -> None:
+    print("\nPlans:")
+    for number, plan in enumerate(plans, 1):
+        print(f"  {number}. {plan}")
+
+
+def _cost(view) -> str:
+    c = view.last_step
+    return (f"{c['seconds']:.1f} s, {c['prompt_tokens']} prompt + {c['completion_tokens']} completion tokens, "
+            f"{c['retries']} retries")
+
+
+def run(args: argparse.Namespace) -> None:
+    from app.config import Settings
+    from app.wiring import build_service, quiet_libraries
+
+    settings = Settings()
+    quiet_libraries()
+    if args.command == "serve":
+        from app.ui import serve
+
+        return serve(settings, host=args.host, port=args.port)
+    service = build_service(settings)
+    if args.command == "list":
+        for story_id, title in service.list_stories():
+            print(f"{story_id}\t{title}")
+    elif args.command == "show":
+        sys.stdout.write(service.manuscript(args.story_id))
+    elif args.command == "new":
+        progress = Progress()
+        view = service.new_story(args.premise, args.title, on_text=progress)
+        progress.done(f"story {view.id} started ({_cost(view)})")
+        print(f"# {view.title}\n\n{view.paragraphs[-1]}")
+        _print_plans(view.plans)
+        print(view.id)
+    elif args.command == "step":
+        if args.count < 1:
+            raise StoryloomError("--count must be at least 1")
+        for number in range(1, args.count + 1):
+            progress = Progress()
+            plan = None if args.instruction is not None else (args.plan or 1)
+            view = service.step(args.story_id, plan=plan, instruction=args.instruction, on_text=progress)
+            progress.done(f"step {number}/{args.count}: paragraph {len(view.paragraphs)} written ({_cost(view)})")
+            print(f"\n{view.paragraphs[-1]}")
+            _print_plans(view.plans)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        run(args)
+    except StoryloomError as e:
+        print(f"storyloom: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("storyloom: interrupted; the step in progress was not saved", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

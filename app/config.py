@@ -1,0 +1,32 @@
+"""Settings from the environment (prefix STORYLOOM_) or a .env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage.db import sqlite_url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STORYLOOM_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="where the SQLite database lives")
+    database_url: str | None = Field(None, description="any SQLAlchemy URL; default a SQLite file in data_dir")
+    model: str | None = Field(None, description="a Hugging Face model folder or .gguf file; default the embedded SmolLM2")
+    embedder: str | None = Field(None, description="a sentence-transformers folder; default the embedded MiniLM")
+    device: str = Field("auto", description="auto, cpu or cuda")
+    host: str = "127.0.0.1"
+    port: int = 7860
+    retries: int = Field(3, ge=1, le=10, description="tries per model call before a step fails")
+    top_k: int = Field(4, ge=0, le=32, description="long-term memories retrieved per step")
+    stream_timeout: float = Field(120.0, gt=0, description="seconds without a new token before giving up")
+    max_premise_chars: int = 4000
+    max_plan_chars: int = 2000
+
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return sqlite_url(self.data_dir / "storyloom.db")

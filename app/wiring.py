@@ -1,0 +1,34 @@
+"""Builds the objects from the settings. Nothing heavy happens here: models load on first use."""
+
+from __future__ import annotations
+
+from app.config import Settings
+from app.service import Limits, StoryService
+from generation.local import TransformersBackend
+from generation.recurrence import Writer
+from memory.embedder import Embedder
+from memory.longterm import LongTermMemory
+from storage.db import open_database
+
+
+def build_service(settings: Settings) -> StoryService:
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    backend = TransformersBackend(settings.model, settings.device, settings.stream_timeout)
+    db = open_database(settings.database())
+    embedder = Embedder(settings.embedder, device=None if settings.device == "auto" else settings.device)
+    limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k)
+    return StoryService(db, LongTermMemory(embedder), Writer(backend, retries=settings.retries), limits)
+
+
+def quiet_libraries() -> None:
+    """Keep library progress bars and warnings out of the person's terminal."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF reader draws its own bar
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

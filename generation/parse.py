@@ -1,0 +1,93 @@
+"""Strict parsers for each focused call. Pure functions; each raises ParseError on bad output."""
+
+from __future__ import annotations
+
+import re
+
+from generation.errors import ParseError
+
+_PREAMBLE = re.compile(r"^\s*(sure|certainly|okay|ok|here('s| is| are)|of course)\b[^\n]*[:!]\s*", re.I)
+_LABEL = re.compile(r"^\s*(title|summary|outline|paragraph|plan|next)\s*[:\-]\s*", re.I)
+_NOT_AN_END = "".join(rf"(?<!\b{a})" for a in ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Prof", "Sr", "Jr", "vs"))
+_SENTENCE_END = re.compile(_NOT_AN_END + r"(?<!\b[A-Z])[.!?…][\"'”’)\]]*(?=\s|$)")
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+def _tidy(text: str) -> str:
+    text = _PREAMBLE.sub("", text.strip())
+    text = _LABEL.sub("", text)
+    return " ".join(text.split())
+
+
+def complete_sentences(text: str) -> str:
+    """`text` up to its last sentence end; the whole text if it has none."""
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()].strip() if ends else text.strip()
+
+
+def truncate_words(text: str, limit: int) -> str:
+    """At most `limit` words, cut at a sentence end when there is one in range."""
+    if len(words(text)) <= limit:
+        return text
+    cut = " ".join(words(text)[:limit])
+    return complete_sentences(cut) if _SENTENCE_END.search(cut) else cut
+
+
+def parse_title(raw: str, max_words: int = 14) -> str:
+    body = _PREAMBLE.sub("", raw.strip())
+    line = next((ln for ln in body.splitlines() if ln.strip()), "")
+    title = _tidy(line).strip("*#\"'“”‘’. ")
+    if not title:
+        raise ParseError("the model gave an empty title")
+    if len(words(title)) > max_words:
+        raise ParseError(f"the title has {len(words(title))} words (at most {max_words})")
+    return title
+
+
+def parse_paragraph(raw: str, min_words: int = 60, max_words: int = 260) -> str:
+    """One paragraph of prose: whitespace joined, cut at the last full sentence."""
+    text = complete_sentences(_tidy(raw.replace("#", "")))
+    text = truncate_words(text, max_words)
+    n = len(words(text))
+    if n < min_words:
+        raise ParseError(f"the paragraph has {n} words (at least {min_words})")
+    return text
+
+
+def parse_summary(raw: str, min_words: int = 10, max_words: int = 250) -> str:
+    text = truncate_words(complete_sentences(_tidy(raw)), max_words)
+    n = len(words(text))
+    if n < min_words:
+        raise ParseError(f"the summary has {n} words (at least {min_words})")
+    return text
+
+
+def parse_plan(raw: str, min_words: int = 5, max_words: int = 45) -> str:
+    """The first sentence of the reply, at most max_words (cut at a comma when longer)."""
+    text = _tidy(raw.replace("\n", " ")).strip(" \"'“”")
+    end = _SENTENCE_END.search(text)
+    sentence = text[: end.end()] if end else text
+    if len(words(sentence)) > max_words:
+        cut = " ".join(words(sentence)[:max_words])
+        sentence = cut[: cut.rfind(",")] + "." if "," in cut else cut + " …"
+    sentence = sentence.strip(" \"'“”")
+    if len(words(sentence)) < min_words:
+        raise ParseError(f"the plan has {len(words(sentence))} words (at least {min_words})")
+    return sentence[0].upper() + sentence[1:]
+
+
+def first_sentence_done(text: str, min_words: int = 5) -> bool:
+    """True once `text` holds a full first sentence (generation can stop)."""
+    end = _SENTENCE_END.search(text)
+    return end is not None and len(words(text[: end.end()])) >= min_words
+
+
+def similar(a: str, b: str, threshold: float = 0.7) -> bool:
+    """Word-set Jaccard similarity at or above threshold (near-duplicates)."""
+    sa, sb = set(re.findall(r"\w+", a.lower())), set(re.findall(r"\w+", b.lower()))
+    if not sa or not sb:
+        return sa == sb
+    return len(sa & sb) / len(sa | sb) >= threshold

@@ -1,0 +1,89 @@
+"""Prompts for the focused calls a small model can follow, each within a token budget.
+
+Every variable part is cut to its own allowance, so a prompt never grows with the story."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from generation.backend import Request
+
+SYSTEM = ("You are a skilled novelist writing a story together with a person. "
+          "You write vivid, concrete prose in English.")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Token allowance of each part of a prompt."""
+
+    premise: int = 120
+    outline: int = 120
+    short_memory: int = 360
+    memories: int = 400  # all retrieved passages together
+    last_paragraph: int = 320
+    plan: int = 120
+
+
+def fit(text: str, max_tokens: int, count: Callable[[str], int], keep: str = "start") -> str:
+    """`text` cut to at most max_tokens, at a word boundary, keeping its start or its end."""
+    text = " ".join(text.split())
+    if count(text) <= max_tokens:
+        return text
+    tokens = text.split()
+    lo, hi = 0, len(tokens)  # largest word count that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        part = tokens[:mid] if keep == "start" else tokens[-mid:]
+        lo, hi = (mid, hi) if count(" ".join(part) + " …") <= max_tokens else (lo, mid - 1)
+    part = " ".join(tokens[:lo] if keep == "start" else tokens[-lo:])
+    return (part + " …") if keep == "start" else ("… " + part)
+
+
+def _chat(user: str, **settings) -> Request:
+    return Request(messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], **settings)
+
+
+def title(premise: str) -> Request:
+    return _chat(f"Premise: {premise}\n\nWrite a short title for this story. Reply with the title only.",
+                 max_new_tokens=24, temperature=0.7)
+
+
+OUTLINE_PREFIX = "The story begins when"
+
+
+def outline(premise: str) -> Request:
+    return _chat(f"Premise: {premise}\n\nWrite an outline of this story in three sentences: how it begins, "
+                 "what goes wrong in the middle, and how it ends.",
+                 reply_prefix=OUTLINE_PREFIX, max_new_tokens=140, temperature=0.7)
+
+
+def opening(premise: str, outline_text: str) -> Request:
+    return _chat(f"Premise: {premise}\n\nOutline: {outline_text}\n\nWrite the opening paragraph of this story, "
+                 "about 120 words, in the third person and the past tense.",
+                 max_new_tokens=260, min_new_tokens=100, temperature=0.8)
+
+
+def paragraph(premise: str, short_memory: str, memories: Sequence[str], last: str, plan: str) -> Request:
+    related = "".join(f"- {m}\n" for m in memories)
+    related = f"Passages from earlier in the story:\n{related}\n" if related else ""
+    return _chat(f"Premise: {premise}\n\nSummary of the story so far: {short_memory}\n\n{related}"
+                 f"The last paragraph: {last}\n\nWrite the next paragraph of the story, about 120 words, "
+                 f"continuing directly from the last paragraph. In this paragraph: {plan}",
+                 max_new_tokens=260, min_new_tokens=100, temperature=0.8)
+
+
+def summary(short_memory: str, new_paragraph: str) -> Request:
+    return _chat(f"Summary of the story so far: {short_memory}\n\nNew paragraph: {new_paragraph}\n\n"
+                 "Rewrite the summary so that it also covers the new paragraph, in at most five sentences. "
+                 "Keep names, places and important facts.", max_new_tokens=200, temperature=0.3)
+
+
+PLAN_PREFIX = "Next,"
+
+
+def plan(outline_text: str, short_memory: str, last: str) -> Request:
+    """One plan per call: a small model follows this far better than a numbered list."""
+    return _chat(f"Outline: {outline_text}\n\nSummary of the story so far: {short_memory}\n\n"
+                 f"The last paragraph: {last}\n\nWhat happens next in the story? Answer in one sentence.",
+                 reply_prefix=PLAN_PREFIX, max_new_tokens=60, temperature=1.0)

@@ -1,0 +1,160 @@
+"""The recurrence (RecurrentGPT): `init` opens a story from a premise, `step` writes the next
+paragraph from the short-term memory, retrieved long-term memories and a plan, rewrites
+the short-term memory and proposes three plans. Focused calls, strict parsers, bounded
+retries; on failure a GenerationFailed and nothing is returned to write."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from functools import partial
+
+from generation import parse, prompts
+from generation.backend import Backend, Request
+from generation.errors import GenerationFailed, ParseError
+from generation.prompts import Budget, fit
+
+# on_text(part, text so far): called as each part streams in ("title", "paragraph", ...).
+OnText = Callable[[str, str], None]
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+    calls: list[dict] = field(default_factory=list)  # the trace: prompt, raw output, problem
+
+
+@dataclass
+class Opening:
+    title: str
+    outline: str
+    paragraph: str
+    short_memory: str
+    plans: list[str]
+    usage: Usage
+
+
+@dataclass
+class StepContext:
+    premise: str
+    outline: str
+    short_memory: str
+    last_paragraph: str
+    plan: str
+    memories: Sequence[str] = ()
+
+
+@dataclass
+class Continuation:
+    paragraph: str
+    short_memory: str
+    plans: list[str]
+    usage: Usage
+
+
+@dataclass
+class Writer:
+    backend: Backend
+    budget: Budget = field(default_factory=Budget)
+    retries: int = 3
+    min_words: int = 60
+    max_words: int = 200
+
+    def init(self, premise: str, title: str | None = None, on_text: OnText | None = None) -> Opening:
+        usage, b, fitted = Usage(), self.budget, self._fit
+        started = time.monotonic()
+        premise = fitted(premise, b.premise)
+        title = title or self._ask("title", prompts.title(premise), parse.parse_title, usage, on_text)
+        outline = self._ask("outline", prompts.outline(premise),
+                            lambda raw: parse.parse_summary(prompts.OUTLINE_PREFIX + raw, max_words=90),
+                            usage, on_text)
+        opening = self._ask_paragraph(prompts.opening(premise, fitted(outline, b.outline)), usage, on_text)
+        memory = self._ask("short_memory", prompts.summary(premise, opening), parse.parse_summary, usage, on_text)
+        plans = self._ask_plans(outline, memory, opening, usage, on_text)
+        usage.seconds = time.monotonic() - started
+        return Opening(title, outline, opening, memory, plans, usage)
+
+    def step(self, ctx: StepContext, on_text: OnText | None = None) -> Continuation:
+        usage, b, fitted = Usage(), self.budget, self._fit
+        started = time.monotonic()
+        memories = self._fit_memories(ctx.memories)
+        request = prompts.paragraph(fitted(ctx.premise, b.premise), fitted(ctx.short_memory, b.short_memory),
+                                    memories, fitted(ctx.last_paragraph, b.last_paragraph, "end"),
+                                    fitted(ctx.plan, b.plan))
+        text = self._ask_paragraph(request, usage, on_text)
+        memory = self._ask("short_memory", prompts.summary(fitted(ctx.short_memory, b.short_memory), text),
+                           parse.parse_summary, usage, on_text)
+        plans = self._ask_plans(ctx.outline, memory, text, usage, on_text)
+        usage.seconds = time.monotonic() - started
+        return Continuation(text, memory, plans, usage)
+
+    # -- calls ---------------------------------------------------------------------
+
+    def _fit(self, text: str, tokens: int, keep: str = "start") -> str:
+        return fit(text, tokens, self.backend.count_tokens, keep)
+
+    def _fit_memories(self, memories: Sequence[str]) -> list[str]:
+        """Retrieved passages, best first, each cut to an equal share of the allowance."""
+        if not memories:
+            return []
+        share = max(self.budget.memories // len(memories), 16)
+        return [self._fit(m, share) for m in memories]
+
+    def _ask_paragraph(self, request: Request, usage: Usage, on_text: OnText | None) -> str:
+        def enough(text: str) -> bool:  # a blank line after the minimum, or the maximum at a sentence end
+            n = len(text.split())
+            return (n >= self.min_words and "\n\n" in text.strip()) or (
+                n >= self.max_words and text.rstrip()[-1:] in ".!?\"”")
+
+        parser = partial(parse.parse_paragraph, min_words=self.min_words, max_words=self.max_words + 40)
+        return self._ask("paragraph", request, parser, usage, on_text, stop=enough)
+
+    def _ask_plans(self, outline: str, memory: str, last: str, usage: Usage, on_text: OnText | None) -> list[str]:
+        """Three plans, one call each; a plan too like an earlier one counts as a failed try."""
+        b = self.budget
+        request = prompts.plan(self._fit(outline, b.outline), self._fit(memory, b.short_memory),
+                               self._fit(last, b.last_paragraph, "end"))
+        plans: list[str] = []
+
+        def distinct(raw: str) -> str:
+            plan = parse.parse_plan(raw)
+            for number, earlier in enumerate(plans, 1):
+                if parse.similar(plan, earlier):
+                    raise ParseError(f"the plan repeats plan {number}")
+            return plan
+
+        while len(plans) < 3:
+            plans.append(self._ask(f"plan_{len(plans) + 1}", request, distinct, usage, on_text,
+                                   stop=parse.first_sentence_done))
+        return plans
+
+    def _ask(self, part: str, request: Request, parser: Callable[[str], object], usage: Usage,
+             on_text: OnText | None, stop: Callable[[str], bool] | None = None):
+        prompt = self.backend.render(request)
+        problem: ParseError | None = None
+        for attempt in range(1, self.retries + 1):
+            raw = ""
+            with closing(self.backend.generate(request)) as chunks:
+                for chunk in chunks:
+                    raw += chunk
+                    if on_text:
+                        on_text(part, raw)
+                    if stop and stop(raw):
+                        break
+            usage.prompt_tokens += self.backend.count_tokens(prompt)
+            usage.completion_tokens += self.backend.count_tokens(raw)
+            call = {"part": part, "attempt": attempt, "prompt": prompt, "output": raw}
+            usage.calls.append(call)
+            try:
+                return parser(raw)
+            except ParseError as e:
+                call["problem"] = str(e)
+                problem = e
+                usage.retries += attempt < self.retries
+        raise GenerationFailed(f"the model gave no usable {part.replace('_', ' ')} "
+                               f"in {self.retries} tries (last problem: {problem})")

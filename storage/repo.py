@@ -1,0 +1,117 @@
+"""Repository functions. Each takes the session first; the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from storage.errors import Conflict, NotFound
+from storage.models import MemoryEntry, Step, Story
+
+
+def create_story(session: Session, *, title: str, premise: str, outline: str = "", **fields) -> Story:
+    story = Story(title=title, premise=premise, outline=outline, **fields)
+    session.add(story)
+    session.flush()
+    return story
+
+
+def get_story(session: Session, story_id: int) -> Story:
+    story = session.get(Story, story_id)
+    if story is None:
+        raise NotFound(f"no story with id {story_id}")
+    return story
+
+
+def list_stories(session: Session) -> Sequence[Story]:
+    return session.scalars(select(Story).order_by(Story.id)).all()
+
+
+def get_step(session: Session, step_id: int) -> Step:
+    step = session.get(Step, step_id)
+    if step is None:
+        raise NotFound(f"no step with id {step_id}")
+    return step
+
+
+def add_step(session: Session, story: Story, *, parent: Step | None, **fields) -> Step:
+    """Append a step under `parent` and make it the head.
+
+    Fails with Conflict, writing nothing, when the head moved since `parent` was read
+    (another tab or process stepped the same story first)."""
+    step = Step(story_id=story.id, parent_id=parent.id if parent else None,
+                depth=parent.depth + 1 if parent else 0, **fields)
+    session.add(step)
+    session.flush()
+    head_unmoved = Story.head_step_id.is_(None) if parent is None else Story.head_step_id == parent.id
+    moved = session.execute(
+        update(Story)
+        .where(Story.id == story.id, head_unmoved)
+        .values(head_step_id=step.id)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:
+        raise Conflict("the story changed while this step was being written; nothing was saved, try again")
+    session.expire(story, ["head_step_id", "head"])
+    return step
+
+
+def _ancestors(step_id: int):
+    """A recursive CTE of the ids from `step_id` up to the first step."""
+    anchor = select(Step.id, Step.parent_id).where(Step.id == step_id).cte("path", recursive=True)
+    return anchor.union_all(select(Step.id, Step.parent_id).join(anchor, Step.id == anchor.c.parent_id))
+
+
+def path_to(session: Session, step_id: int | None) -> list[Step]:
+    """The steps from the first to `step_id`, in order (one recursive query)."""
+    if step_id is None:
+        return []
+    path = _ancestors(step_id)
+    steps = session.scalars(select(Step).join(path, Step.id == path.c.id)).all()
+    return sorted(steps, key=lambda s: s.depth)
+
+
+def path_ids(session: Session, step_id: int | None) -> set[int]:
+    if step_id is None:
+        return set()
+    return set(session.scalars(select(_ancestors(step_id).c.id)).all())
+
+
+def bump_memory_version(session: Session, story_id: int) -> None:
+    session.execute(
+        update(Story).where(Story.id == story_id)
+        .values(memory_version=Story.memory_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def memory_version(session: Session, story_id: int) -> int:
+    version = session.scalar(select(Story.memory_version).where(Story.id == story_id))
+    if version is None:
+        raise NotFound(f"no story with id {story_id}")
+    return version
+
+
+def memory_revisions(session: Session, story_id: int) -> dict[int, int]:
+    """id -> revision of every live (not stale) memory entry of a story."""
+    rows = session.execute(
+        select(MemoryEntry.id, MemoryEntry.revision)
+        .where(MemoryEntry.story_id == story_id, MemoryEntry.stale.is_(False))
+    )
+    return dict(rows.tuples().all())
+
+
+def memory_vectors(session: Session, ids: Sequence[int]) -> list[tuple[int, bytes]]:
+    if not ids:
+        return []
+    rows = session.execute(select(MemoryEntry.id, MemoryEntry.vector).where(MemoryEntry.id.in_(list(ids))))
+    return list(rows.tuples().all())
+
+
+def memory_entries(session: Session, story_id: int, ids: Sequence[int] | None = None) -> Sequence[MemoryEntry]:
+    query = select(MemoryEntry).where(MemoryEntry.story_id == story_id).order_by(MemoryEntry.id)
+    if ids is not None:
+        query = query.where(MemoryEntry.id.in_(list(ids)))
+    return session.scalars(query).all()
