@@ -72,7 +72,8 @@ def parse_plan(raw: str, min_words: int = 5, max_words: int = 45) -> str:
     sentence = text[: end.end()] if end else text
     if len(words(sentence)) > max_words:
         cut = " ".join(words(sentence)[:max_words])
-        sentence = cut[: cut.rfind(",")] + "." if "," in cut else cut + " …"
+        at_comma = cut[: cut.rfind(",")]
+        sentence = at_comma + "." if len(words(at_comma)) >= max_words // 2 else cut + " …"
     sentence = sentence.strip(" \"'“”")
     if len(words(sentence)) < min_words:
         raise ParseError(f"the plan has {len(words(sentence))} words (at least {min_words})")

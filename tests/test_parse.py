@@ -1,0 +1,72 @@
+import pytest
+
+from generation import parse
+from generation.errors import ParseError
+
+
+def test_title_drops_preamble_label_and_quotes():
+    assert parse.parse_title('Sure! Here is a title:\n"The Last Light".') == "The Last Light"
+    assert parse.parse_title("Title: The Long Lost Colony\nMore text") == "The Long Lost Colony"
+
+
+@pytest.mark.parametrize("raw", ["", "   \n  ", "**\n", " ".join(["word"] * 20)])
+def test_title_rejects_empty_or_long(raw):
+    with pytest.raises(ParseError):
+        parse.parse_title(raw)
+
+
+def test_paragraph_joins_lines_and_cuts_unfinished_sentence():
+    raw = "He walked.\nShe ran " + "far " * 70 + "away. Then the"
+    text = parse.parse_paragraph(raw, min_words=60)
+    assert "\n" not in text
+    assert text.endswith("away.")
+    assert text.startswith("He walked. She ran")
+
+
+def test_paragraph_too_short_is_an_error():
+    with pytest.raises(ParseError, match="at least 60"):
+        parse.parse_paragraph("Only a few words here.", min_words=60)
+
+
+def test_paragraph_too_long_is_cut_at_a_sentence_end():
+    raw = ("This sentence has exactly seven words here. " * 40).strip()
+    text = parse.parse_paragraph(raw, min_words=10, max_words=100)
+    assert len(text.split()) <= 100
+    assert text.endswith("here.")
+
+
+def test_summary_limits_words():
+    raw = "Here is the summary:\n" + "Mara found a letter in a bottle on the rocks. " * 40
+    text = parse.parse_summary(raw, max_words=250)
+    assert len(text.split()) <= 250
+    assert not text.lower().startswith("here is")
+
+
+def test_plan_takes_first_sentence_and_capitalises():
+    assert parse.parse_plan(" mara rows out to the reef. Then she sleeps.") == "Mara rows out to the reef."
+
+
+def test_plan_keeps_abbreviations_inside_a_sentence():
+    assert parse.parse_plan(" Dr. Lee examines the letter under a lamp. Next") == "Dr. Lee examines the letter under a lamp."
+
+
+def test_plan_long_sentence_cut_at_a_late_comma_or_a_word():
+    at_comma = parse.parse_plan(" Mara runs " + "and runs " * 15 + "far, " + "and runs " * 30 + "home.")
+    assert at_comma.endswith("far.") and len(at_comma.split()) <= 45
+    at_word = parse.parse_plan(" Mara runs, " + "and runs " * 30 + "home.", max_words=45)
+    assert at_word.endswith(" …") and len(at_word.split()) == 46
+
+
+def test_plan_too_short_is_an_error():
+    with pytest.raises(ParseError):
+        parse.parse_plan(" Yes.")
+
+
+def test_first_sentence_done():
+    assert not parse.first_sentence_done(" Mara runs. She")
+    assert parse.first_sentence_done(" Mara runs to the old village. She")
+
+
+def test_similar_detects_near_duplicates():
+    assert parse.similar("Mara rows to the reef at dawn.", "At dawn Mara rows to the reef.")
+    assert not parse.similar("Mara rows to the reef.", "A storm breaks the lamp.")
