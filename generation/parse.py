@@ -47,14 +47,27 @@ def parse_title(raw: str, max_words: int = 14) -> str:
     return title
 
 
-def parse_paragraph(raw: str, min_words: int = 60, max_words: int = 260) -> str:
-    """One paragraph of prose: whitespace joined, cut at the last full sentence."""
+def parse_paragraph(raw: str, min_words: int = 60, max_words: int = 260, previous: str = "") -> str:
+    """One paragraph of prose: whitespace joined, cut at the last full sentence; not a copy of
+    the previous paragraph."""
     text = complete_sentences(_tidy(raw.replace("#", "")))
     text = truncate_words(text, max_words)
     n = len(words(text))
     if n < min_words:
         raise ParseError(f"the paragraph has {n} words (at least {min_words})")
+    if previous and copied(text, previous) > 0.5:
+        raise ParseError("the paragraph mostly repeats the previous one")
     return text
+
+
+def copied(text: str, source: str, n: int = 4) -> float:
+    """The share of `text`'s word n-grams that also occur in `source`."""
+    def grams(s: str) -> set[tuple[str, ...]]:
+        w = re.findall(r"\w+", s.lower())
+        return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+    mine = grams(text)
+    return len(mine & grams(source)) / len(mine) if mine else 0.0
 
 
 def parse_summary(raw: str, min_words: int = 10, max_words: int = 250) -> str:
@@ -84,6 +97,11 @@ def first_sentence_done(text: str, min_words: int = 5) -> bool:
     """True once `text` holds a full first sentence (generation can stop)."""
     end = _SENTENCE_END.search(text)
     return end is not None and len(words(text[: end.end()])) >= min_words
+
+
+def sentences_done(text: str, count: int) -> bool:
+    """True once `text` holds `count` full sentences."""
+    return sum(1 for _ in _SENTENCE_END.finditer(text)) >= count
 
 
 def similar(a: str, b: str, threshold: float = 0.7) -> bool:

@@ -73,10 +73,14 @@ def paragraph(premise: str, short_memory: str, memories: Sequence[str], last: st
                  max_new_tokens=260, min_new_tokens=100, temperature=0.8)
 
 
+SUMMARY_SENTENCES = 5
+
+
 def summary(short_memory: str, new_paragraph: str) -> Request:
     return _chat(f"Summary of the story so far: {short_memory}\n\nNew paragraph: {new_paragraph}\n\n"
-                 "Rewrite the summary so that it also covers the new paragraph, in at most five sentences. "
-                 "Keep names, places and important facts.", max_new_tokens=200, temperature=0.3)
+                 "Rewrite the summary so that it also covers the new paragraph, in at most "
+                 f"{SUMMARY_SENTENCES} sentences. Keep names, places and important facts.",
+                 max_new_tokens=180, temperature=0.3)
 
 
 PLAN_PREFIX = "Next,"

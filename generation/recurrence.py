@@ -74,7 +74,7 @@ class Writer:
                             lambda raw: parse.parse_summary(prompts.OUTLINE_PREFIX + raw, max_words=90),
                             usage, on_text)
         opening = self._ask_paragraph(prompts.opening(premise, fitted(outline, b.outline)), usage, on_text)
-        memory = self._ask("short_memory", prompts.summary(premise, opening), parse.parse_summary, usage, on_text)
+        memory = self._ask_summary(premise, opening, usage, on_text)
         plans = self._ask_plans(outline, memory, opening, usage, on_text)
         usage.seconds = time.monotonic() - started
         return Opening(title, outline, opening, memory, plans, usage)
@@ -86,9 +86,8 @@ class Writer:
         request = prompts.paragraph(fitted(ctx.premise, b.premise), fitted(ctx.short_memory, b.short_memory),
                                     memories, fitted(ctx.last_paragraph, b.last_paragraph, "end"),
                                     fitted(ctx.plan, b.plan))
-        text = self._ask_paragraph(request, usage, on_text)
-        memory = self._ask("short_memory", prompts.summary(fitted(ctx.short_memory, b.short_memory), text),
-                           parse.parse_summary, usage, on_text)
+        text = self._ask_paragraph(request, usage, on_text, previous=ctx.last_paragraph)
+        memory = self._ask_summary(fitted(ctx.short_memory, b.short_memory), text, usage, on_text)
         plans = self._ask_plans(ctx.outline, memory, text, usage, on_text)
         usage.seconds = time.monotonic() - started
         return Continuation(text, memory, plans, usage)
@@ -105,14 +104,19 @@ class Writer:
         share = max(self.budget.memories // len(memories), 16)
         return [self._fit(m, share) for m in memories]
 
-    def _ask_paragraph(self, request: Request, usage: Usage, on_text: OnText | None) -> str:
+    def _ask_paragraph(self, request: Request, usage: Usage, on_text: OnText | None, previous: str = "") -> str:
         def enough(text: str) -> bool:  # a blank line after the minimum, or the maximum at a sentence end
             n = len(text.split())
             return (n >= self.min_words and "\n\n" in text.strip()) or (
                 n >= self.max_words and text.rstrip()[-1:] in ".!?\"”")
 
-        parser = partial(parse.parse_paragraph, min_words=self.min_words, max_words=self.max_words + 40)
+        parser = partial(parse.parse_paragraph, min_words=self.min_words, max_words=self.max_words + 40,
+                         previous=previous)
         return self._ask("paragraph", request, parser, usage, on_text, stop=enough)
+
+    def _ask_summary(self, memory: str, paragraph: str, usage: Usage, on_text: OnText | None) -> str:
+        return self._ask("short_memory", prompts.summary(memory, paragraph), parse.parse_summary, usage, on_text,
+                         stop=partial(parse.sentences_done, count=prompts.SUMMARY_SENTENCES))
 
     def _ask_plans(self, outline: str, memory: str, last: str, usage: Usage, on_text: OnText | None) -> list[str]:
         """Three plans, one call each; a plan too like an earlier one counts as a failed try."""

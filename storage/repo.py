@@ -100,14 +100,14 @@ def memory_revisions(session: Session, story_id: int) -> dict[int, int]:
         select(MemoryEntry.id, MemoryEntry.revision)
         .where(MemoryEntry.story_id == story_id, MemoryEntry.stale.is_(False))
     )
-    return dict(rows.tuples().all())
+    return {entry_id: revision for entry_id, revision in rows}
 
 
 def memory_vectors(session: Session, ids: Sequence[int]) -> list[tuple[int, bytes]]:
     if not ids:
         return []
     rows = session.execute(select(MemoryEntry.id, MemoryEntry.vector).where(MemoryEntry.id.in_(list(ids))))
-    return list(rows.tuples().all())
+    return [(entry_id, vector) for entry_id, vector in rows]
 
 
 def memory_entries(session: Session, story_id: int, ids: Sequence[int] | None = None) -> Sequence[MemoryEntry]:

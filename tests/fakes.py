@@ -13,34 +13,57 @@ PARAGRAPH = ("Mara climbed the spiral stairs of the lighthouse with the letter p
              "counted her breaths, and decided that she would answer the letter before the night was over.")
 
 
-def scripted_reply(request: Request) -> str:
+PARAGRAPHS = [
+    PARAGRAPH,
+    ("At dawn the storm had blown itself out, and the harbour below the cliffs lay flat and grey. Mara dragged "
+     "the dinghy over the shingle, checked the oars twice, and pushed off toward the reef where the Kestrel had "
+     "sunk years ago. Gulls wheeled above her. Every stroke took her farther from the island than she had been "
+     "in a decade, and the letter, folded in her oilskin pocket, seemed to grow heavier with each pull."),
+    ("Tomas was waiting on the quay when she came in, his apron still white with flour. He did not ask where "
+     "she had been. He simply took the rope, tied it off with hands that had done it ten thousand times, and "
+     "told her that a stranger had come to the village asking for the keeper of Greyhaven by name. The man "
+     "had paid in coins that nobody recognised, Tomas said, minted in a year that had not yet come."),
+]
+
+PLANS = [" Mara rows out to the reef at dawn to look for the ship named in the letter.",
+         " A winter storm cuts the island off and the great lamp fails.",
+         " Tomas the baker arrives by boat with news from the village."]
+
+
+def scripted_reply(request: Request, plan_number: int = 0, paragraph_number: int = 0) -> str:
     """A well-formed reply for each focused call, recognised by its instruction."""
     asked = request.messages[-1]["content"]
+    if "What happens next" in asked:
+        return PLANS[plan_number % len(PLANS)]
     if "short title" in asked:
         return "The Keeper's Letter"
-    if "outline" in asked:
+    if "Write an outline" in asked:
         return " a keeper finds a letter. A storm cuts the island off. She saves the ship."
     if "paragraph of the story" in asked or "opening paragraph" in asked:
-        return PARAGRAPH
+        return PARAGRAPHS[paragraph_number % len(PARAGRAPHS)]
     if "Rewrite the summary" in asked:
         return "Mara, a lighthouse keeper, found a letter from the future and decided to answer it."
-    if "What happens next" in asked:
-        return " Mara rows out to the reef at dawn to look for the ship named in the letter."
     raise AssertionError(f"unexpected prompt: {asked[:200]}")
 
 
 class ScriptedBackend:
-    """Replies from `reply(request)` (or a queue of strings), streamed word by word. Records requests."""
+    """Replies streamed word by word: `override(request)` when it returns text, else the script.
+    Records every request."""
 
     name = "scripted"
 
-    def __init__(self, reply: Callable[[Request], str] | list[str] = scripted_reply):
-        self.reply = reply
+    def __init__(self, override: Callable[[Request], str | None] | None = None):
+        self.override = override
         self.requests: list[Request] = []
 
     def generate(self, request: Request) -> Iterator[str]:
         self.requests.append(request)
-        text = self.reply.pop(0) if isinstance(self.reply, list) else self.reply(request)
+        text = self.override(request) if self.override else None
+        if text is None:
+            asked = [r.messages[-1]["content"] for r in self.requests]
+            plans = sum("What happens next" in a for a in asked)
+            paragraphs = sum("paragraph of the story" in a or "opening paragraph" in a for a in asked)
+            text = scripted_reply(request, plans - 1, paragraphs - 1)
         for word in text.split(" "):
             yield word + " "
 

@@ -70,3 +70,16 @@ def test_first_sentence_done():
 def test_similar_detects_near_duplicates():
     assert parse.similar("Mara rows to the reef at dawn.", "At dawn Mara rows to the reef.")
     assert not parse.similar("Mara rows to the reef.", "A storm breaks the lamp.")
+
+
+def test_a_paragraph_copying_the_previous_one_is_refused():
+    previous = "The fog rolled in around them as they watched the sun set across the sea. " * 5
+    with pytest.raises(ParseError, match="repeats the previous"):
+        parse.parse_paragraph(previous + " Then something new.", min_words=10, previous=previous)
+    fresh = "Mara rowed to the village at dawn and knocked on the door of the bakery. " * 5
+    assert parse.parse_paragraph(fresh, min_words=10, previous=previous)
+
+
+def test_copied_share():
+    assert parse.copied("a b c d e", "a b c d e") == 1.0
+    assert parse.copied("a b c d e", "x y z w") == 0.0

@@ -1,0 +1,152 @@
+"""Long-term memory with the real embedder, real FAISS and a real SQLite file."""
+
+import numpy as np
+import pytest
+
+from memory.index import VectorIndex
+from memory.longterm import LongTermMemory, chunks
+from storage import repo
+from storage.errors import InvalidInput, NotFound
+
+FACTS = [
+    "The lighthouse keeper Mara keeps a brass telescope that belonged to her grandfather.",
+    "The village baker, Tomas, sells rye bread every Tuesday at the harbour.",
+    "A red fishing boat called the Kestrel sank near the northern reef in a winter storm.",
+    "Mara is afraid of deep water because she nearly drowned as a child.",
+    "The letter in the bottle was written with violet ink and signed with the letter M.",
+]
+
+
+class CountingEmbedder:
+    """The real embedder, counting how many texts it was asked to encode."""
+
+    def __init__(self, real):
+        self.real, self.encoded = real, 0
+
+    @property
+    def dim(self):
+        return self.real.dim
+
+    def encode(self, texts):
+        self.encoded += len(texts)
+        return self.real.encode(texts)
+
+
+@pytest.fixture
+def story_id(db):
+    with db.Session.begin() as s:
+        return repo.create_story(s, title="T", premise="P").id
+
+
+def _add_facts(db, memory, story_id):
+    with db.Session.begin() as s:
+        return [e.id for e in memory.add(s, story_id, FACTS, "paragraph")]
+
+
+def test_vector_index_matches_exact_cosine_and_removes():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = VectorIndex(8, use_gpu=False)
+    index.add(np.arange(100, 150), vectors)
+    query = vectors[7]
+    expected = np.argsort(-(vectors @ query))[:5] + 100
+    assert [i for i, _ in index.search(query, 5)] == list(expected)
+    index.remove([107])
+    assert 107 not in [i for i, _ in index.search(query, 5)]
+    assert len(index) == 49
+
+
+def test_search_finds_the_fact_by_meaning(db, embedder, story_id):
+    memory = LongTermMemory(embedder, use_gpu=False)
+    ids = _add_facts(db, memory, story_id)
+    with db.Session() as s:
+        hits = memory.search(s, story_id, "What is Mara scared of?", k=2)
+    assert hits[0].entry_id == ids[3]
+    assert hits[0].score > hits[1].score
+    assert 0 < hits[0].score <= 1.0001
+
+
+def test_update_reembeds_and_delete_removes(db, embedder, story_id):
+    memory = LongTermMemory(embedder, use_gpu=False)
+    ids = _add_facts(db, memory, story_id)
+    with db.Session.begin() as s:
+        memory.update(s, ids[1], "Tomas the baker is secretly a retired smuggler of Spanish wine.")
+    with db.Session() as s:
+        assert memory.search(s, story_id, "who smuggled wine?", k=1)[0].entry_id == ids[1]
+    with db.Session.begin() as s:
+        memory.delete(s, ids[1])
+    with db.Session() as s:
+        assert ids[1] not in [h.entry_id for h in memory.search(s, story_id, "who smuggled wine?", k=5)]
+
+
+def test_a_new_process_rebuilds_the_index_from_stored_vectors_without_reembedding(db, embedder, story_id):
+    _add_facts(db, LongTermMemory(embedder, use_gpu=False), story_id)
+    counting = CountingEmbedder(embedder)
+    fresh = LongTermMemory(counting, use_gpu=False)  # as after a restart: no index in memory
+    with db.Session() as s:
+        hits = fresh.search(s, story_id, "a boat that sank", k=1)
+    assert "Kestrel" in hits[0].text
+    assert counting.encoded == 1  # only the query; the five entries came from the database
+
+
+def test_an_index_left_behind_by_another_writer_catches_up(db, embedder, story_id):
+    reader = LongTermMemory(embedder, use_gpu=False)
+    ids = _add_facts(db, reader, story_id)
+    with db.Session() as s:
+        reader.search(s, story_id, "anything", k=1)  # index built at this version
+    other = LongTermMemory(embedder, use_gpu=False)  # another process writes
+    with db.Session.begin() as s:
+        other.delete(s, ids[0])
+        [new] = other.add(s, story_id, ["An albatross nests on the lighthouse gallery every spring."], "note")
+    with db.Session() as s:
+        hits = reader.search(s, story_id, "a seabird nesting", k=5)
+        assert hits[0].entry_id == new.id
+        assert ids[0] not in {h.entry_id for h in hits}
+        assert len(reader.sync(s, story_id).index) == len(FACTS)
+
+
+def test_a_rolled_back_transaction_leaves_index_and_database_agreeing(db, embedder, story_id):
+    memory = LongTermMemory(embedder, use_gpu=False)
+    _add_facts(db, memory, story_id)
+    with pytest.raises(RuntimeError), db.Session.begin() as s:
+        memory.add(s, story_id, ["A note that never lands."], "note")
+        raise RuntimeError("the process died before commit")
+    with db.Session() as s:
+        assert len(memory.sync(s, story_id).index) == len(repo.memory_revisions(s, story_id)) == len(FACTS)
+
+
+def test_search_can_keep_only_the_current_branch(db, embedder, story_id):
+    memory = LongTermMemory(embedder, use_gpu=False)
+    with db.Session.begin() as s:
+        story = repo.get_story(s, story_id)
+        a = repo.add_step(s, story, parent=None, paragraph="a", short_memory="m")
+        b = repo.add_step(s, story, parent=a, paragraph="b", short_memory="m")
+        memory.add(s, story_id, ["Mara paints the door blue."], "paragraph", step_id=a.id)
+        memory.add(s, story_id, ["Mara paints the door green."], "paragraph", step_id=b.id)
+        memory.add(s, story_id, ["Note: the door matters."], "note")
+    with db.Session() as s:
+        hits = memory.search(s, story_id, "door colour", k=5, only_steps={a.id})
+        assert {h.text for h in hits} == {"Mara paints the door blue.", "Note: the door matters."}
+        hits = memory.search(s, story_id, "door colour", k=5, exclude_steps={a.id})
+        assert "Mara paints the door blue." not in {h.text for h in hits}
+
+
+def test_bad_input_is_refused(db, embedder, story_id):
+    memory = LongTermMemory(embedder, use_gpu=False)
+    with db.Session.begin() as s:
+        with pytest.raises(InvalidInput, match="empty"):
+            memory.add(s, story_id, ["   "], "note")
+        with pytest.raises(InvalidInput, match="kind"):
+            memory.add(s, story_id, ["x"], "gossip")
+        with pytest.raises(NotFound):
+            memory.update(s, 12345, "x")
+    with db.Session() as s:
+        assert memory.search(s, story_id, "x" * 50_000, k=3) == []  # empty memory, huge query: fine
+
+
+def test_chunks_split_at_sentences():
+    text = " ".join(f"Sentence number {i} is here." for i in range(60))
+    pieces = chunks(text, max_words=50)
+    assert all(len(p.split()) <= 50 for p in pieces)
+    assert " ".join(pieces) == text

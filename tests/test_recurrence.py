@@ -1,0 +1,108 @@
+"""The loop logic with a scripted backend: parsing, bounded retries, bounded prompts."""
+
+import pytest
+
+from generation.errors import GenerationFailed
+from generation.prompts import Budget, fit
+from generation.recurrence import StepContext, Writer
+from tests.fakes import PARAGRAPH, PLANS, ScriptedBackend
+
+
+def test_init_produces_every_part():
+    opening = Writer(ScriptedBackend()).init("A keeper finds a letter from the future.")
+    assert opening.title == "The Keeper's Letter"
+    assert opening.outline.startswith("The story begins when a keeper finds a letter.")
+    assert opening.paragraph == PARAGRAPH
+    assert "letter from the future" in opening.short_memory
+    assert opening.plans == [p.strip() for p in PLANS]
+    assert opening.usage.prompt_tokens > 0 and opening.usage.completion_tokens > 0
+
+
+def test_a_given_title_is_kept_and_not_asked_for():
+    backend = ScriptedBackend()
+    opening = Writer(backend).init("premise", title="My Title")
+    assert opening.title == "My Title"
+    assert not any("short title" in r.messages[-1]["content"] for r in backend.requests)
+
+
+def _varied_plans():
+    plans = iter([" Mara rows to the reef at dawn.", " Mara rows to the reef at dawn!",
+                  " A storm breaks the great lamp.", " Tomas the baker arrives with news."])
+    return lambda request: next(plans) if "What happens next" in request.messages[-1]["content"] else None
+
+
+def test_plans_are_distinct_a_repeat_is_retried():
+    writer = Writer(ScriptedBackend(_varied_plans()))
+    opening = writer.init("premise", title="T")
+    assert opening.plans == ["Mara rows to the reef at dawn.", "A storm breaks the great lamp.",
+                             "Tomas the baker arrives with news."]
+    assert opening.usage.retries == 1
+    assert any(c.get("problem") == "the plan repeats plan 1" for c in opening.usage.calls)
+
+
+def test_bad_output_is_retried_then_fails_clearly():
+    def reply(request):
+        return "Too short." if "paragraph" in request.messages[-1]["content"] else None
+
+    backend = ScriptedBackend(reply)
+    with pytest.raises(GenerationFailed, match="no usable paragraph in 3 tries"):
+        Writer(backend, retries=3).init("premise", title="T")
+    assert sum("opening paragraph" in r.messages[-1]["content"] for r in backend.requests) == 3
+
+
+def test_one_bad_output_then_a_good_one_succeeds():
+    attempts = []
+
+    def reply(request):
+        if "opening paragraph" in request.messages[-1]["content"]:
+            attempts.append(1)
+            return "Nope." if len(attempts) == 1 else PARAGRAPH
+        return None
+
+    opening = Writer(ScriptedBackend(reply)).init("premise", title="T")
+    assert opening.paragraph == PARAGRAPH and opening.usage.retries == 1
+
+
+def test_paragraph_generation_stops_at_a_blank_line_after_the_minimum():
+    long_reply = PARAGRAPH + "\n\n" + "Another paragraph that should never be read. " * 50
+
+    def reply(request):
+        return long_reply if "paragraph of the story" in request.messages[-1]["content"] else None
+
+    backend = ScriptedBackend(reply)
+    result = Writer(backend).step(StepContext("premise", "outline", "memory", "last", "plan"))
+    assert result.paragraph == PARAGRAPH
+    paragraph_call = next(c for c in result.usage.calls if c["part"] == "paragraph")
+    assert "never be read" not in paragraph_call["output"]
+
+
+def test_streaming_reports_each_part():
+    seen = []
+    Writer(ScriptedBackend()).step(StepContext("p", "o", "m", "last", "plan"),
+                                   on_text=lambda part, text: seen.append(part))
+    assert {"paragraph", "short_memory", "plan_1", "plan_2", "plan_3"} <= set(seen)
+
+
+def test_prompt_parts_are_cut_to_their_budget_so_prompts_do_not_grow():
+    budget = Budget()
+    backend = ScriptedBackend()
+    writer = Writer(backend, budget=budget)
+    sizes = []
+    for n in (20, 200):  # both past every allowance: the prompt must stop growing
+        backend.requests.clear()
+        ctx = StepContext("premise " * 10 * n, "outline " * 10 * n, "memory " * 100 * n, "last " * 100 * n,
+                          "plan " * 10 * n, ["retrieved " * 100 * n] * 4)
+        writer.step(ctx)
+        sizes.append(backend.count_tokens(backend.render(backend.requests[0])))
+    assert sizes[1] <= budget.premise + budget.short_memory + budget.memories + budget.last_paragraph \
+        + budget.plan + 200
+    assert sizes[1] <= 1.05 * sizes[0]
+
+
+def test_fit_keeps_start_or_end_within_budget():
+    count = lambda t: len(t.split())  # noqa: E731
+    text = " ".join(str(i) for i in range(100))
+    assert fit(text, 10, count).split()[:3] == ["0", "1", "2"]
+    assert count(fit(text, 10, count)) <= 10
+    assert fit(text, 10, count, keep="end").split()[-1] == "99"
+    assert fit("short text", 10, count) == "short text"

@@ -1,0 +1,115 @@
+"""The story service over a real SQLite file, the real embedder and FAISS, with a scripted model."""
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from app.service import Limits, StoryService
+from generation.errors import GenerationFailed
+from generation.recurrence import Writer
+from memory.longterm import LongTermMemory
+from storage.errors import InvalidInput, NotFound
+from storage.models import MemoryEntry, Step, Story
+from tests.fakes import PARAGRAPH, ScriptedBackend
+
+
+def make_service(db, embedder, override=None, **limits):
+    backend = ScriptedBackend(override)
+    service = StoryService(db, LongTermMemory(embedder, use_gpu=False), Writer(backend), Limits(**limits))
+    return service, backend
+
+
+def counts(db):
+    with db.Session() as s:
+        return tuple(s.scalar(select(func.count()).select_from(m)) for m in (Story, Step, MemoryEntry))
+
+
+def test_new_story_then_steps_persist_everything(db, embedder):
+    service, _ = make_service(db, embedder)
+    view = service.new_story("A keeper finds a letter from the future.")
+    assert view.title == "The Keeper's Letter" and view.paragraphs == [PARAGRAPH] and len(view.plans) == 3
+    view = service.step(view.id, plan=2)
+    view = service.step(view.id, instruction="Mara burns the letter.")
+    assert len(view.paragraphs) == 3
+    with db.Session() as s:
+        steps = s.scalars(select(Step).order_by(Step.id)).all()
+        assert [st.plan for st in steps] == ["", steps[0].plans[1], "Mara burns the letter."]
+        assert [st.parent_id for st in steps] == [None, steps[0].id, steps[1].id]
+        assert all(st.prompt_tokens > 0 and st.trace["calls"] for st in steps)
+    assert counts(db)[2] >= 3  # each paragraph filed into long-term memory
+    assert service.manuscript(view.id).startswith("# The Keeper's Letter\n\n" + PARAGRAPH)
+
+
+def test_step_retrieves_earlier_memories_into_the_prompt(db, embedder):
+    service, backend = make_service(db, embedder)
+    story = service.new_story("premise")
+    service.step(story.id, instruction="Mara climbs the stairs.")
+    backend.requests.clear()
+    service.step(story.id, instruction="Mara reads the letter under the lantern in the lamp room.")
+    prompt = backend.requests[0].messages[-1]["content"]
+    assert "Passages from earlier in the story" in prompt
+    with db.Session() as s:
+        head = s.get(Step, service.view(story.id).head_step_id)
+        assert head.trace["retrieved"] and all("score" in r for r in head.trace["retrieved"])
+
+
+@pytest.mark.parametrize("premise, message", [("", "premise is empty"), ("   \n", "premise is empty"),
+                                              ("x" * 100_000, "100,000 characters")])
+def test_bad_premise_is_refused_before_any_generation(db, embedder, premise, message):
+    service, backend = make_service(db, embedder)
+    with pytest.raises(InvalidInput, match=message):
+        service.new_story(premise)
+    assert backend.requests == [] and counts(db) == (0, 0, 0)
+
+
+def test_unknown_story_and_missing_plan_are_refused_and_write_nothing(db, embedder):
+    service, backend = make_service(db, embedder)
+    story = service.new_story("premise")
+    before, asked = counts(db), len(backend.requests)
+    with pytest.raises(NotFound, match="no story with id 999"):
+        service.step(999, plan=1)
+    with pytest.raises(InvalidInput, match="no plan 4; choose 1 to 3"):
+        service.step(story.id, plan=4)
+    with pytest.raises(InvalidInput, match="instruction is empty"):
+        service.step(story.id, instruction="  ")
+    with pytest.raises(InvalidInput, match="either a plan number or an instruction"):
+        service.step(story.id)
+    assert counts(db) == before and len(backend.requests) == asked
+
+
+def test_a_failed_step_writes_nothing(db, embedder):
+    fail = {"on": False}
+    service, _ = make_service(db, embedder, lambda r: "Bad." if fail["on"] and "paragraph of" in
+                              r.messages[-1]["content"] else None)
+    story = service.new_story("premise")
+    before = counts(db)
+    fail["on"] = True
+    with pytest.raises(GenerationFailed):
+        service.step(story.id, plan=1)
+    assert counts(db) == before
+    assert service.view(story.id).paragraphs == [PARAGRAPH]
+
+
+def test_concurrent_steps_on_one_story_are_serialized(db, embedder):
+    service, _ = make_service(db, embedder)
+    story = service.new_story("premise")
+    errors = []
+
+    def write():
+        try:
+            service.step(story.id, plan=1)
+        except Exception as e:  # collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    view = service.view(story.id)
+    assert len(view.paragraphs) == 5  # a chain, no lost or forked step
+    with db.Session() as s:
+        depths = sorted(s.scalars(select(Step.depth)).all())
+    assert depths == [0, 1, 2, 3, 4]
