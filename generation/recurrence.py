@@ -150,9 +150,11 @@ class Writer:
                         on_text(part, raw)
                     if stop and stop(raw):
                         break
-            usage.prompt_tokens += self.backend.count_tokens(prompt)
-            usage.completion_tokens += self.backend.count_tokens(raw)
-            call = {"part": part, "attempt": attempt, "prompt": prompt, "output": raw}
+            call = {"part": part, "attempt": attempt, "prompt": prompt, "output": raw,
+                    "prompt_tokens": self.backend.count_tokens(prompt),
+                    "completion_tokens": self.backend.count_tokens(raw)}
+            usage.prompt_tokens += call["prompt_tokens"]
+            usage.completion_tokens += call["completion_tokens"]
             usage.calls.append(call)
             try:
                 return parser(raw)
