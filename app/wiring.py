@@ -26,6 +26,7 @@ def quiet_libraries() -> None:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF reader draws its own bar
     from transformers.utils import logging as hf_logging

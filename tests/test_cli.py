@@ -1,0 +1,126 @@
+"""The real `storyloom` command with the embedded LLM and embedder, in separate processes."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+EXE = str(Path(sys.executable).with_name("storyloom"))
+PREMISE = "A lighthouse keeper on a remote island finds a message in a bottle addressed to her."
+
+
+def run(env, *args, timeout=900):
+    return subprocess.run([EXE, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def env_for(data_dir: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STORYLOOM_")}
+    return {**env, "STORYLOOM_DATA_DIR": str(data_dir), **extra}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """One story, opened and stepped twice through the CLI; shared by the tests below."""
+    data = tmp_path_factory.mktemp("cli")
+    env = env_for(data)
+    new = run(env, "new", "--premise", PREMISE)
+    assert new.returncode == 0, new.stderr
+    story_id = new.stdout.strip().splitlines()[-1]
+    assert story_id.isdigit()
+    steps = run(env, "step", story_id, "--count", "2")
+    assert steps.returncode == 0, steps.stderr
+    return env, story_id, new, steps
+
+
+def _paragraphs(markdown: str) -> list[str]:
+    return [p for p in markdown.split("\n\n")[1:] if p.strip()]
+
+
+@pytest.mark.slow
+def test_new_and_two_steps_write_three_paragraphs_with_plans(written):
+    env, story_id, new, steps = written
+    assert "Plans:\n  1. " in new.stdout and "  3. " in new.stdout
+    assert steps.stderr.count("step ") >= 2 and "2/2" in steps.stderr
+    shown = run(env, "show", story_id)  # a second process reads the same manuscript
+    assert shown.returncode == 0
+    paragraphs = _paragraphs(shown.stdout)
+    assert len(paragraphs) == 3
+    assert all(len(p.split()) >= 60 for p in paragraphs)
+    assert paragraphs[-1] in steps.stdout
+    listed = run(env, "list")
+    assert listed.stdout.startswith(f"{story_id}\t")
+
+
+@pytest.mark.slow
+def test_a_second_process_retrieves_from_the_rebuilt_index(written):
+    env, story_id, _, _ = written
+    second_paragraph = _paragraphs(run(env, "show", story_id).stdout)[1]
+    probe = (
+        "from app.config import Settings\n"
+        "from app.wiring import build_service\n"
+        "import sys\n"
+        "service = build_service(Settings())\n"
+        f"hits = service.search_memory({story_id}, sys.stdin.read(), k=3)\n"
+        "print(len(hits)); print(hits[0].score); print(hits[0].text)\n"
+    )
+    query = " ".join(second_paragraph.split()[:40])
+    out = subprocess.run([sys.executable, "-c", probe], env=env, input=query, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    count, score, text = out.stdout.strip().split("\n", 2)
+    assert int(count) == 3
+    assert float(score) > 0.7
+    assert text.split()[:10] == second_paragraph.split()[:10]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, extra_env, message", [
+    (["new", "--premise", ""], {}, "the premise is empty"),
+    (["new", "--premise", "x" * 100_000], {}, "100,000 characters"),
+    (["step", "9999"], {}, "no story with id 9999"),
+    (["show", "9999"], {}, "no story with id 9999"),
+    (["step", "{id}", "--plan", "7"], {}, "there is no plan 7"),
+    (["step", "{id}", "--count", "0"], {}, "--count must be at least 1"),
+    (["new", "--premise", "p"], {"STORYLOOM_MODEL": "/no/such/model.gguf"}, "model not found"),
+    (["list"], {"STORYLOOM_DATABASE_URL": "sqlite:////no/such/dir/x.db"}, "cannot open database"),
+    (["list"], {"STORYLOOM_DATABASE_URL": "nosuchdriver://x"}, "cannot use database URL"),
+])
+def test_bad_input_is_one_clear_line_and_writes_nothing(written, args, extra_env, message):
+    env, story_id, _, _ = written
+    before = run(env, "show", story_id).stdout
+    result = run({**env, **extra_env}, *[a.replace("{id}", story_id) for a in args], timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("storyloom: error: ") and message in lines[0], result.stderr
+    assert run(env, "show", story_id).stdout == before
+    assert run(env, "list").stdout.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_process_killed_mid_step_leaves_the_story_as_it_was(written):
+    env, story_id, _, _ = written
+    before = run(env, "show", story_id).stdout
+    controller, terminal = pty.openpty()  # a terminal on stderr, so the CLI reports its progress
+    process = subprocess.Popen([EXE, "step", story_id], env=env, stdout=subprocess.DEVNULL,
+                               stderr=terminal, stdin=subprocess.DEVNULL)
+    os.close(terminal)
+    seen, deadline = b"", time.monotonic() + 300
+    while b"writing paragraph: 2" not in seen and time.monotonic() < deadline:  # 20+ words in
+        if select.select([controller], [], [], 1.0)[0]:
+            seen += os.read(controller, 4096)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    os.close(controller)
+    assert b"writing paragraph" in seen, seen[-500:]
+    assert run(env, "show", story_id).stdout == before
+    after = run(env, "step", story_id, "--plan", "2")  # the story still works after the crash
+    assert after.returncode == 0, after.stderr
+    assert len(_paragraphs(run(env, "show", story_id).stdout)) == len(_paragraphs(before)) + 1

@@ -1,0 +1,80 @@
+"""The local transformers backend with the embedded SmolLM2 GGUF."""
+
+from contextlib import closing
+
+import pytest
+
+from generation.backend import Request
+from generation.errors import ModelUnavailable
+from generation.local import TransformersBackend, embedded_model, resolve_model
+
+
+@pytest.fixture(scope="module")
+def backend():
+    backend = TransformersBackend()
+    backend.load()
+    return backend
+
+
+def ask(text, **settings):
+    return Request(messages=[{"role": "user", "content": text}], **settings)
+
+
+def test_model_paths_resolve_or_fail_clearly(tmp_path):
+    assert embedded_model().gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert resolve_model(None) == embedded_model()
+    with pytest.raises(ModelUnavailable, match="model not found"):
+        resolve_model(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelUnavailable, match="no config.json"):
+        resolve_model(str(tmp_path))
+    gguf = embedded_model()
+    assert resolve_model(str(gguf.folder / gguf.gguf_file)) == gguf
+
+
+@pytest.mark.slow
+def test_render_uses_the_chat_template_and_the_reply_prefix(backend):
+    prompt = backend.render(ask("Hello there", reply_prefix="Next,"))
+    assert "<|im_start|>user\nHello there<|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\nNext,")
+    assert backend.count_tokens("Hello there") == 2
+
+
+@pytest.mark.slow
+def test_streams_in_chunks_and_is_reproducible_with_a_seed(backend):
+    request = ask("Describe a lighthouse in two sentences.", max_new_tokens=40, seed=7, temperature=0.8)
+    chunks = list(backend.generate(request))
+    assert len(chunks) > 5
+    assert 20 <= backend.count_tokens("".join(chunks)) <= 41
+    assert "".join(backend.generate(request)) == "".join(chunks)
+
+
+@pytest.mark.slow
+def test_min_new_tokens_holds_off_the_end(backend):
+    text = "".join(backend.generate(ask("Say yes.", max_new_tokens=60, min_new_tokens=50, temperature=0)))
+    assert backend.count_tokens(text) >= 45
+
+
+class CountSteps:
+    """A logits processor that only counts decoding steps."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def __call__(self, input_ids, scores):
+        self.steps += 1
+        return scores
+
+
+@pytest.mark.slow
+def test_closing_the_stream_stops_generation(backend):
+    from transformers import LogitsProcessorList
+
+    counter = CountSteps()
+    request = ask("Write a long story about the sea.", max_new_tokens=400, min_new_tokens=400,
+                  extra={"logits_processor": LogitsProcessorList([counter])})
+    with closing(backend.generate(request)) as chunks:
+        for i, _ in enumerate(chunks):
+            if i == 3:
+                break
+    assert 3 <= counter.steps < 40  # stopped within a few tokens of closing, not after 400
+    assert "".join(backend.generate(ask("Hi", max_new_tokens=5)))  # the model is free again
