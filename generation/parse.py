@@ -7,6 +7,8 @@ import re
 from generation.errors import ParseError
 
 _PREAMBLE = re.compile(r"^\s*(sure|certainly|okay|ok|here('s| is| are)|of course)\b[^\n]*[:!]\s*", re.I)
+# Replies that address the person ("I'll...", "Let's...") instead of saying what happens.
+_META = re.compile(r"^(i|i'll|i'd|i'm|i've|let's|let us|you|you'll|we|we'll|sure|here|this|in this)\b", re.I)
 _LABEL = re.compile(r"^\s*(title|summary|outline|paragraph|plan|next)\s*[:\-]\s*", re.I)
 _NOT_AN_END = "".join(rf"(?<!\b{a})" for a in ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Prof", "Sr", "Jr", "vs"))
 _SENTENCE_END = re.compile(_NOT_AN_END + r"(?<!\b[A-Z])[.!?…][\"'”’)\]]*(?=\s|$)")
@@ -70,11 +72,14 @@ def copied(text: str, source: str, n: int = 4) -> float:
     return len(mine & grams(source)) / len(mine) if mine else 0.0
 
 
-def parse_summary(raw: str, min_words: int = 10, max_words: int = 250) -> str:
+def parse_summary(raw: str, min_words: int = 10, max_words: int = 250, paragraph: str = "") -> str:
+    """A summary of at most max_words that is not just a copy of the new paragraph."""
     text = truncate_words(complete_sentences(_tidy(raw)), max_words)
     n = len(words(text))
     if n < min_words:
         raise ParseError(f"the summary has {n} words (at least {min_words})")
+    if paragraph and copied(text, paragraph) > 0.7:
+        raise ParseError("the summary copies the new paragraph instead of summarising the story")
     return text
 
 
@@ -90,6 +95,8 @@ def parse_plan(raw: str, min_words: int = 5, max_words: int = 45) -> str:
     sentence = sentence.strip(" \"'“”")
     if len(words(sentence)) < min_words:
         raise ParseError(f"the plan has {len(words(sentence))} words (at least {min_words})")
+    if _META.match(sentence):
+        raise ParseError("the plan talks about the writing instead of the story")
     return sentence[0].upper() + sentence[1:]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from generation import parse, prompts
@@ -115,7 +115,8 @@ class Writer:
         return self._ask("paragraph", request, parser, usage, on_text, stop=enough)
 
     def _ask_summary(self, memory: str, paragraph: str, usage: Usage, on_text: OnText | None) -> str:
-        return self._ask("short_memory", prompts.summary(memory, paragraph), parse.parse_summary, usage, on_text,
+        parser = partial(parse.parse_summary, paragraph=paragraph)
+        return self._ask("short_memory", prompts.summary(memory, paragraph), parser, usage, on_text,
                          stop=partial(parse.sentences_done, count=prompts.SUMMARY_SENTENCES))
 
     def _ask_plans(self, outline: str, memory: str, last: str, usage: Usage, on_text: OnText | None) -> list[str]:
@@ -143,6 +144,8 @@ class Writer:
         problem: ParseError | None = None
         for attempt in range(1, self.retries + 1):
             raw = ""
+            if attempt > 1:  # sample a little hotter after an unusable reply
+                request = replace(request, temperature=min(request.temperature + 0.2, 1.3))
             with closing(self.backend.generate(request)) as chunks:
                 for chunk in chunks:
                     raw += chunk

@@ -83,3 +83,19 @@ def test_a_paragraph_copying_the_previous_one_is_refused():
 def test_copied_share():
     assert parse.copied("a b c d e", "a b c d e") == 1.0
     assert parse.copied("a b c d e", "x y z w") == 0.0
+
+
+@pytest.mark.parametrize("raw", [" I'll delve deeper into the final scene of the story.",
+                                 " let's explore what the ending could be like.",
+                                 " You read how a writer found a hidden painting."])
+def test_plans_about_the_writing_are_refused(raw):
+    with pytest.raises(ParseError, match="talks about the writing"):
+        parse.parse_plan(raw)
+
+
+def test_a_summary_that_only_copies_the_paragraph_is_refused():
+    paragraph = "In the days that followed, the sea took on a different tone, one not lost to the heat. " * 3
+    with pytest.raises(ParseError, match="copies the new paragraph"):
+        parse.parse_summary(paragraph, paragraph=paragraph)
+    assert parse.parse_summary("Mara found a letter and rowed to the village to ask Tomas about it.",
+                               paragraph=paragraph)

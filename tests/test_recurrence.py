@@ -59,8 +59,11 @@ def test_one_bad_output_then_a_good_one_succeeds():
             return "Nope." if len(attempts) == 1 else PARAGRAPH
         return None
 
-    opening = Writer(ScriptedBackend(reply)).init("premise", title="T")
+    backend = ScriptedBackend(reply)
+    opening = Writer(backend).init("premise", title="T")
     assert opening.paragraph == PARAGRAPH and opening.usage.retries == 1
+    tries = [r.temperature for r in backend.requests if "opening paragraph" in r.messages[-1]["content"]]
+    assert tries[1] > tries[0]  # the retry samples hotter
 
 
 def test_paragraph_generation_stops_at_a_blank_line_after_the_minimum():
