@@ -15,8 +15,13 @@ PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the 
               "short_memory": "the short-term memory", "plan_1": "plan 1", "plan_2": "plan 2", "plan_3": "plan 3"}
 
 
-def stream(action: Callable, *args) -> Iterator[tuple[str, str] | StoryView]:
-    """Run a service action in a worker thread; yield (part, text) while it writes, then its result."""
+class Problem(str):
+    """A message for the person, yielded by `stream` instead of a result."""
+
+
+def stream(action: Callable, *args) -> Iterator[tuple[str, str] | StoryView | Problem]:
+    """Run a service action in a worker thread; yield (part, text) while it writes, then its
+    result, or a Problem when it failed with a message for the person."""
     events: queue.Queue = queue.Queue()
     outcome: dict = {}
 
@@ -31,9 +36,7 @@ def stream(action: Callable, *args) -> Iterator[tuple[str, str] | StoryView]:
     threading.Thread(target=work, name="storyloom-action", daemon=True).start()
     while (event := events.get()) is not None:
         yield event
-    if "error" in outcome:
-        raise gr.Error(str(outcome["error"]), print_exception=False)
-    yield outcome["view"]
+    yield Problem(outcome["error"]) if "error" in outcome else outcome["view"]
 
 
 def manuscript_markdown(view: StoryView) -> str:
@@ -55,9 +58,21 @@ def build_app(service: StoryService) -> gr.Blocks:
         return (view.id, gr.update(choices=story_choices(), value=view.id), manuscript_markdown(view),
                 view.short_memory, gr.update(choices=plans, value=None), "", "", status)
 
-    def progress(part: str, text: str, story_id):
-        return (story_id, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(),
-                f"*Writing {PART_NAMES.get(part, part)}…*\n\n{text}", gr.update())
+    def keep(story_id, writing="", status=""):
+        """Leave the page as it is (nothing the person typed is lost), with a message."""
+        return (story_id, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), writing, status)
+
+    def problem(story_id, message: str):
+        gr.Warning(message)
+        return keep(story_id, "", f"**Nothing was written:** {message}")
+
+    def render(event, story_id):
+        if isinstance(event, Problem):
+            return problem(story_id, event)
+        if isinstance(event, tuple):
+            part, text = event
+            return keep(story_id, f"*Writing {PART_NAMES.get(part, part)}…*\n\n{text}", "")
+        return show(event, cost_line(event))
 
     def open_story(story_id):
         if story_id is None:
@@ -65,11 +80,11 @@ def build_app(service: StoryService) -> gr.Blocks:
         try:
             return show(service.view(int(story_id)), "")
         except StoryloomError as e:
-            raise gr.Error(str(e), print_exception=False)
+            return problem(None, str(e))
 
     def start(premise: str, title: str, story_id):
         for event in stream(service.new_story, premise, title or None):
-            yield progress(*event, story_id) if isinstance(event, tuple) else show(event, cost_line(event))
+            yield render(event, story_id)
 
     def pick(plan_number, story_id):
         if plan_number is None or story_id is None:
@@ -78,17 +93,19 @@ def build_app(service: StoryService) -> gr.Blocks:
 
     def write_next(story_id, plan_number, instruction: str):
         if story_id is None:
-            raise gr.Error("Start or open a story first.", print_exception=False)
-        plans = service.view(int(story_id)).plans
+            yield problem(story_id, "Start or open a story first.")
+            return
         text = (instruction or "").strip()
         if not text and plan_number is None:
-            raise gr.Error("Pick one of the plans or write your own instruction.", print_exception=False)
+            yield problem(story_id, "Pick one of the plans or write your own instruction.")
+            return
+        plans = service.view(int(story_id)).plans
         if plan_number is not None and text in ("", plans[int(plan_number) - 1]):
             args = (int(story_id), int(plan_number), None)
         else:
             args = (int(story_id), None, text)
         for event in stream(service.step, *args):
-            yield progress(*event, story_id) if isinstance(event, tuple) else show(event, cost_line(event))
+            yield render(event, story_id)
 
     with gr.Blocks(title="storyloom") as app:
         gr.Markdown("# storyloom\nWrite a story with a local language model, one paragraph at a time.")

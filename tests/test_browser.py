@@ -69,7 +69,7 @@ def paragraphs(page) -> int:
 @pytest.mark.slow
 def test_stepping_before_a_story_exists_shows_a_message(page):
     page.locator("#step").click()
-    page.get_by_text("Start or open a story first.").first.wait_for(timeout=15_000)
+    page.locator("#status").get_by_text("Start or open a story first.").wait_for(timeout=15_000)
     page.screenshot(path=ARTIFACTS / "00-error-no-story.png")
 
 
