@@ -42,6 +42,8 @@ def parse_title(raw: str, max_words: int = 14) -> str:
     body = _PREAMBLE.sub("", raw.strip())
     line = next((ln for ln in body.splitlines() if ln.strip()), "")
     title = _tidy(line).strip("*#\"'“”‘’. ")
+    if len(words(title)) > max_words:  # "Main Title: a long subtitle" -> "Main Title"
+        title = re.split(r":| - | — ", title)[0].strip("*#\"'“”‘’. ")
     if not title:
         raise ParseError("the model gave an empty title")
     if len(words(title)) > max_words:

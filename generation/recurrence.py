@@ -72,7 +72,7 @@ class Writer:
         title = title or self._ask("title", prompts.title(premise), parse.parse_title, usage, on_text)
         outline = self._ask("outline", prompts.outline(premise),
                             lambda raw: parse.parse_summary(prompts.OUTLINE_PREFIX + raw, max_words=90),
-                            usage, on_text)
+                            usage, on_text, stop=partial(parse.sentences_done, count=3))
         opening = self._ask_paragraph(prompts.opening(premise, fitted(outline, b.outline)), usage, on_text)
         memory = self._ask_summary(premise, opening, usage, on_text)
         plans = self._ask_plans(outline, memory, opening, usage, on_text)

@@ -9,6 +9,11 @@ def test_title_drops_preamble_label_and_quotes():
     assert parse.parse_title("Title: The Long Lost Colony\nMore text") == "The Long Lost Colony"
 
 
+def test_a_long_title_keeps_its_main_part():
+    raw = "The Lighthouse: A Story of Hope, Loss and the Sea That Would Not Let Her Go Home Again"
+    assert parse.parse_title(raw) == "The Lighthouse"
+
+
 @pytest.mark.parametrize("raw", ["", "   \n  ", "**\n", " ".join(["word"] * 20)])
 def test_title_rejects_empty_or_long(raw):
     with pytest.raises(ParseError):
