@@ -11,7 +11,7 @@ from generation.recurrence import OnText, StepContext, Usage, Writer
 from memory.longterm import LongTermMemory, chunks
 from storage import repo
 from storage.db import Database
-from storage.errors import InvalidInput
+from storage.errors import InvalidInput, NotFound
 from storage.models import Step
 
 
@@ -26,6 +26,7 @@ class StoryView:
     plans: list[str]
     head_step_id: int | None
     last_step: dict  # what the head step cost: tokens, seconds, retries
+    version: tuple[int, int] = (1, 1)  # the head paragraph is version i of n (regenerations)
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,12 @@ class StoryService:
             story = repo.get_story(session, story_id)
             path = repo.path_to(session, story.head_step_id)
             head = path[-1] if path else None
+            versions = [s.id for s in repo.children(session, story_id, head.parent_id)] if head else []
             return StoryView(
                 story.id, story.title, story.premise, story.outline, [s.paragraph for s in path],
                 head.short_memory if head else "", list(head.plans) if head else [],
-                story.head_step_id, _cost(head) if head else {})
+                story.head_step_id, _cost(head) if head else {},
+                (versions.index(head.id) + 1, len(versions)) if head else (1, 1))
 
     def manuscript(self, story_id: int) -> str:
         view = self.view(story_id)
@@ -85,36 +88,92 @@ class StoryService:
 
     def step(self, story_id: int, plan: int | None = None, instruction: str | None = None,
              on_text: OnText | None = None) -> StoryView:
+        """Write the next paragraph after the head, following plan `plan` of the head or an instruction."""
         if (plan is None) == (instruction is None):
             raise InvalidInput("give either a plan number or an instruction")
         if instruction is not None:
             instruction = self._text(instruction, "instruction", self.limits.plan_chars)
         with self._lock(story_id):
             with self.db.Session() as session:
-                story = repo.get_story(session, story_id)
-                head = repo.get_step(session, story.head_step_id) if story.head_step_id else None
-                if head is None:
-                    raise InvalidInput(f"story {story_id} has no opening yet")
+                head = self._head(session, story_id)
                 chosen = instruction if instruction is not None else _pick(head.plans, plan)
-                on_path = repo.path_ids(session, head.id)
-                hits = self.memory.search(session, story_id, f"{chosen} {head.paragraph}", self.limits.top_k,
-                                          only_steps=on_path, exclude_steps={head.id})
-                context = StepContext(story.premise, story.outline, head.short_memory, head.paragraph,
-                                      chosen, [h.text for h in hits])
-            result = self.writer.step(context, on_text)
-            with self.db.Session.begin() as session:
+            self._write(story_id, head.id, chosen, head.id, on_text)
+        return self.view(story_id)
+
+    def regenerate(self, story_id: int, on_text: OnText | None = None) -> StoryView:
+        """Write the head paragraph again, as a new version beside it; the old one is kept."""
+        with self._lock(story_id):
+            with self.db.Session() as session:
                 story = repo.get_story(session, story_id)
-                self._commit_step(session, story, head, chosen, result.paragraph, result.short_memory,
-                                  result.plans, result.usage, hits)
+                head = self._head(session, story_id)
+                premise, title, outline = story.premise, story.title, story.outline
+            if head.parent_id is None:  # the opening: write it again from the premise
+                opening = self.writer.init(premise, title, on_text, outline=outline)
+                with self.db.Session.begin() as session:
+                    self._commit_step(session, repo.get_story(session, story_id), None, "", opening.paragraph,
+                                      opening.short_memory, opening.plans, opening.usage, [],
+                                      expected_head=head.id)
+            else:
+                self._write(story_id, head.parent_id, head.plan, head.id, on_text)
+        return self.view(story_id)
+
+    def _write(self, story_id: int, parent_id: int, plan: str, expected_head: int, on_text: OnText | None):
+        """Gather the context after `parent_id`, generate outside any transaction, then commit the
+        step under it in one transaction if the head is still `expected_head`."""
+        with self.db.Session() as session:
+            story = repo.get_story(session, story_id)
+            parent = repo.get_step(session, parent_id)
+            hits = self.memory.search(session, story_id, f"{plan} {parent.paragraph}", self.limits.top_k,
+                                      only_steps=repo.path_ids(session, parent.id), exclude_steps={parent.id})
+            context = StepContext(story.premise, story.outline, parent.short_memory, parent.paragraph,
+                                  plan, [h.text for h in hits])
+        result = self.writer.step(context, on_text)
+        with self.db.Session.begin() as session:
+            self._commit_step(session, repo.get_story(session, story_id), parent, plan, result.paragraph,
+                              result.short_memory, result.plans, result.usage, hits, expected_head=expected_head)
+
+    def switch(self, story_id: int, step_id: int) -> StoryView:
+        """Continue from another branch: the head moves to the newest paragraph below `step_id`."""
+        with self._lock(story_id), self.db.Session.begin() as session:
+            story = repo.get_story(session, story_id)
+            step = repo.get_step(session, step_id)
+            if step.story_id != story_id:
+                raise NotFound(f"no step with id {step_id} in story {story_id}")
+            repo.move_head(session, story, story.head_step_id, repo.newest_tip(session, step).id)
+        return self.view(story_id)
+
+    def other_version(self, story_id: int, delta: int) -> StoryView:
+        """Switch to the previous (-1) or next (+1) version of the head paragraph."""
+        with self.db.Session() as session:
+            head = self._head(session, story_id)
+            versions = [s.id for s in repo.children(session, story_id, head.parent_id)]
+        target = versions.index(head.id) + delta
+        if not 0 <= target < len(versions):
+            raise InvalidInput(f"there is no {'earlier' if delta < 0 else 'later'} version of this paragraph")
+        return self.switch(story_id, versions[target])
+
+    def undo(self, story_id: int) -> StoryView:
+        """Move the head back to the previous paragraph; the undone one stays as a branch."""
+        with self._lock(story_id), self.db.Session.begin() as session:
+            head = self._head(session, story_id)
+            if head.parent_id is None:
+                raise InvalidInput("this is the first paragraph; there is nothing to undo")
+            repo.move_head(session, repo.get_story(session, story_id), head.id, head.parent_id)
         return self.view(story_id)
 
     # -- helpers ---------------------------------------------------------------------
 
+    def _head(self, session, story_id: int) -> Step:
+        story = repo.get_story(session, story_id)
+        if story.head_step_id is None:
+            raise InvalidInput(f"story {story_id} has no opening yet")
+        return repo.get_step(session, story.head_step_id)
+
     def _commit_step(self, session, story, parent: Step | None, plan: str, paragraph: str,
-                     short_memory: str, plans: list[str], usage: Usage, hits) -> Step:
+                     short_memory: str, plans: list[str], usage: Usage, hits, **head) -> Step:
         trace = {"calls": usage.calls, "retries": usage.retries,
                  "retrieved": [{"id": h.entry_id, "score": round(h.score, 4), "text": h.text} for h in hits]}
-        step = repo.add_step(session, story, parent=parent, plan=plan, paragraph=paragraph,
+        step = repo.add_step(session, story, parent=parent, **head, plan=plan, paragraph=paragraph,
                              short_memory=short_memory, plans=plans, prompt_tokens=usage.prompt_tokens,
                              completion_tokens=usage.completion_tokens, seconds=round(usage.seconds, 3),
                              model=self.writer.backend.name, trace=trace)

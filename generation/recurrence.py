@@ -65,14 +65,17 @@ class Writer:
     min_words: int = 60
     max_words: int = 200
 
-    def init(self, premise: str, title: str | None = None, on_text: OnText | None = None) -> Opening:
+    def init(self, premise: str, title: str | None = None, on_text: OnText | None = None,
+             outline: str | None = None) -> Opening:
+        """Title (unless given), outline (unless given), opening paragraph, memory, plans."""
         usage, b, fitted = Usage(), self.budget, self._fit
         started = time.monotonic()
         premise = fitted(premise, b.premise)
         title = title or self._ask("title", prompts.title(premise), parse.parse_title, usage, on_text)
-        outline = self._ask("outline", prompts.outline(premise),
-                            lambda raw: parse.parse_summary(prompts.OUTLINE_PREFIX + raw, max_words=90),
-                            usage, on_text, stop=partial(parse.sentences_done, count=3))
+        outline = outline or self._ask(
+            "outline", prompts.outline(premise),
+            lambda raw: parse.parse_summary(prompts.OUTLINE_PREFIX + raw, max_words=90),
+            usage, on_text, stop=partial(parse.sentences_done, count=3))
         opening = self._ask_paragraph(prompts.opening(premise, fitted(outline, b.outline)), usage, on_text)
         memory = self._ask_summary(premise, opening, usage, on_text)
         plans = self._ask_plans(outline, memory, opening, usage, on_text)

@@ -36,25 +36,45 @@ def get_step(session: Session, step_id: int) -> Step:
     return step
 
 
-def add_step(session: Session, story: Story, *, parent: Step | None, **fields) -> Step:
-    """Append a step under `parent` and make it the head.
+_PARENT = object()
 
-    Fails with Conflict, writing nothing, when the head moved since `parent` was read
-    (another tab or process stepped the same story first)."""
+
+def add_step(session: Session, story: Story, *, parent: Step | None, expected_head=_PARENT, **fields) -> Step:
+    """Add a step under `parent` and make it the head.
+
+    The head must still be `expected_head` (a step id or None; by default the parent's id),
+    else Conflict and nothing is written: another tab or process acted on the story first."""
     step = Step(story_id=story.id, parent_id=parent.id if parent else None,
                 depth=parent.depth + 1 if parent else 0, **fields)
     session.add(step)
     session.flush()
-    head_unmoved = Story.head_step_id.is_(None) if parent is None else Story.head_step_id == parent.id
+    move_head(session, story, (parent.id if parent else None) if expected_head is _PARENT else expected_head,
+              step.id)
+    return step
+
+
+def move_head(session: Session, story: Story, expected: int | None, to: int | None) -> None:
+    """Point the story at step `to`, if its head is still `expected` (compare and set)."""
+    head_unmoved = Story.head_step_id.is_(None) if expected is None else Story.head_step_id == expected
     moved = session.execute(
-        update(Story)
-        .where(Story.id == story.id, head_unmoved)
-        .values(head_step_id=step.id)
-        .execution_options(synchronize_session=False)
-    )
+        update(Story).where(Story.id == story.id, head_unmoved).values(head_step_id=to)
+        .execution_options(synchronize_session=False))
     if moved.rowcount != 1:
-        raise Conflict("the story changed while this step was being written; nothing was saved, try again")
+        raise Conflict("the story changed while this action ran (another tab or process?); "
+                       "nothing was saved, try again")
     session.expire(story, ["head_step_id", "head"])
+
+
+def children(session: Session, story_id: int, parent_id: int | None) -> Sequence[Step]:
+    """The steps under `parent_id` (None: the story's openings), oldest first."""
+    parent_is = Step.parent_id.is_(None) if parent_id is None else Step.parent_id == parent_id
+    return session.scalars(select(Step).where(Step.story_id == story_id, parent_is).order_by(Step.id)).all()
+
+
+def newest_tip(session: Session, step: Step) -> Step:
+    """Follow the newest child down from `step` to a paragraph with nothing after it."""
+    while (kids := children(session, step.story_id, step.id)):
+        step = kids[-1]
     return step
 
 

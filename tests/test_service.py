@@ -113,3 +113,44 @@ def test_concurrent_steps_on_one_story_are_serialized(db, embedder):
     with db.Session() as s:
         depths = sorted(s.scalars(select(Step.depth)).all())
     assert depths == [0, 1, 2, 3, 4]
+
+
+def test_regenerate_keeps_the_old_version_and_versions_can_be_switched(db, embedder):
+    service, _ = make_service(db, embedder)
+    story = service.new_story("premise")
+    first = service.step(story.id, plan=1)
+    again = service.regenerate(story.id)
+    assert again.version == (2, 2) and len(again.paragraphs) == 2
+    assert again.paragraphs[-1] != first.paragraphs[-1]
+    assert again.paragraphs[0] == first.paragraphs[0]
+    back = service.other_version(story.id, -1)
+    assert back.paragraphs == first.paragraphs and back.version == (1, 2)
+    with pytest.raises(InvalidInput, match="no earlier version"):
+        service.other_version(story.id, -1)
+    with db.Session() as s:
+        step = s.get(Step, again.head_step_id)
+        assert step.plan == s.get(Step, first.head_step_id).plan  # the same plan, written again
+
+
+def test_regenerating_the_opening_keeps_title_and_outline(db, embedder):
+    service, backend = make_service(db, embedder)
+    story = service.new_story("premise")
+    backend.requests.clear()
+    again = service.regenerate(story.id)
+    assert again.version == (2, 2) and again.title == story.title and again.outline == story.outline
+    assert not any("short title" in r.messages[-1]["content"] or "Write an outline" in r.messages[-1]["content"]
+                   for r in backend.requests)
+
+
+def test_undo_moves_the_head_back_and_the_branch_can_be_resumed(db, embedder):
+    service, _ = make_service(db, embedder)
+    story = service.new_story("premise")
+    two = service.step(story.id, plan=1)
+    with pytest.raises(InvalidInput, match="nothing to undo"):
+        service.undo(service.undo(story.id).id)
+    view = service.view(story.id)
+    assert view.paragraphs == two.paragraphs[:1]
+    resumed = service.switch(story.id, view.head_step_id)  # the newest paragraph below the opening
+    assert resumed.paragraphs == two.paragraphs
+    with pytest.raises(NotFound):
+        service.switch(story.id, 10_000)
