@@ -27,6 +27,8 @@ class StoryView:
     head_step_id: int | None
     last_step: dict  # what the head step cost: tokens, seconds, retries
     version: tuple[int, int] = (1, 1)  # the head paragraph is version i of n (regenerations)
+    step_ids: tuple[int, ...] = ()  # the step of each paragraph
+    chapters: tuple[str | None, ...] = ()  # a chapter title where a chapter starts, else None
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Limits:
     premise_chars: int = 4000
     plan_chars: int = 2000
     title_chars: int = 200
+    paragraph_chars: int = 20_000
     top_k: int = 4
 
 
@@ -62,11 +65,18 @@ class StoryService:
                 story.id, story.title, story.premise, story.outline, [s.paragraph for s in path],
                 head.short_memory if head else "", list(head.plans) if head else [],
                 story.head_step_id, _cost(head) if head else {},
-                (versions.index(head.id) + 1, len(versions)) if head else (1, 1))
+                (versions.index(head.id) + 1, len(versions)) if head else (1, 1),
+                tuple(s.id for s in path), tuple(s.chapter for s in path))
 
     def manuscript(self, story_id: int) -> str:
+        """The current branch as Markdown: the title, chapter headings, paragraphs."""
         view = self.view(story_id)
-        return f"# {view.title}\n\n" + "".join(p + "\n\n" for p in view.paragraphs)
+        parts = [f"# {view.title}\n\n"]
+        for paragraph, chapter in zip(view.paragraphs, view.chapters):
+            if chapter:
+                parts.append(f"## {chapter}\n\n")
+            parts.append(paragraph + "\n\n")
+        return "".join(parts)
 
     def search_memory(self, story_id: int, query: str, k: int = 8):
         with self.db.Session() as session:
@@ -132,13 +142,30 @@ class StoryService:
             self._commit_step(session, repo.get_story(session, story_id), parent, plan, result.paragraph,
                               result.short_memory, result.plans, result.usage, hits, expected_head=expected_head)
 
+    def edit_paragraph(self, story_id: int, step_id: int, text: str) -> StoryView:
+        """Replace a written paragraph by hand. Memories drawn from the old text are marked stale
+        and re-derived from the new text, so the model sees the edit from then on."""
+        text = self._text(text, "paragraph", self.limits.paragraph_chars)
+        with self._lock(story_id), self.db.Session.begin() as session:
+            step = self._step_of(session, story_id, step_id)
+            if text != step.paragraph:
+                step.paragraph = text
+                self.memory.mark_stale(session, story_id, step_id)
+                self.memory.add(session, story_id, chunks(text), "paragraph", step_id=step_id)
+        return self.view(story_id)
+
+    def set_chapter(self, story_id: int, step_id: int, title: str | None) -> StoryView:
+        """Start a chapter titled `title` at this paragraph (None or empty: no chapter starts here)."""
+        title = self._text(title, "chapter title", self.limits.title_chars) if title and title.strip() else None
+        with self._lock(story_id), self.db.Session.begin() as session:
+            self._step_of(session, story_id, step_id).chapter = title
+        return self.view(story_id)
+
     def switch(self, story_id: int, step_id: int) -> StoryView:
         """Continue from another branch: the head moves to the newest paragraph below `step_id`."""
         with self._lock(story_id), self.db.Session.begin() as session:
             story = repo.get_story(session, story_id)
-            step = repo.get_step(session, step_id)
-            if step.story_id != story_id:
-                raise NotFound(f"no step with id {step_id} in story {story_id}")
+            step = self._step_of(session, story_id, step_id)
             repo.move_head(session, story, story.head_step_id, repo.newest_tip(session, step).id)
         return self.view(story_id)
 
@@ -162,6 +189,13 @@ class StoryService:
         return self.view(story_id)
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _step_of(self, session, story_id: int, step_id: int) -> Step:
+        repo.get_story(session, story_id)
+        step = session.get(Step, step_id)
+        if step is None or step.story_id != story_id:
+            raise NotFound(f"no paragraph with id {step_id} in story {story_id}")
+        return step
 
     def _head(self, session, story_id: int) -> Step:
         story = repo.get_story(session, story_id)

@@ -83,6 +83,15 @@ class LongTermMemory:
         repo.bump_memory_version(session, entry.story_id)
         session.flush()
 
+    def mark_stale(self, session: Session, story_id: int, step_id: int) -> int:
+        """Mark the entries derived from a step as stale (kept for reading, never retrieved)."""
+        result = session.execute(
+            update(MemoryEntry)
+            .where(MemoryEntry.story_id == story_id, MemoryEntry.step_id == step_id, MemoryEntry.stale.is_(False))
+            .values(stale=True).execution_options(synchronize_session=False))
+        repo.bump_memory_version(session, story_id)
+        return result.rowcount
+
     # -- retrieval ------------------------------------------------------------------
 
     def search(self, session: Session, story_id: int, query: str, k: int, *,

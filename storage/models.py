@@ -56,6 +56,7 @@ class Step(Base):
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     model: Mapped[str] = mapped_column(String(500), default="")
     trace: Mapped[dict] = mapped_column(JSON, default=dict)  # prompts sent and raw outputs
+    chapter: Mapped[str | None] = mapped_column(String(500), default=None)  # a chapter starts here
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

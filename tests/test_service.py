@@ -154,3 +154,46 @@ def test_undo_moves_the_head_back_and_the_branch_can_be_resumed(db, embedder):
     assert resumed.paragraphs == two.paragraphs
     with pytest.raises(NotFound):
         service.switch(story.id, 10_000)
+
+
+def test_an_edited_paragraph_is_what_the_model_sees_next(db, embedder):
+    service, backend = make_service(db, embedder)
+    story = service.new_story("premise")
+    view = service.step(story.id, plan=1)
+    edited = ("Mara painted the lighthouse door a furious shade of violet, then sat on the step and ate "
+              "an entire jar of pickled herring while the gulls watched her with open envy.")
+    view = service.edit_paragraph(story.id, view.step_ids[-1], edited)
+    assert view.paragraphs[-1] == edited
+    backend.requests.clear()
+    service.step(story.id, instruction="The gulls steal the herring jar.")
+    prompt = backend.requests[0].messages[-1]["content"]
+    assert f"The last paragraph: {edited}" in prompt
+    with db.Session() as s:
+        stale = s.scalars(select(MemoryEntry).where(MemoryEntry.step_id == view.step_ids[-1])).all()
+        assert {e.stale for e in stale} == {True, False}
+        assert all(e.text in edited for e in stale if not e.stale)
+    hits = service.search_memory(story.id, "violet door and pickled herring", k=1)
+    assert hits[0].text.startswith("Mara painted the lighthouse door")
+
+
+def test_an_empty_edit_is_refused_and_loses_nothing(db, embedder):
+    service, _ = make_service(db, embedder)
+    story = service.new_story("premise")
+    with pytest.raises(InvalidInput, match="paragraph is empty"):
+        service.edit_paragraph(story.id, story.step_ids[0], "   ")
+    with pytest.raises(NotFound):
+        service.edit_paragraph(story.id, 9999, "text")
+    assert service.view(story.id).paragraphs == story.paragraphs
+
+
+def test_chapters_title_the_manuscript(db, embedder):
+    service, _ = make_service(db, embedder)
+    story = service.new_story("premise")
+    view = service.step(story.id, plan=1)
+    service.set_chapter(story.id, view.step_ids[0], "The Letter")
+    service.set_chapter(story.id, view.step_ids[1], "The Reef")
+    text = service.manuscript(story.id)
+    assert text.index("## The Letter") < text.index(view.paragraphs[0]) < text.index("## The Reef") \
+        < text.index(view.paragraphs[1])
+    service.set_chapter(story.id, view.step_ids[1], "")
+    assert "## The Reef" not in service.manuscript(story.id)
