@@ -5,13 +5,14 @@ killed step writes nothing, and a step commits paragraph, memory entries and pla
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from generation.recurrence import OnText, StepContext, Usage, Writer
 from memory.longterm import LongTermMemory, chunks
 from storage import repo
 from storage.db import Database
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, NotFound, StoryloomError
 from storage.models import Step
 
 
@@ -37,7 +38,12 @@ class Limits:
     plan_chars: int = 2000
     title_chars: int = 200
     paragraph_chars: int = 20_000
+    auto_steps: int = 500
     top_k: int = 4
+
+
+class Cancelled(StoryloomError):
+    """The person stopped the action; nothing of the step in progress was written."""
 
 
 class StoryService:
@@ -127,7 +133,38 @@ class StoryService:
                 self._write(story_id, head.parent_id, head.plan, head.id, on_text)
         return self.view(story_id)
 
-    def _write(self, story_id: int, parent_id: int, plan: str, expected_head: int, on_text: OnText | None):
+    def auto(self, story_id: int, steps: int, on_text: OnText | None = None,
+             on_step: Callable[[int, int, StoryView], None] | None = None,
+             cancel: threading.Event | None = None) -> StoryView:
+        """Write `steps` steps unattended: before each, the simulated human picks the most promising
+        plan and revises it into an outline. `cancel` stops cleanly: the step in progress is dropped."""
+        if not 1 <= steps <= self.limits.auto_steps:
+            raise InvalidInput(f"auto mode writes 1 to {self.limits.auto_steps} steps at a time, not {steps}")
+        cancel = cancel or threading.Event()
+
+        def watched(part: str, text: str) -> None:
+            if cancel.is_set():
+                raise Cancelled("stopped; the step in progress was not saved")
+            if on_text:
+                on_text(part, text)
+
+        try:
+            for number in range(1, steps + 1):
+                if cancel.is_set():
+                    break
+                with self._lock(story_id):
+                    with self.db.Session() as session:
+                        head = self._head(session, story_id)
+                    choice = self.writer.choose(head.short_memory, head.paragraph, list(head.plans), watched)
+                    self._write(story_id, head.id, choice.instruction, head.id, watched, prelude=choice.usage)
+                if on_step:
+                    on_step(number, steps, self.view(story_id))
+        except Cancelled:
+            pass
+        return self.view(story_id)
+
+    def _write(self, story_id: int, parent_id: int, plan: str, expected_head: int, on_text: OnText | None,
+               prelude: Usage | None = None):
         """Gather the context after `parent_id`, generate outside any transaction, then commit the
         step under it in one transaction if the head is still `expected_head`."""
         with self.db.Session() as session:
@@ -138,6 +175,11 @@ class StoryService:
             context = StepContext(story.premise, story.outline, parent.short_memory, parent.paragraph,
                                   plan, [h.text for h in hits])
         result = self.writer.step(context, on_text)
+        if prelude:  # calls made to decide the plan (auto mode) belong to this step's trace
+            result.usage.calls[:0] = prelude.calls
+            result.usage.retries += prelude.retries
+            result.usage.prompt_tokens += prelude.prompt_tokens
+            result.usage.completion_tokens += prelude.completion_tokens
         with self.db.Session.begin() as session:
             self._commit_step(session, repo.get_story(session, story_id), parent, plan, result.paragraph,
                               result.short_memory, result.plans, result.usage, hits, expected_head=expected_head)

@@ -119,3 +119,11 @@ def similar(a: str, b: str, threshold: float = 0.7) -> bool:
     if not sa or not sb:
         return sa == sb
     return len(sa & sb) / len(sa | sb) >= threshold
+
+
+def parse_choice(raw: str, count: int = 3) -> int:
+    """The first number 1..count in the reply."""
+    for match in re.finditer(r"\d+", raw):
+        if 1 <= int(match.group()) <= count:
+            return int(match.group())
+    raise ParseError(f"the reply names no idea between 1 and {count}")

@@ -91,3 +91,22 @@ def plan(outline_text: str, short_memory: str, last: str) -> Request:
     return _chat(f"Outline: {outline_text}\n\nSummary of the story so far: {short_memory}\n\n"
                  f"The last paragraph: {last}\n\nWhat happens next in the story? Answer in one sentence.",
                  reply_prefix=PLAN_PREFIX, max_new_tokens=60, temperature=1.0)
+
+
+CHOICE_PREFIX = "The best idea is number"
+
+
+def choose(short_memory: str, last: str, plans: list[str]) -> Request:
+    """The simulated human of auto mode, first half: pick the most promising plan."""
+    listed = "".join(f"{n}. {p}\n" for n, p in enumerate(plans, 1))
+    return _chat(f"Summary of the story so far: {short_memory}\n\nThe last paragraph: {last}\n\n"
+                 f"Ideas for the next paragraph:\n{listed}\nWhich idea makes the most interesting next "
+                 "paragraph? Answer with its number only.",
+                 reply_prefix=CHOICE_PREFIX, max_new_tokens=8, temperature=0.3)
+
+
+def revise(short_memory: str, plan_text: str) -> Request:
+    """Second half: revise the chosen plan into a short outline of the next paragraph."""
+    return _chat(f"Summary of the story so far: {short_memory}\n\nIdea for the next paragraph: {plan_text}\n\n"
+                 "Rewrite the idea as a short outline of the next paragraph, in two or three sentences: "
+                 "what happens, who is there, and how the paragraph ends.", max_new_tokens=110, temperature=0.7)

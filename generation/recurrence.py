@@ -58,6 +58,13 @@ class Continuation:
 
 
 @dataclass
+class Choice:
+    number: int  # the plan picked, from 1
+    instruction: str  # that plan revised into a short outline of the next paragraph
+    usage: Usage
+
+
+@dataclass
 class Writer:
     backend: Backend
     budget: Budget = field(default_factory=Budget)
@@ -94,6 +101,21 @@ class Writer:
         plans = self._ask_plans(ctx.outline, memory, text, usage, on_text)
         usage.seconds = time.monotonic() - started
         return Continuation(text, memory, plans, usage)
+
+    def choose(self, short_memory: str, last: str, plans: list[str], on_text: OnText | None = None) -> Choice:
+        """RecurrentGPT's simulated human: pick the most promising plan, then revise it into a
+        short outline for the next paragraph."""
+        usage, b, fitted = Usage(), self.budget, self._fit
+        if not plans:
+            raise GenerationFailed("there are no plans to choose from; give an instruction")
+        memory = fitted(short_memory, b.short_memory)
+        request = prompts.choose(memory, fitted(last, b.last_paragraph, "end"), [fitted(p, b.plan) for p in plans])
+        number = self._ask("choice", request, partial(parse.parse_choice, count=len(plans)), usage, on_text,
+                           stop=lambda text: any(c.isdigit() for c in text))
+        outline = self._ask("revised_plan", prompts.revise(memory, plans[number - 1]),
+                            partial(parse.parse_summary, min_words=8, max_words=90), usage, on_text,
+                            stop=partial(parse.sentences_done, count=3))
+        return Choice(number, outline, usage)
 
     # -- calls ---------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ def scripted_reply(request: Request, plan_number: int = 0, paragraph_number: int
     asked = request.messages[-1]["content"]
     if "What happens next" in asked:
         return PLANS[plan_number % len(PLANS)]
+    if "Answer with its number only" in asked:
+        return " 2."
+    if "Rewrite the idea as a short outline" in asked:
+        return "Mara waits for the storm in the lamp room. The lamp fails at midnight and she climbs up to fix it."
     if "short title" in asked:
         return "The Keeper's Letter"
     if "Write an outline" in asked:

@@ -197,3 +197,31 @@ def test_chapters_title_the_manuscript(db, embedder):
         < text.index(view.paragraphs[1])
     service.set_chapter(story.id, view.step_ids[1], "")
     assert "## The Reef" not in service.manuscript(story.id)
+
+
+def test_auto_mode_picks_and_revises_a_plan_each_step(db, embedder):
+    service, _ = make_service(db, embedder)
+    story = service.new_story("premise")
+    seen = []
+    view = service.auto(story.id, 2, on_step=lambda n, total, v: seen.append((n, total, len(v.paragraphs))))
+    assert seen == [(1, 2, 2), (2, 2, 3)]
+    with db.Session() as s:
+        head = s.get(Step, view.head_step_id)
+        assert head.plan.startswith("Mara waits for the storm")  # the revised plan was followed
+        assert [c["part"] for c in head.trace["calls"]][:2] == ["choice", "revised_plan"]
+
+
+def test_stopping_auto_mode_mid_step_writes_nothing_of_that_step(db, embedder):
+    service, _ = make_service(db, embedder)
+    story = service.new_story("premise")
+    cancel = threading.Event()
+
+    def stop_during_second_paragraph(part, text):
+        if part == "paragraph" and len(service.view(story.id).paragraphs) == 2:
+            cancel.set()
+
+    view = service.auto(story.id, 5, on_text=stop_during_second_paragraph, cancel=cancel)
+    assert len(view.paragraphs) == 2
+    assert counts(db)[1] == 2
+    with pytest.raises(InvalidInput, match="1 to 500 steps"):
+        service.auto(story.id, 0)
