@@ -23,6 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     choice.add_argument("--instruction", help="follow your own instruction instead")
     step.add_argument("--count", type=int, default=1, help="how many steps to write")
 
+    auto = sub.add_parser("auto", help="write N steps unattended (a simulated human picks the plans)")
+    auto.add_argument("story_id", type=int)
+    auto.add_argument("--steps", type=int, default=5)
+
     show = sub.add_parser("show", help="print the manuscript as Markdown")
     show.add_argument("story_id", type=int)
 
@@ -87,6 +91,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"# {view.title}\n\n{view.paragraphs[-1]}")
         _print_plans(view.plans)
         print(view.id)
+    elif args.command == "auto":
+        _auto(service, args.story_id, args.steps)
     elif args.command == "step":
         if args.count < 1:
             raise StoryloomError("--count must be at least 1")
@@ -97,6 +103,23 @@ def run(args: argparse.Namespace) -> None:
             progress.done(f"step {number}/{args.count}: paragraph {len(view.paragraphs)} written ({_cost(view)})")
             print(f"\n{view.paragraphs[-1]}")
             _print_plans(view.plans)
+
+
+def _auto(service, story_id: int, steps: int) -> None:
+    from tqdm import tqdm
+
+    start = len(service.view(story_id).paragraphs)
+    with tqdm(total=steps, unit="step", desc=f"story {story_id}", disable=False, file=sys.stderr) as bar:
+        def on_text(part: str, text: str) -> None:
+            bar.set_postfix_str(f"{part.replace('_', ' ')}: {len(text.split())} words", refresh=True)
+
+        def on_step(number: int, total: int, view) -> None:
+            bar.update(1)
+            print(f"\n{view.paragraphs[-1]}", flush=True)
+
+        view = service.auto(story_id, steps, on_text=on_text, on_step=on_step)
+    print(f"{len(view.paragraphs) - start} steps written; story {story_id} has {len(view.paragraphs)} paragraphs",
+          file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

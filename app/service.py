@@ -84,6 +84,13 @@ class StoryService:
             parts.append(paragraph + "\n\n")
         return "".join(parts)
 
+    def inspect(self, story_id: int, step_id: int | None = None) -> dict:
+        """What a step sent and got back: each call's exact prompt and raw output, the tokens of
+        each prompt part against its allowance, and the memories retrieved with their scores."""
+        with self.db.Session() as session:
+            step = self._head(session, story_id) if step_id is None else self._step_of(session, story_id, step_id)
+            return {"step_id": step.id, "plan": step.plan, "model": step.model, **_cost(step), **(step.trace or {})}
+
     def search_memory(self, story_id: int, query: str, k: int = 8):
         with self.db.Session() as session:
             repo.get_story(session, story_id)
@@ -247,7 +254,7 @@ class StoryService:
 
     def _commit_step(self, session, story, parent: Step | None, plan: str, paragraph: str,
                      short_memory: str, plans: list[str], usage: Usage, hits, **head) -> Step:
-        trace = {"calls": usage.calls, "retries": usage.retries,
+        trace = {"calls": usage.calls, "retries": usage.retries, "parts": usage.parts,
                  "retrieved": [{"id": h.entry_id, "score": round(h.score, 4), "text": h.text} for h in hits]}
         step = repo.add_step(session, story, parent=parent, **head, plan=plan, paragraph=paragraph,
                              short_memory=short_memory, plans=plans, prompt_tokens=usage.prompt_tokens,

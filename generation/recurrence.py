@@ -27,6 +27,7 @@ class Usage:
     seconds: float = 0.0
     retries: int = 0
     calls: list[dict] = field(default_factory=list)  # the trace: prompt, raw output, problem
+    parts: dict = field(default_factory=dict)  # tokens of each part of the paragraph prompt, and its budget
 
 
 @dataclass
@@ -92,10 +93,13 @@ class Writer:
     def step(self, ctx: StepContext, on_text: OnText | None = None) -> Continuation:
         usage, b, fitted = Usage(), self.budget, self._fit
         started = time.monotonic()
-        memories = self._fit_memories(ctx.memories)
-        request = prompts.paragraph(fitted(ctx.premise, b.premise), fitted(ctx.short_memory, b.short_memory),
-                                    memories, fitted(ctx.last_paragraph, b.last_paragraph, "end"),
-                                    fitted(ctx.plan, b.plan))
+        parts = {"premise": fitted(ctx.premise, b.premise), "short_memory": fitted(ctx.short_memory, b.short_memory),
+                 "memories": self._fit_memories(ctx.memories),
+                 "last_paragraph": fitted(ctx.last_paragraph, b.last_paragraph, "end"),
+                 "instruction": fitted(ctx.plan, b.plan)}
+        request = prompts.paragraph(**{k: parts[k] for k in ("premise", "short_memory", "memories")},
+                                    last=parts["last_paragraph"], plan=parts["instruction"])
+        usage.parts = self._measure(parts)
         text = self._ask_paragraph(request, usage, on_text, previous=ctx.last_paragraph)
         memory = self._ask_summary(fitted(ctx.short_memory, b.short_memory), text, usage, on_text)
         plans = self._ask_plans(ctx.outline, memory, text, usage, on_text)
@@ -118,6 +122,16 @@ class Writer:
         return Choice(number, outline, usage)
 
     # -- calls ---------------------------------------------------------------------
+
+    def _measure(self, parts: dict) -> dict:
+        """Tokens of each prompt part against its allowance (for the prompt inspector)."""
+        count, b = self.backend.count_tokens, self.budget
+        budget = {"premise": b.premise, "short_memory": b.short_memory, "memories": b.memories,
+                  "last_paragraph": b.last_paragraph, "instruction": b.plan}
+        measured = {name: {"tokens": sum(count(t) for t in text) if isinstance(text, list) else count(text),
+                           "budget": budget[name]} for name, text in parts.items()}
+        measured["memories"]["each"] = [count(t) for t in parts["memories"]]
+        return measured
 
     def _fit(self, text: str, tokens: int, keep: str = "start") -> str:
         return fit(text, tokens, self.backend.count_tokens, keep)

@@ -225,3 +225,21 @@ def test_stopping_auto_mode_mid_step_writes_nothing_of_that_step(db, embedder):
     assert counts(db)[1] == 2
     with pytest.raises(InvalidInput, match="1 to 500 steps"):
         service.auto(story.id, 0)
+
+
+def test_the_inspector_shows_prompts_parts_and_scores(db, embedder):
+    service, backend = make_service(db, embedder)
+    story = service.new_story("premise")
+    service.step(story.id, plan=1)
+    view = service.step(story.id, instruction="Mara reads the letter again by the lamp.")
+    seen = service.inspect(story.id)
+    assert seen["step_id"] == view.head_step_id and seen["plan"] == "Mara reads the letter again by the lamp."
+    paragraph_call = next(c for c in seen["calls"] if c["part"] == "paragraph")
+    assert "Mara reads the letter again by the lamp." in paragraph_call["prompt"]
+    assert paragraph_call["output"].strip()
+    parts = seen["parts"]
+    assert set(parts) == {"premise", "short_memory", "memories", "last_paragraph", "instruction"}
+    assert all(p["tokens"] <= p["budget"] for p in parts.values())
+    assert len(parts["memories"]["each"]) == len(seen["retrieved"]) > 0
+    assert all(0 < r["score"] <= 1.0001 for r in seen["retrieved"])
+    assert service.inspect(story.id, view.step_ids[0])["plan"] == ""
