@@ -1,4 +1,5 @@
-"""The Gradio UI: lays out components and wires them to the story service. No story logic here."""
+"""The Gradio UI: lays out components and wires them to the story service. No story logic here;
+every action is one service call, run in a worker thread so its text can stream in."""
 
 from __future__ import annotations
 
@@ -8,26 +9,31 @@ from collections.abc import Callable, Iterator
 
 import gradio as gr
 
+from app.inspector import inspector_markdown
 from app.service import StoryService, StoryView
 from storage.errors import StoryloomError
 
 PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the paragraph",
-              "short_memory": "the short-term memory", "plan_1": "plan 1", "plan_2": "plan 2", "plan_3": "plan 3"}
+              "short_memory": "the short-term memory", "plan_1": "plan 1", "plan_2": "plan 2", "plan_3": "plan 3",
+              "choice": "the choice of plan", "revised_plan": "the revised plan"}
 
 
 class Problem(str):
     """A message for the person, yielded by `stream` instead of a result."""
 
 
-def stream(action: Callable, *args) -> Iterator[tuple[str, str] | StoryView | Problem]:
-    """Run a service action in a worker thread; yield (part, text) while it writes, then its
-    result, or a Problem when it failed with a message for the person."""
+def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[tuple | StoryView | Problem]:
+    """Run a service action in a worker thread. Yields ("text", part, text) while it writes,
+    ("step", number, total, view) after each step of a run (with steps=True), then the resulting
+    StoryView, or a Problem when it failed with a message for the person."""
     events: queue.Queue = queue.Queue()
     outcome: dict = {}
+    if steps:
+        kwargs["on_step"] = lambda number, total, view: events.put(("step", number, total, view))
 
     def work() -> None:
         try:
-            outcome["view"] = action(*args, on_text=lambda part, text: events.put((part, text)))
+            outcome["view"] = action(*args, on_text=lambda part, text: events.put(("text", part, text)), **kwargs)
         except StoryloomError as e:
             outcome["error"] = e
         finally:
@@ -40,7 +46,12 @@ def stream(action: Callable, *args) -> Iterator[tuple[str, str] | StoryView | Pr
 
 
 def manuscript_markdown(view: StoryView) -> str:
-    return f"## {view.title}\n\n" + "\n\n".join(view.paragraphs)
+    parts = [f"## {view.title}"]
+    for paragraph, chapter in zip(view.paragraphs, view.chapters):
+        if chapter:
+            parts.append(f"### {chapter}")
+        parts.append(paragraph)
+    return "\n\n".join(parts)
 
 
 def cost_line(view: StoryView) -> str:
@@ -50,70 +61,17 @@ def cost_line(view: StoryView) -> str:
 
 
 def build_app(service: StoryService) -> gr.Blocks:
+    runs: dict[int, threading.Event] = {}  # story id -> the stop signal of its running auto mode
+
     def story_choices() -> list[tuple[str, int]]:
         return [(f"{i}: {t}", i) for i, t in service.list_stories()]
-
-    def show(view: StoryView, status: str):
-        plans = [(f"{n}. {p}", n) for n, p in enumerate(view.plans, 1)]
-        return (view.id, gr.update(choices=story_choices(), value=view.id), manuscript_markdown(view),
-                view.short_memory, gr.update(choices=plans, value=None), "", "", status)
-
-    def keep(story_id, writing="", status=""):
-        """Leave the page as it is (nothing the person typed is lost), with a message."""
-        return (story_id, gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), writing, status)
-
-    def problem(story_id, message: str):
-        gr.Warning(message)
-        return keep(story_id, "", f"**Nothing was written:** {message}")
-
-    def render(event, story_id):
-        if isinstance(event, Problem):
-            return problem(story_id, event)
-        if isinstance(event, tuple):
-            part, text = event
-            return keep(story_id, f"*Writing {PART_NAMES.get(part, part)}…*\n\n{text}", "")
-        return show(event, cost_line(event))
-
-    def open_story(story_id):
-        if story_id is None:
-            return (None, gr.update(), "", "", gr.update(choices=[], value=None), "", "", "")
-        try:
-            return show(service.view(int(story_id)), "")
-        except StoryloomError as e:
-            return problem(None, str(e))
-
-    def start(premise: str, title: str, story_id):
-        for event in stream(service.new_story, premise, title or None):
-            yield render(event, story_id)
-
-    def pick(plan_number, story_id):
-        if plan_number is None or story_id is None:
-            return gr.update()
-        return service.view(int(story_id)).plans[int(plan_number) - 1]
-
-    def write_next(story_id, plan_number, instruction: str):
-        if story_id is None:
-            yield problem(story_id, "Start or open a story first.")
-            return
-        text = (instruction or "").strip()
-        if not text and plan_number is None:
-            yield problem(story_id, "Pick one of the plans or write your own instruction.")
-            return
-        plans = service.view(int(story_id)).plans
-        if plan_number is not None and text in ("", plans[int(plan_number) - 1]):
-            args = (int(story_id), int(plan_number), None)
-        else:
-            args = (int(story_id), None, text)
-        for event in stream(service.step, *args):
-            yield render(event, story_id)
 
     with gr.Blocks(title="storyloom") as app:
         gr.Markdown("# storyloom\nWrite a story with a local language model, one paragraph at a time.")
         story_id = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
-                stories = gr.Dropdown(label="Your stories", choices=story_choices(), value=None,
-                                      elem_id="stories")
+                stories = gr.Dropdown(label="Your stories", choices=[], value=None, elem_id="stories")
                 with gr.Accordion("New story", open=True):
                     premise = gr.Textbox(label="Premise", lines=4, elem_id="premise",
                                          placeholder="What is the story about? Who, where, what goes wrong?")
@@ -123,18 +81,193 @@ def build_app(service: StoryService) -> gr.Blocks:
                                     interactive=False, elem_id="short-memory")
             with gr.Column(scale=2):
                 manuscript = gr.Markdown(elem_id="manuscript")
+                with gr.Row():
+                    regenerate_button = gr.Button("↻ Write this paragraph again", size="sm", elem_id="regenerate")
+                    undo_button = gr.Button("↶ Undo", size="sm", elem_id="undo")
+                    older_button = gr.Button("◀", size="sm", elem_id="older", scale=0)
+                    version = gr.Markdown("", elem_id="version")
+                    newer_button = gr.Button("▶", size="sm", elem_id="newer", scale=0)
                 writing = gr.Markdown(elem_id="writing")
-                plans = gr.Radio(label="What happens next? Pick a plan…", choices=[], elem_id="plans")
-                instruction = gr.Textbox(label="…edit it, or write your own instruction", lines=2,
-                                         elem_id="instruction")
-                step_button = gr.Button("Write the next paragraph", variant="primary", elem_id="step")
+                with gr.Tabs():
+                    with gr.Tab("Write", id="write"):
+                        plans = gr.Radio(label="What happens next? Pick a plan…", choices=[], elem_id="plans")
+                        instruction = gr.Textbox(label="…edit it, or write your own instruction", lines=2,
+                                                 elem_id="instruction")
+                        step_button = gr.Button("Write the next paragraph", variant="primary", elem_id="step")
+                    with gr.Tab("Auto", id="auto"):
+                        gr.Markdown("A simulated reader picks the most promising plan and revises it, step "
+                                    "after step. Stop at any time: the step in progress is dropped, "
+                                    "nothing half-written is kept.")
+                        auto_steps = gr.Number(label="Steps", value=3, minimum=1, maximum=500, precision=0,
+                                               elem_id="auto-steps")
+                        with gr.Row():
+                            auto_button = gr.Button("Write unattended", variant="primary", elem_id="auto-start")
+                            stop_button = gr.Button("Stop", variant="stop", elem_id="auto-stop")
+                        auto_progress = gr.Markdown(elem_id="auto-progress")
+                    with gr.Tab("Edit", id="edit"):
+                        edit_number = gr.Number(label="Paragraph number", value=1, minimum=1, precision=0,
+                                                elem_id="edit-number")
+                        edit_text = gr.Textbox(label="Paragraph", lines=8, elem_id="edit-text")
+                        chapter = gr.Textbox(label="Chapter title starting at this paragraph (empty: none)",
+                                             elem_id="chapter")
+                        save_button = gr.Button("Save paragraph and chapter", variant="primary", elem_id="save")
+                    with gr.Tab("Inspect", id="inspect"):
+                        inspect_number = gr.Number(label="Paragraph number (empty: the last)", precision=0,
+                                                   elem_id="inspect-number")
+                        inspect_button = gr.Button("Show what the model saw", elem_id="inspect")
+                        inspected = gr.Markdown(elem_id="inspected")
                 status = gr.Markdown(elem_id="status")
 
-        outputs = [story_id, stories, manuscript, memory, plans, instruction, writing, status]
-        stories.input(open_story, stories, outputs)
-        start_button.click(start, [premise, title, story_id], outputs)
+        # -- how results reach the page ------------------------------------------------
+
+        def show(view: StoryView, note: str = "") -> dict:
+            choices = [(f"{n}. {p}", n) for n, p in enumerate(view.plans, 1)]
+            number, count = view.version
+            return {story_id: view.id, stories: gr.update(choices=story_choices(), value=view.id),
+                    manuscript: manuscript_markdown(view), memory: view.short_memory,
+                    plans: gr.update(choices=choices, value=None), instruction: "", writing: "",
+                    version: f"version {number} of {count}" if count > 1 else "", status: note}
+
+        def problem(message: str) -> dict:
+            gr.Warning(message)
+            return {writing: "", status: f"**Nothing was written:** {message}"}
+
+        def render(event, note: Callable[[StoryView], str] = cost_line) -> dict:
+            if isinstance(event, Problem):
+                return problem(event)
+            if isinstance(event, StoryView):
+                return show(event, note(event))
+            if event[0] == "step":
+                _, number, total, view = event
+                return {**show(view, ""), auto_progress: f"**Step {number} of {total} written.**"}
+            _, part, text = event
+            return {writing: f"*Writing {PART_NAMES.get(part, part)}…*\n\n{text}"}
+
+        def run(action, *args, **kwargs) -> Iterator[dict]:
+            for event in stream(action, *args, **kwargs):
+                yield render(event)
+
+        def at_once(action, *args) -> dict:
+            try:
+                view = action(*args)
+            except StoryloomError as e:
+                return problem(str(e))
+            return show(view, "")
+
+        def needs_story(sid) -> dict | None:
+            return problem("Start or open a story first.") if sid is None else None
+
+        # -- actions ----------------------------------------------------------------------
+
+        def open_story(sid):
+            return at_once(service.view, int(sid)) if sid is not None else {}
+
+        def start(text: str, title_text: str):
+            yield from run(service.new_story, text, title_text or None)
+
+        def pick(plan_number, sid):
+            if plan_number is None or sid is None:
+                return gr.update()
+            return service.view(int(sid)).plans[int(plan_number) - 1]
+
+        def write_next(sid, plan_number, text: str):
+            if (missing := needs_story(sid)) is not None:
+                yield missing
+                return
+            text = (text or "").strip()
+            if not text and plan_number is None:
+                yield problem("Pick one of the plans or write your own instruction.")
+                return
+            plans_now = service.view(int(sid)).plans
+            if plan_number is not None and text in ("", plans_now[int(plan_number) - 1]):
+                yield from run(service.step, int(sid), int(plan_number), None)
+            else:
+                yield from run(service.step, int(sid), None, text)
+
+        def regenerate(sid):
+            if (missing := needs_story(sid)) is not None:
+                yield missing
+                return
+            yield from run(service.regenerate, int(sid))
+
+        def simple(action):
+            def handler(sid, *args):
+                return needs_story(sid) or at_once(action, int(sid), *args)
+            return handler
+
+        def auto(sid, steps):
+            if (missing := needs_story(sid)) is not None:
+                yield missing
+                return
+            if int(sid) in runs:
+                yield problem("Auto mode is already running on this story.")
+                return
+            runs[int(sid)] = cancel = threading.Event()
+            try:
+                for event in stream(service.auto, int(sid), int(steps or 0), cancel=cancel, steps=True):
+                    yield render(event, lambda view: "Auto mode stopped." if cancel.is_set() else "Auto mode done.")
+            finally:
+                runs.pop(int(sid), None)
+
+        def stop(sid):
+            cancel = runs.get(int(sid)) if sid is not None else None
+            if cancel is None:
+                return problem("Nothing is running on this story.")
+            cancel.set()
+            return {status: "Stopping… the step in progress will be dropped."}
+
+        def load_paragraph(sid, number):
+            if sid is None or number is None:
+                return {}
+            view = service.view(int(sid))
+            if not 1 <= int(number) <= len(view.paragraphs):
+                return problem(f"There is no paragraph {int(number)}; the story has {len(view.paragraphs)}.")
+            index = int(number) - 1
+            return {edit_text: view.paragraphs[index], chapter: view.chapters[index] or ""}
+
+        def save(sid, number, text, chapter_title):
+            if (missing := needs_story(sid)) is not None:
+                return missing
+            view = service.view(int(sid))
+            if number is None or not 1 <= int(number) <= len(view.paragraphs):
+                return problem(f"There is no paragraph {number}; the story has {len(view.paragraphs)}.")
+            step_id = view.step_ids[int(number) - 1]
+            try:
+                service.edit_paragraph(int(sid), step_id, text)
+                result = service.set_chapter(int(sid), step_id, chapter_title)
+            except StoryloomError as e:
+                return problem(str(e))
+            return show(result, f"Paragraph {int(number)} saved.")
+
+        def inspect(sid, number):
+            if (missing := needs_story(sid)) is not None:
+                return missing
+            try:
+                view = service.view(int(sid))
+                step_id = view.step_ids[int(number) - 1] if number else None
+                return {inspected: inspector_markdown(service.inspect(int(sid), step_id))}
+            except IndexError:
+                return problem(f"There is no paragraph {int(number)}.")
+            except StoryloomError as e:
+                return problem(str(e))
+
+        # -- wiring ------------------------------------------------------------------------
+
+        page = {story_id, stories, manuscript, memory, plans, instruction, writing, version, status}
+        app.load(lambda: gr.update(choices=story_choices()), None, stories)  # stories made since launch
+        stories.input(open_story, stories, page)
+        start_button.click(start, [premise, title], page)
         plans.change(pick, [plans, story_id], instruction)
-        step_button.click(write_next, [story_id, plans, instruction], outputs)
+        step_button.click(write_next, [story_id, plans, instruction], page)
+        regenerate_button.click(regenerate, story_id, page)
+        undo_button.click(simple(service.undo), story_id, page)
+        older_button.click(simple(lambda sid: service.other_version(sid, -1)), story_id, page)
+        newer_button.click(simple(lambda sid: service.other_version(sid, +1)), story_id, page)
+        auto_button.click(auto, [story_id, auto_steps], page | {auto_progress})
+        stop_button.click(stop, story_id, {status, writing}, concurrency_limit=None)
+        edit_number.change(load_paragraph, [story_id, edit_number], {edit_text, chapter, writing, status})
+        save_button.click(save, [story_id, edit_number, edit_text, chapter], page)
+        inspect_button.click(inspect, [story_id, inspect_number], {inspected, writing, status})
     return app
 
 

@@ -1,0 +1,35 @@
+"""The prompt inspector: a step's trace as Markdown (what the model saw, part by part)."""
+
+from __future__ import annotations
+
+PART_LABELS = {"premise": "premise", "short_memory": "short-term memory", "memories": "retrieved memories",
+               "last_paragraph": "previous paragraph", "instruction": "instruction (plan)"}
+
+
+def _fence(text: str) -> str:
+    return "````text\n" + text.replace("````", "'''") + "\n````"
+
+
+def inspector_markdown(trace: dict) -> str:
+    lines = [f"**Step {trace['step_id']}** · {trace.get('model', '')} · {trace.get('seconds', 0):.1f} s · "
+             f"{trace.get('prompt_tokens', 0)} prompt + {trace.get('completion_tokens', 0)} completion tokens · "
+             f"{trace.get('retries', 0)} retries", ""]
+    if trace.get("plan"):
+        lines += [f"**Followed:** {trace['plan']}", ""]
+    parts = trace.get("parts") or {}
+    if parts:
+        total = sum(p["tokens"] for p in parts.values())
+        allowed = sum(p["budget"] for p in parts.values())
+        lines += ["| part of the paragraph prompt | tokens | allowance |", "|---|---:|---:|"]
+        lines += [f"| {PART_LABELS.get(name, name)} | {p['tokens']} | {p['budget']} |" for name, p in parts.items()]
+        lines += [f"| **all parts** | **{total}** | **{allowed}** |", ""]
+    retrieved = trace.get("retrieved") or []
+    if retrieved:
+        lines += ["**Retrieved memories** (cosine score):", ""]
+        lines += [f"- `{r['score']:.3f}` {r['text']}" for r in retrieved] + [""]
+    for call in trace.get("calls", []):
+        problem = f" — refused: {call['problem']}" if call.get("problem") else ""
+        lines += [f"#### {call['part'].replace('_', ' ')} (try {call['attempt']}, "
+                  f"{call.get('prompt_tokens', '?')} → {call.get('completion_tokens', '?')} tokens){problem}",
+                  "Prompt:", _fence(call["prompt"]), "Raw output:", _fence(call["output"]), ""]
+    return "\n".join(lines)
