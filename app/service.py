@@ -8,12 +8,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from generation.recurrence import OnText, StepContext, Usage, Writer
+from generation.recurrence import Continuation, OnText, Opening, StepContext, Usage, Writer
 from memory.longterm import LongTermMemory, chunks
 from storage import repo
 from storage.db import Database
 from storage.errors import InvalidInput, NotFound, StoryloomError
 from storage.models import Step
+
+
+# add(session, parent, fields) inserts a step and moves the head it belongs to
+AddStep = Callable[..., Step]
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class StoryService:
         """What a step sent and got back: each call's exact prompt and raw output, the tokens of
         each prompt part against its allowance, and the memories retrieved with their scores."""
         with self.db.Session() as session:
-            step = self._head(session, story_id) if step_id is None else self._step_of(session, story_id, step_id)
+            step = self.head(session, story_id) if step_id is None else self._step_of(session, story_id, step_id)
             return {"step_id": step.id, "plan": step.plan, "model": step.model, **_cost(step), **(step.trace or {})}
 
     def search_memory(self, story_id: int, query: str, k: int = 8):
@@ -99,13 +103,12 @@ class StoryService:
     # -- writing ---------------------------------------------------------------------
 
     def new_story(self, premise: str, title: str | None = None, on_text: OnText | None = None) -> StoryView:
-        premise = self._text(premise, "premise", self.limits.premise_chars)
-        title = self._text(title, "title", self.limits.title_chars) if title and title.strip() else None
+        premise = checked_text(premise, "premise", self.limits.premise_chars)
+        title = checked_text(title, "title", self.limits.title_chars) if title and title.strip() else None
         opening = self.writer.init(premise, title, on_text)
         with self.db.Session.begin() as session:
             story = repo.create_story(session, title=opening.title, premise=premise, outline=opening.outline)
-            self._commit_step(session, story, None, "", opening.paragraph, opening.short_memory,
-                              opening.plans, opening.usage, [])
+            self._commit_step(session, story.id, self._as_head(story.id, None), None, "", opening, [])
             story_id = story.id
         return self.view(story_id)
 
@@ -115,29 +118,27 @@ class StoryService:
         if (plan is None) == (instruction is None):
             raise InvalidInput("give either a plan number or an instruction")
         if instruction is not None:
-            instruction = self._text(instruction, "instruction", self.limits.plan_chars)
-        with self._lock(story_id):
+            instruction = checked_text(instruction, "instruction", self.limits.plan_chars)
+        with self.lock(story_id):
             with self.db.Session() as session:
-                head = self._head(session, story_id)
-                chosen = instruction if instruction is not None else _pick(head.plans, plan)
-            self._write(story_id, head.id, chosen, head.id, on_text)
+                head = self.head(session, story_id)
+                chosen = instruction if instruction is not None else pick(head.plans, plan)
+            self.write(story_id, head.id, chosen, self._as_head(story_id, head.id), on_text)
         return self.view(story_id)
 
     def regenerate(self, story_id: int, on_text: OnText | None = None) -> StoryView:
         """Write the head paragraph again, as a new version beside it; the old one is kept."""
-        with self._lock(story_id):
+        with self.lock(story_id):
             with self.db.Session() as session:
                 story = repo.get_story(session, story_id)
-                head = self._head(session, story_id)
+                head = self.head(session, story_id)
                 premise, title, outline = story.premise, story.title, story.outline
             if head.parent_id is None:  # the opening: write it again from the premise
                 opening = self.writer.init(premise, title, on_text, outline=outline)
                 with self.db.Session.begin() as session:
-                    self._commit_step(session, repo.get_story(session, story_id), None, "", opening.paragraph,
-                                      opening.short_memory, opening.plans, opening.usage, [],
-                                      expected_head=head.id)
+                    self._commit_step(session, story_id, self._as_head(story_id, head.id), None, "", opening, [])
             else:
-                self._write(story_id, head.parent_id, head.plan, head.id, on_text)
+                self.write(story_id, head.parent_id, head.plan, self._as_head(story_id, head.id), on_text)
         return self.view(story_id)
 
     def auto(self, story_id: int, steps: int, on_text: OnText | None = None,
@@ -159,21 +160,22 @@ class StoryService:
             for number in range(1, steps + 1):
                 if cancel.is_set():
                     break
-                with self._lock(story_id):
+                with self.lock(story_id):
                     with self.db.Session() as session:
-                        head = self._head(session, story_id)
+                        head = self.head(session, story_id)
                     choice = self.writer.choose(head.short_memory, head.paragraph, list(head.plans), watched)
-                    self._write(story_id, head.id, choice.instruction, head.id, watched, prelude=choice.usage)
+                    self.write(story_id, head.id, choice.instruction, self._as_head(story_id, head.id),
+                                watched, prelude=choice.usage)
                 if on_step:
                     on_step(number, steps, self.view(story_id))
         except Cancelled:
             pass
         return self.view(story_id)
 
-    def _write(self, story_id: int, parent_id: int, plan: str, expected_head: int, on_text: OnText | None,
-               prelude: Usage | None = None):
+    def write(self, story_id: int, parent_id: int, plan: str, add: AddStep, on_text: OnText | None,
+               prelude: Usage | None = None, reader: bool = False):
         """Gather the context after `parent_id`, generate outside any transaction, then commit the
-        step under it in one transaction if the head is still `expected_head`."""
+        step under it in one transaction with `add` (which also moves the right head)."""
         with self.db.Session() as session:
             story = repo.get_story(session, story_id)
             parent = repo.get_step(session, parent_id)
@@ -181,21 +183,20 @@ class StoryService:
                                       only_steps=repo.path_ids(session, parent.id), exclude_steps={parent.id})
             context = StepContext(story.premise, story.outline, parent.short_memory, parent.paragraph,
                                   plan, [h.text for h in hits])
-        result = self.writer.step(context, on_text)
+        result = self.writer.step(context, on_text, reader=reader)
         if prelude:  # calls made to decide the plan (auto mode) belong to this step's trace
             result.usage.calls[:0] = prelude.calls
             result.usage.retries += prelude.retries
             result.usage.prompt_tokens += prelude.prompt_tokens
             result.usage.completion_tokens += prelude.completion_tokens
         with self.db.Session.begin() as session:
-            self._commit_step(session, repo.get_story(session, story_id), parent, plan, result.paragraph,
-                              result.short_memory, result.plans, result.usage, hits, expected_head=expected_head)
+            self._commit_step(session, story_id, add, parent, plan, result, hits)
 
     def edit_paragraph(self, story_id: int, step_id: int, text: str) -> StoryView:
         """Replace a written paragraph by hand. Memories drawn from the old text are marked stale
         and re-derived from the new text, so the model sees the edit from then on."""
-        text = self._text(text, "paragraph", self.limits.paragraph_chars)
-        with self._lock(story_id), self.db.Session.begin() as session:
+        text = checked_text(text, "paragraph", self.limits.paragraph_chars)
+        with self.lock(story_id), self.db.Session.begin() as session:
             step = self._step_of(session, story_id, step_id)
             if text != step.paragraph:
                 step.paragraph = text
@@ -205,14 +206,14 @@ class StoryService:
 
     def set_chapter(self, story_id: int, step_id: int, title: str | None) -> StoryView:
         """Start a chapter titled `title` at this paragraph (None or empty: no chapter starts here)."""
-        title = self._text(title, "chapter title", self.limits.title_chars) if title and title.strip() else None
-        with self._lock(story_id), self.db.Session.begin() as session:
+        title = checked_text(title, "chapter title", self.limits.title_chars) if title and title.strip() else None
+        with self.lock(story_id), self.db.Session.begin() as session:
             self._step_of(session, story_id, step_id).chapter = title
         return self.view(story_id)
 
     def switch(self, story_id: int, step_id: int) -> StoryView:
         """Continue from another branch: the head moves to the newest paragraph below `step_id`."""
-        with self._lock(story_id), self.db.Session.begin() as session:
+        with self.lock(story_id), self.db.Session.begin() as session:
             story = repo.get_story(session, story_id)
             step = self._step_of(session, story_id, step_id)
             repo.move_head(session, story, story.head_step_id, repo.newest_tip(session, step).id)
@@ -221,7 +222,7 @@ class StoryService:
     def other_version(self, story_id: int, delta: int) -> StoryView:
         """Switch to the previous (-1) or next (+1) version of the head paragraph."""
         with self.db.Session() as session:
-            head = self._head(session, story_id)
+            head = self.head(session, story_id)
             versions = [s.id for s in repo.children(session, story_id, head.parent_id)]
         target = versions.index(head.id) + delta
         if not 0 <= target < len(versions):
@@ -230,8 +231,8 @@ class StoryService:
 
     def undo(self, story_id: int) -> StoryView:
         """Move the head back to the previous paragraph; the undone one stays as a branch."""
-        with self._lock(story_id), self.db.Session.begin() as session:
-            head = self._head(session, story_id)
+        with self.lock(story_id), self.db.Session.begin() as session:
+            head = self.head(session, story_id)
             if head.parent_id is None:
                 raise InvalidInput("this is the first paragraph; there is nothing to undo")
             repo.move_head(session, repo.get_story(session, story_id), head.id, head.parent_id)
@@ -246,44 +247,55 @@ class StoryService:
             raise NotFound(f"no paragraph with id {step_id} in story {story_id}")
         return step
 
-    def _head(self, session, story_id: int) -> Step:
+    def head(self, session, story_id: int) -> Step:
         story = repo.get_story(session, story_id)
         if story.head_step_id is None:
             raise InvalidInput(f"story {story_id} has no opening yet")
         return repo.get_step(session, story.head_step_id)
 
-    def _commit_step(self, session, story, parent: Step | None, plan: str, paragraph: str,
-                     short_memory: str, plans: list[str], usage: Usage, hits, **head) -> Step:
+    def _as_head(self, story_id: int, expected_head: int | None) -> AddStep:
+        """Add a step to the writer's manuscript: it becomes the story's head, if the head is
+        still `expected_head`."""
+        def add(session, parent: Step | None, fields: dict) -> Step:
+            story = repo.get_story(session, story_id)
+            return repo.add_step(session, story, parent=parent, expected_head=expected_head, **fields)
+        return add
+
+    def _commit_step(self, session, story_id: int, add: AddStep, parent: Step | None, plan: str,
+                     result: Opening | Continuation, hits) -> Step:
+        """Paragraph, short-term memory, plans and long-term memory entries: one transaction."""
+        usage = result.usage
         trace = {"calls": usage.calls, "retries": usage.retries, "parts": usage.parts,
                  "retrieved": [{"id": h.entry_id, "score": round(h.score, 4), "text": h.text} for h in hits]}
-        step = repo.add_step(session, story, parent=parent, **head, plan=plan, paragraph=paragraph,
-                             short_memory=short_memory, plans=plans, prompt_tokens=usage.prompt_tokens,
-                             completion_tokens=usage.completion_tokens, seconds=round(usage.seconds, 3),
-                             model=self.writer.backend.name, trace=trace)
-        self.memory.add(session, story.id, chunks(paragraph), "paragraph", step_id=step.id)
+        step = add(session, parent, dict(
+            plan=plan, paragraph=result.paragraph, short_memory=result.short_memory, plans=result.plans,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            seconds=round(usage.seconds, 3), model=self.writer.backend.name, trace=trace))
+        self.memory.add(session, story_id, chunks(result.paragraph), "paragraph", step_id=step.id)
         self.memory.mark_retrieved(session, hits)
         return step
 
-    def _lock(self, story_id: int) -> threading.Lock:
+    def lock(self, story_id: int) -> threading.Lock:
         """One action at a time per story in this process (other processes: see repo.add_step)."""
         with self._locks_guard:
             return self._locks.setdefault(story_id, threading.Lock())
 
-    @staticmethod
-    def _text(value: str | None, what: str, limit: int) -> str:
-        value = (value or "").strip()
-        if not value:
-            raise InvalidInput(f"the {what} is empty")
-        if len(value) > limit:
-            raise InvalidInput(f"the {what} has {len(value):,} characters; the limit is {limit:,}")
-        return value
 
 
-def _pick(plans: list[str], number: int) -> str:
-    if not 1 <= number <= len(plans):
-        raise InvalidInput(f"there is no plan {number}; choose 1 to {len(plans)}" if plans
-                           else "this step proposed no plans; give an instruction")
-    return plans[number - 1]
+def checked_text(value: str | None, what: str, limit: int) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise InvalidInput(f"the {what} is empty")
+    if len(value) > limit:
+        raise InvalidInput(f"the {what} has {len(value):,} characters; the limit is {limit:,}")
+    return value
+
+
+def pick(options: list[str], number: int, what: str = "plan") -> str:
+    if not 1 <= number <= len(options):
+        raise InvalidInput(f"there is no {what} {number}; choose 1 to {len(options)}" if options
+                           else f"there are no {what}s to choose from")
+    return options[number - 1]
 
 
 def _cost(step: Step) -> dict:

@@ -127,3 +127,19 @@ def parse_choice(raw: str, count: int = 3) -> int:
         if 1 <= int(match.group()) <= count:
             return int(match.group())
     raise ParseError(f"the reply names no idea between 1 and {count}")
+
+
+def parse_reader_choice(raw: str, min_words: int = 2, max_words: int = 20) -> str:
+    """An action for the reader ("open the door.") from the reply to "You decide to ...":
+    the first line and sentence, at most max_words, as a capitalised command."""
+    line = raw.strip().splitlines()[0] if raw.strip() else ""
+    end = _SENTENCE_END.search(line)
+    action = (line[: end.end()] if end else line).strip(" \"'“”")
+    if len(words(action)) > max_words:
+        action = " ".join(words(action)[:max_words]).rstrip(",;:") + " …"
+    if len(words(action)) < min_words:
+        raise ParseError(f"the choice has {len(words(action))} words (at least {min_words})")
+    if _META.match(action) or re.search(r"\b(story|scene|narrative|reader|writing|rewrite)\b", action, re.I):
+        raise ParseError("the choice talks about the writing instead of an action")
+    action = action if action[-1] in ".!?…" else action + "."
+    return action[0].upper() + action[1:]

@@ -110,3 +110,13 @@ def revise(short_memory: str, plan_text: str) -> Request:
     return _chat(f"Summary of the story so far: {short_memory}\n\nIdea for the next paragraph: {plan_text}\n\n"
                  "Rewrite the idea as a short outline of the next paragraph, in two or three sentences: "
                  "what happens, who is there, and how the paragraph ends.", max_new_tokens=110, temperature=0.7)
+
+
+CHOICE_TEXT_PREFIX = "You decide to"
+
+
+def reader_choice(short_memory: str, last: str) -> Request:
+    """One choice for a reader of interactive fiction: what the main character does next."""
+    return _chat(f"Summary of the story so far: {short_memory}\n\nThe last paragraph: {last}\n\n"
+                 "The reader plays the main character. What could the main character do next? "
+                 "Answer with one short action.", reply_prefix=CHOICE_TEXT_PREFIX, max_new_tokens=30, temperature=1.0)

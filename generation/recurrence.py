@@ -90,7 +90,9 @@ class Writer:
         usage.seconds = time.monotonic() - started
         return Opening(title, outline, opening, memory, plans, usage)
 
-    def step(self, ctx: StepContext, on_text: OnText | None = None) -> Continuation:
+    def step(self, ctx: StepContext, on_text: OnText | None = None, reader: bool = False) -> Continuation:
+        """The next paragraph, the rewritten short-term memory, and three plans (or, for a
+        reader of interactive fiction, three choices of what to do next)."""
         usage, b, fitted = Usage(), self.budget, self._fit
         started = time.monotonic()
         parts = {"premise": fitted(ctx.premise, b.premise), "short_memory": fitted(ctx.short_memory, b.short_memory),
@@ -102,9 +104,14 @@ class Writer:
         usage.parts = self._measure(parts)
         text = self._ask_paragraph(request, usage, on_text, previous=ctx.last_paragraph)
         memory = self._ask_summary(fitted(ctx.short_memory, b.short_memory), text, usage, on_text)
-        plans = self._ask_plans(ctx.outline, memory, text, usage, on_text)
+        plans = (self._ask_choices if reader else self._ask_plans)(ctx.outline, memory, text, usage, on_text)
         usage.seconds = time.monotonic() - started
         return Continuation(text, memory, plans, usage)
+
+    def choices(self, short_memory: str, last: str, on_text: OnText | None = None) -> tuple[list[str], Usage]:
+        """Three things the reader could do next in the scene `last`."""
+        usage = Usage()
+        return self._ask_choices("", short_memory, last, usage, on_text), usage
 
     def choose(self, short_memory: str, last: str, plans: list[str], on_text: OnText | None = None) -> Choice:
         """RecurrentGPT's simulated human: pick the most promising plan, then revise it into a
@@ -159,23 +166,31 @@ class Writer:
                          stop=partial(parse.sentences_done, count=prompts.SUMMARY_SENTENCES))
 
     def _ask_plans(self, outline: str, memory: str, last: str, usage: Usage, on_text: OnText | None) -> list[str]:
-        """Three plans, one call each; a plan too like an earlier one counts as a failed try."""
         b = self.budget
         request = prompts.plan(self._fit(outline, b.outline), self._fit(memory, b.short_memory),
                                self._fit(last, b.last_paragraph, "end"))
-        plans: list[str] = []
+        return self._ask_three("plan", request, parse.parse_plan, usage, on_text)
+
+    def _ask_choices(self, outline: str, memory: str, last: str, usage: Usage, on_text: OnText | None) -> list[str]:
+        b = self.budget
+        request = prompts.reader_choice(self._fit(memory, b.short_memory), self._fit(last, b.last_paragraph, "end"))
+        return self._ask_three("choice", request, parse.parse_reader_choice, usage, on_text)
+
+    def _ask_three(self, name: str, request: Request, parser, usage: Usage, on_text: OnText | None) -> list[str]:
+        """Three distinct answers, one call each; one too like an earlier one counts as a failed try."""
+        found: list[str] = []
 
         def distinct(raw: str) -> str:
-            plan = parse.parse_plan(raw)
-            for number, earlier in enumerate(plans, 1):
-                if parse.similar(plan, earlier):
-                    raise ParseError(f"the plan repeats plan {number}")
-            return plan
+            answer = parser(raw)
+            for number, earlier in enumerate(found, 1):
+                if parse.similar(answer, earlier):
+                    raise ParseError(f"the {name} repeats {name} {number}")
+            return answer
 
-        while len(plans) < 3:
-            plans.append(self._ask(f"plan_{len(plans) + 1}", request, distinct, usage, on_text,
-                                   stop=parse.first_sentence_done))
-        return plans
+        while len(found) < 3:
+            found.append(self._ask(f"{name}_{len(found) + 1}", request, distinct, usage, on_text,
+                                   stop=lambda text: parse.first_sentence_done(text) or "\n" in text.strip()))
+        return found
 
     def _ask(self, part: str, request: Request, parser: Callable[[str], object], usage: Usage,
              on_text: OnText | None, stop: Callable[[str], bool] | None = None):

@@ -57,6 +57,24 @@ class Step(Base):
     model: Mapped[str] = mapped_column(String(500), default="")
     trace: Mapped[dict] = mapped_column(JSON, default=dict)  # prompts sent and raw outputs
     chapter: Mapped[str | None] = mapped_column(String(500), default=None)  # a chapter starts here
+    # Set on scenes written in a reader's playthrough; the writer's manuscript never includes them.
+    playthrough_id: Mapped[int | None] = mapped_column(
+        ForeignKey("playthrough.id", ondelete="CASCADE", use_alter=True, name="fk_step_playthrough"),
+        default=None, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Playthrough(Base):
+    """A reader playing a story as interactive fiction: its own branch from the writer's scene."""
+
+    __tablename__ = "playthrough"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    story_id: Mapped[int] = mapped_column(ForeignKey("story.id", ondelete="CASCADE"), index=True)
+    reader: Mapped[str] = mapped_column(String(200), default="reader")
+    start_step_id: Mapped[int] = mapped_column(ForeignKey("step.id", ondelete="CASCADE"))
+    head_step_id: Mapped[int] = mapped_column(ForeignKey("step.id", ondelete="CASCADE"))
+    choices: Mapped[list] = mapped_column(JSON, default=list)  # offered at the head scene
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storage.errors import Conflict, NotFound
-from storage.models import MemoryEntry, Step, Story
+from storage.models import MemoryEntry, Playthrough, Step, Story
 
 
 def create_story(session: Session, *, title: str, premise: str, outline: str = "", **fields) -> Story:
@@ -66,9 +66,37 @@ def move_head(session: Session, story: Story, expected: int | None, to: int | No
 
 
 def children(session: Session, story_id: int, parent_id: int | None) -> Sequence[Step]:
-    """The steps under `parent_id` (None: the story's openings), oldest first."""
+    """The writer's steps under `parent_id` (None: the story's openings), oldest first.
+    Readers' scenes are not among them."""
     parent_is = Step.parent_id.is_(None) if parent_id is None else Step.parent_id == parent_id
-    return session.scalars(select(Step).where(Step.story_id == story_id, parent_is).order_by(Step.id)).all()
+    return session.scalars(select(Step).where(Step.story_id == story_id, parent_is, Step.playthrough_id.is_(None))
+                           .order_by(Step.id)).all()
+
+
+def add_scene(session: Session, playthrough: Playthrough, *, parent: Step, **fields) -> Step:
+    """Add a scene to a reader's playthrough and make it its head (compare and set, as add_step)."""
+    step = Step(story_id=playthrough.story_id, parent_id=parent.id, depth=parent.depth + 1,
+                playthrough_id=playthrough.id, **fields)
+    session.add(step)
+    session.flush()
+    moved = session.execute(
+        update(Playthrough).where(Playthrough.id == playthrough.id, Playthrough.head_step_id == parent.id)
+        .values(head_step_id=step.id, choices=list(step.plans)).execution_options(synchronize_session=False))
+    if moved.rowcount != 1:
+        raise Conflict("this playthrough moved on while the scene was being written; nothing was saved")
+    session.expire(playthrough)
+    return step
+
+
+def playthroughs(session: Session, story_id: int) -> Sequence[Playthrough]:
+    return session.scalars(select(Playthrough).where(Playthrough.story_id == story_id).order_by(Playthrough.id)).all()
+
+
+def get_playthrough(session: Session, playthrough_id: int) -> Playthrough:
+    playthrough = session.get(Playthrough, playthrough_id)
+    if playthrough is None:
+        raise NotFound(f"no playthrough with id {playthrough_id}")
+    return playthrough
 
 
 def newest_tip(session: Session, step: Step) -> Step:

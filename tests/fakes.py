@@ -25,6 +25,8 @@ PARAGRAPHS = [
      "had paid in coins that nobody recognised, Tomas said, minted in a year that had not yet come."),
 ]
 
+CHOICES = [" climb to the lamp room and light the lamp.", " row across to the village.", " burn the letter in the stove."]
+
 PLANS = [" Mara rows out to the reef at dawn to look for the ship named in the letter.",
          " A winter storm cuts the island off and the great lamp fails.",
          " Tomas the baker arrives by boat with news from the village."]
@@ -33,6 +35,8 @@ PLANS = [" Mara rows out to the reef at dawn to look for the ship named in the l
 def scripted_reply(request: Request, plan_number: int = 0, paragraph_number: int = 0) -> str:
     """A well-formed reply for each focused call, recognised by its instruction."""
     asked = request.messages[-1]["content"]
+    if "What could the main character do next" in asked:
+        return CHOICES[plan_number % len(CHOICES)]
     if "What happens next" in asked:
         return PLANS[plan_number % len(PLANS)]
     if "Answer with its number only" in asked:
@@ -65,7 +69,7 @@ class ScriptedBackend:
         text = self.override(request) if self.override else None
         if text is None:
             asked = [r.messages[-1]["content"] for r in self.requests]
-            plans = sum("What happens next" in a for a in asked)
+            plans = sum("What happens next" in a or "What could the main character" in a for a in asked)
             paragraphs = sum("paragraph of the story" in a or "opening paragraph" in a for a in asked)
             text = scripted_reply(request, plans - 1, paragraphs - 1)
         for word in text.split(" "):

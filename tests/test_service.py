@@ -243,3 +243,29 @@ def test_the_inspector_shows_prompts_parts_and_scores(db, embedder):
     assert len(parts["memories"]["each"]) == len(seen["retrieved"]) > 0
     assert all(0 < r["score"] <= 1.0001 for r in seen["retrieved"])
     assert service.inspect(story.id, view.step_ids[0])["plan"] == ""
+
+
+def test_reader_mode_plays_its_own_branch_and_leaves_the_manuscript_alone(db, embedder):
+    from app.reading import Reading
+
+    service, backend = make_service(db, embedder)
+    story = service.new_story("premise")
+    manuscript = service.manuscript(story.id)
+    reading = Reading(service)
+    play = reading.start(story.id, "Ada")
+    assert play.scenes == story.paragraphs and play.choices[0] == "Climb to the lamp room and light the lamp."
+    play = reading.choose(play.playthrough_id, 2)
+    play = reading.choose(play.playthrough_id, 1)
+    assert len(play.scenes) == 3 and len(play.choices) == 3
+    other = reading.start(story.id, "Ben")  # a second reader starts from the same scene
+    assert other.scenes == story.paragraphs
+    assert service.manuscript(story.id) == manuscript
+    assert service.view(story.id).version == (1, 1)  # scenes are not versions of the writer's paragraphs
+    assert reading.playthroughs(story.id) == [(play.playthrough_id, "Ada", 3), (other.playthrough_id, "Ben", 1)]
+    with db.Session() as s:
+        scene = s.get(Step, s.scalar(select(func.max(Step.id))))
+        assert scene.plan == "The main character decides to climb to the lamp room and light the lamp."
+    with pytest.raises(InvalidInput, match="no choice 5"):
+        reading.choose(play.playthrough_id, 5)
+    with pytest.raises(NotFound):
+        reading.choose(999, 1)

@@ -15,7 +15,7 @@ def test_migrations_create_the_schema_with_wal_and_foreign_keys(db, tmp_path):
     with db.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
 
 
 def test_reopening_a_migrated_database_keeps_its_data(tmp_path):
