@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import gradio as gr
 
 from app.inspector import inspector_markdown
+from app.reading import Reading, ReaderView
 from app.service import StoryService, StoryView
 from storage.errors import StoryloomError
 
@@ -61,6 +62,7 @@ def cost_line(view: StoryView) -> str:
 
 
 def build_app(service: StoryService) -> gr.Blocks:
+    reading = Reading(service)
     runs: dict[int, threading.Event] = {}  # story id -> the stop signal of its running auto mode
 
     def story_choices() -> list[tuple[str, int]]:
@@ -111,6 +113,17 @@ def build_app(service: StoryService) -> gr.Blocks:
                         chapter = gr.Textbox(label="Chapter title starting at this paragraph (empty: none)",
                                              elem_id="chapter")
                         save_button = gr.Button("Save paragraph and chapter", variant="primary", elem_id="save")
+                    with gr.Tab("Read", id="read"):
+                        gr.Markdown("Play the story as interactive fiction from its latest scene. Your "
+                                    "choices write your own branch; the manuscript is not changed.")
+                        with gr.Row():
+                            reader_name = gr.Textbox(label="Reader", value="reader", elem_id="reader-name")
+                            read_button = gr.Button("Start a new playthrough", elem_id="read-start")
+                        playthrough = gr.Dropdown(label="…or continue a playthrough", choices=[],
+                                                  elem_id="playthroughs")
+                        scene = gr.Markdown(elem_id="scene")
+                        choices = gr.Radio(label="What do you do?", choices=[], elem_id="choices")
+                        choose_button = gr.Button("Do it", variant="primary", elem_id="choose")
                     with gr.Tab("Inspect", id="inspect"):
                         inspect_number = gr.Number(label="Paragraph number (empty: the last)", precision=0,
                                                    elem_id="inspect-number")
@@ -251,6 +264,42 @@ def build_app(service: StoryService) -> gr.Blocks:
             except StoryloomError as e:
                 return problem(str(e))
 
+        # -- reader mode ------------------------------------------------------------------
+
+        def show_play(play: ReaderView) -> dict:
+            scenes = "\n\n".join(play.scenes[:-1])
+            recent = f"{scenes}\n\n---\n\n**{play.scenes[-1]}**" if scenes else f"**{play.scenes[-1]}**"
+            options = [(f"{p[1]} ({p[2]} scenes)", p[0]) for p in reading.playthroughs(play.story_id)]
+            return {scene: f"## {play.title} · played by {play.reader}\n\n{recent}", writing: "",
+                    choices: gr.update(choices=[(c, n) for n, c in enumerate(play.choices, 1)], value=None),
+                    playthrough: gr.update(choices=options, value=play.playthrough_id),
+                    status: f"Scene {len(play.scenes)}."}
+
+        def play(action, *args) -> Iterator[dict]:
+            for event in stream(action, *args):
+                if isinstance(event, ReaderView):
+                    yield show_play(event)
+                else:
+                    yield render(event)
+
+        def start_reading(sid, name):
+            if (missing := needs_story(sid)) is not None:
+                yield missing
+                return
+            yield from play(reading.start, int(sid), name)
+
+        def choose(pid, number):
+            if pid is None or number is None:
+                yield problem("Start a playthrough and pick what to do.")
+                return
+            yield from play(reading.choose, int(pid), int(number))
+
+        def resume(pid):
+            try:
+                return show_play(reading.view(int(pid))) if pid is not None else {}
+            except StoryloomError as e:
+                return problem(str(e))
+
         # -- wiring ------------------------------------------------------------------------
 
         page = {story_id, stories, manuscript, memory, plans, instruction, writing, version, status}
@@ -268,6 +317,10 @@ def build_app(service: StoryService) -> gr.Blocks:
         edit_number.change(load_paragraph, [story_id, edit_number], {edit_text, chapter, writing, status})
         save_button.click(save, [story_id, edit_number, edit_text, chapter], page)
         inspect_button.click(inspect, [story_id, inspect_number], {inspected, writing, status})
+        reading_page = {scene, choices, playthrough, writing, status}
+        read_button.click(start_reading, [story_id, reader_name], reading_page)
+        choose_button.click(choose, [playthrough, choices], reading_page)
+        playthrough.input(resume, playthrough, reading_page)
     return app
 
 
