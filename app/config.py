@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu or cuda")
     host: str = "127.0.0.1"
     port: int = 7860
+    one_call: bool = Field(False, description="write each step in one call in RecurrentGPT's format "
+                           "(for capable models); default: focused calls, which small models can follow")
     retries: int = Field(3, ge=1, le=10, description="tries per model call before a step fails")
     top_k: int = Field(4, ge=0, le=32, description="long-term memories retrieved per step")
     stream_timeout: float = Field(120.0, gt=0, description="seconds without a new token before giving up")

@@ -18,7 +18,7 @@ def build_service(settings: Settings) -> StoryService:
     db = open_database(settings.database())
     embedder = Embedder(settings.embedder, device=None if settings.device == "auto" else settings.device)
     limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k)
-    return StoryService(db, LongTermMemory(embedder), Writer(backend, retries=settings.retries), limits)
+    return StoryService(db, LongTermMemory(embedder), Writer(backend, retries=settings.retries, one_call=settings.one_call), limits)
 
 
 def quiet_libraries() -> None:

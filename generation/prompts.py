@@ -120,3 +120,27 @@ def reader_choice(short_memory: str, last: str) -> Request:
     return _chat(f"Summary of the story so far: {short_memory}\n\nThe last paragraph: {last}\n\n"
                  "The reader plays the main character. What could the main character do next? "
                  "Answer with one short action.", reply_prefix=CHOICE_TEXT_PREFIX, max_new_tokens=30, temperature=1.0)
+
+
+ONE_CALL_FORMAT = """Output Paragraph:
+<the next paragraph, about 150 words>
+
+Output Memory:
+Rationale: <how the memory should change after this paragraph>
+Updated Memory: <the summary of the story so far, at most 200 words>
+
+Output Instruction:
+Instruction 1: <one thing that could happen next>
+Instruction 2: <a different thing that could happen next>
+Instruction 3: <a third, different thing that could happen next>"""
+
+
+def one_call(premise: str, short_memory: str, memories: Sequence[str], last: str, plan: str) -> Request:
+    """The whole step in one call, in RecurrentGPT's output format (for capable models)."""
+    related = "".join(f"- {m}\n" for m in memories) or "- (none yet)\n"
+    return _chat(f"I am writing a novel and need your help with the next step.\n\nPremise: {premise}\n\n"
+                 f"Memory (a summary of the story so far): {short_memory}\n\nRelated earlier passages:\n{related}\n"
+                 f"Last paragraph: {last}\n\nInstruction for the next paragraph: {plan}\n\n"
+                 "Write the next paragraph following the instruction, update the memory, and propose three "
+                 f"instructions for what could come next. Reply exactly in this format:\n\n{ONE_CALL_FORMAT}",
+                 max_new_tokens=700, min_new_tokens=0, temperature=0.8)

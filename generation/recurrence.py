@@ -72,6 +72,7 @@ class Writer:
     retries: int = 3
     min_words: int = 60
     max_words: int = 200
+    one_call: bool = False  # the whole step in one call (RecurrentGPT's format), for capable models
 
     def init(self, premise: str, title: str | None = None, on_text: OnText | None = None,
              outline: str | None = None) -> Opening:
@@ -102,11 +103,22 @@ class Writer:
         request = prompts.paragraph(**{k: parts[k] for k in ("premise", "short_memory", "memories")},
                                     last=parts["last_paragraph"], plan=parts["instruction"])
         usage.parts = self._measure(parts)
+        if self.one_call and not reader:
+            return self._step_in_one_call(parts, ctx.last_paragraph, usage, on_text, started)
         text = self._ask_paragraph(request, usage, on_text, previous=ctx.last_paragraph)
         memory = self._ask_summary(fitted(ctx.short_memory, b.short_memory), text, usage, on_text)
         plans = (self._ask_choices if reader else self._ask_plans)(ctx.outline, memory, text, usage, on_text)
         usage.seconds = time.monotonic() - started
         return Continuation(text, memory, plans, usage)
+
+    def _step_in_one_call(self, parts: dict, previous: str, usage: Usage, on_text: OnText | None,
+                          started: float) -> Continuation:
+        request = prompts.one_call(parts["premise"], parts["short_memory"], parts["memories"],
+                                   parts["last_paragraph"], parts["instruction"])
+        out = self._ask("one_call", request,
+                        partial(parse.parse_one_call, min_words=self.min_words, previous=previous), usage, on_text)
+        usage.seconds = time.monotonic() - started
+        return Continuation(out["paragraph"], out["short_memory"], out["plans"], usage)
 
     def choices(self, short_memory: str, last: str, on_text: OnText | None = None) -> tuple[list[str], Usage]:
         """Three things the reader could do next in the scene `last`."""

@@ -35,6 +35,11 @@ PLANS = [" Mara rows out to the reef at dawn to look for the ship named in the l
 def scripted_reply(request: Request, plan_number: int = 0, paragraph_number: int = 0) -> str:
     """A well-formed reply for each focused call, recognised by its instruction."""
     asked = request.messages[-1]["content"]
+    if "Reply exactly in this format" in asked:
+        return (f"Output Paragraph:\n{PARAGRAPHS[paragraph_number % len(PARAGRAPHS)]}\n\nOutput Memory:\n"
+                "Rationale: the trip to the reef matters later.\nUpdated Memory: Mara found a letter from the "
+                "future and rowed to the reef to find the ship it names.\n\nOutput Instruction:\n"
+                + "".join(f"Instruction {n}: {p.strip()}\n" for n, p in enumerate(PLANS, 1)))
     if "What could the main character do next" in asked:
         return CHOICES[plan_number % len(CHOICES)]
     if "What happens next" in asked:
@@ -70,7 +75,8 @@ class ScriptedBackend:
         if text is None:
             asked = [r.messages[-1]["content"] for r in self.requests]
             plans = sum("What happens next" in a or "What could the main character" in a for a in asked)
-            paragraphs = sum("paragraph of the story" in a or "opening paragraph" in a for a in asked)
+            paragraphs = sum("paragraph of the story" in a or "opening paragraph" in a or "exactly in this format" in a
+                             for a in asked)
             text = scripted_reply(request, plans - 1, paragraphs - 1)
         for word in text.split(" "):
             yield word + " "

@@ -104,3 +104,38 @@ def test_a_summary_that_only_copies_the_paragraph_is_refused():
         parse.parse_summary(paragraph, paragraph=paragraph)
     assert parse.parse_summary("Mara found a letter and rowed to the village to ask Tomas about it.",
                                paragraph=paragraph)
+
+
+ONE_CALL = """Output Paragraph:
+{paragraph}
+
+Output Memory:
+Rationale: The reef matters later.
+Updated Memory: Mara found a letter from the future and rowed to the reef.
+
+Output Instruction:
+Instruction 1: Mara finds the wreck of the Kestrel.
+Instruction 2: A storm drives her back to the island.
+Instruction 3: Tomas waits for her on the quay with news.
+"""
+
+
+def test_one_call_output_is_parsed_section_by_section():
+    paragraph = "Mara rowed out past the harbour wall and into the grey swell of the open sea. " * 6
+    out = parse.parse_one_call(ONE_CALL.format(paragraph=paragraph))
+    assert out["paragraph"] == " ".join(paragraph.split())
+    assert out["rationale"] == "The reef matters later."
+    assert out["short_memory"].startswith("Mara found a letter")
+    assert out["plans"][2] == "Tomas waits for her on the quay with news."
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda t: t.replace("Output Memory:", "Memory:"), "expected format"),
+    (lambda t: t.replace("Instruction 3: Tomas waits for her on the quay with news.", "Instruction 3:"), "format"),
+    (lambda t: t.replace("Tomas waits for her on the quay with news.", "A storm drives her back to the island."),
+     "repeats"),
+])
+def test_one_call_output_missing_or_repeated_sections_is_refused(broken, message):
+    paragraph = "Mara rowed out past the harbour wall and into the grey swell of the open sea. " * 6
+    with pytest.raises(ParseError, match=message):
+        parse.parse_one_call(broken(ONE_CALL.format(paragraph=paragraph)))

@@ -109,3 +109,12 @@ def test_fit_keeps_start_or_end_within_budget():
     assert count(fit(text, 10, count)) <= 10
     assert fit(text, 10, count, keep="end").split()[-1] == "99"
     assert fit("short text", 10, count) == "short text"
+
+
+def test_one_call_mode_writes_the_step_in_a_single_call():
+    backend = ScriptedBackend()
+    result = Writer(backend, one_call=True).step(StepContext("premise", "outline", "memory", "last", "plan"))
+    assert len(backend.requests) == 1
+    assert result.plans == [p.strip() for p in PLANS]
+    assert result.short_memory.startswith("Mara found a letter from the future")
+    assert [c["part"] for c in result.usage.calls] == ["one_call"]
