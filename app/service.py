@@ -12,7 +12,7 @@ from generation.recurrence import Continuation, OnText, Opening, StepContext, Us
 from memory.longterm import LongTermMemory, chunks
 from storage import repo
 from storage.db import Database
-from storage.errors import InvalidInput, NotFound, StoryloomError
+from storage.errors import Conflict, InvalidInput, NotFound, StoryloomError
 from storage.models import Step
 
 
@@ -113,7 +113,7 @@ class StoryService:
         return self.view(story_id)
 
     def step(self, story_id: int, plan: int | None = None, instruction: str | None = None,
-             on_text: OnText | None = None) -> StoryView:
+             on_text: OnText | None = None, seen_head: int | None = None) -> StoryView:
         """Write the next paragraph after the head, following plan `plan` of the head or an instruction."""
         if (plan is None) == (instruction is None):
             raise InvalidInput("give either a plan number or an instruction")
@@ -121,17 +121,17 @@ class StoryService:
             instruction = checked_text(instruction, "instruction", self.limits.plan_chars)
         with self.lock(story_id):
             with self.db.Session() as session:
-                head = self.head(session, story_id)
+                head = self.head(session, story_id, seen_head)
                 chosen = instruction if instruction is not None else pick(head.plans, plan)
             self.write(story_id, head.id, chosen, self._as_head(story_id, head.id), on_text)
         return self.view(story_id)
 
-    def regenerate(self, story_id: int, on_text: OnText | None = None) -> StoryView:
+    def regenerate(self, story_id: int, on_text: OnText | None = None, seen_head: int | None = None) -> StoryView:
         """Write the head paragraph again, as a new version beside it; the old one is kept."""
         with self.lock(story_id):
             with self.db.Session() as session:
                 story = repo.get_story(session, story_id)
-                head = self.head(session, story_id)
+                head = self.head(session, story_id, seen_head)
                 premise, title, outline = story.premise, story.title, story.outline
             if head.parent_id is None:  # the opening: write it again from the premise
                 opening = self.writer.init(premise, title, on_text, outline=outline)
@@ -229,10 +229,10 @@ class StoryService:
             raise InvalidInput(f"there is no {'earlier' if delta < 0 else 'later'} version of this paragraph")
         return self.switch(story_id, versions[target])
 
-    def undo(self, story_id: int) -> StoryView:
+    def undo(self, story_id: int, seen_head: int | None = None) -> StoryView:
         """Move the head back to the previous paragraph; the undone one stays as a branch."""
         with self.lock(story_id), self.db.Session.begin() as session:
-            head = self.head(session, story_id)
+            head = self.head(session, story_id, seen_head)
             if head.parent_id is None:
                 raise InvalidInput("this is the first paragraph; there is nothing to undo")
             repo.move_head(session, repo.get_story(session, story_id), head.id, head.parent_id)
@@ -247,10 +247,15 @@ class StoryService:
             raise NotFound(f"no paragraph with id {step_id} in story {story_id}")
         return step
 
-    def head(self, session, story_id: int) -> Step:
+    def head(self, session, story_id: int, seen_head: int | None = None) -> Step:
+        """The story's head step; with `seen_head` (what the person's page shows), a Conflict when
+        the story moved on since (another tab or window acted on it)."""
         story = repo.get_story(session, story_id)
         if story.head_step_id is None:
             raise InvalidInput(f"story {story_id} has no opening yet")
+        if seen_head is not None and seen_head != story.head_step_id:
+            raise Conflict("the story changed in another tab or window; it is shown as it is now, "
+                           "nothing was written")
         return repo.get_step(session, story.head_step_id)
 
     def _as_head(self, story_id: int, expected_head: int | None) -> AddStep:

@@ -12,7 +12,7 @@ import gradio as gr
 from app.inspector import inspector_markdown
 from app.reading import Reading, ReaderView
 from app.service import StoryService, StoryView
-from storage.errors import StoryloomError
+from storage.errors import Conflict, StoryloomError
 
 PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the paragraph",
               "short_memory": "the short-term memory", "plan_1": "plan 1", "plan_2": "plan 2", "plan_3": "plan 3",
@@ -21,6 +21,11 @@ PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the 
 
 class Problem(str):
     """A message for the person, yielded by `stream` instead of a result."""
+
+    def __new__(cls, error: StoryloomError):
+        problem = super().__new__(cls, str(error))
+        problem.stale_page = isinstance(error, Conflict)  # the story moved on: show it as it is now
+        return problem
 
 
 def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[tuple | StoryView | Problem]:
@@ -71,6 +76,7 @@ def build_app(service: StoryService) -> gr.Blocks:
     with gr.Blocks(title="storyloom") as app:
         gr.Markdown("# storyloom\nWrite a story with a local language model, one paragraph at a time.")
         story_id = gr.State(None)
+        seen_head = gr.State(None)  # the head step this page shows, so a stale tab cannot write past it
         with gr.Row():
             with gr.Column(scale=1):
                 stories = gr.Dropdown(label="Your stories", choices=[], value=None, elem_id="stories")
@@ -136,7 +142,8 @@ def build_app(service: StoryService) -> gr.Blocks:
         def show(view: StoryView, note: str = "") -> dict:
             choices = [(f"{n}. {p}", n) for n, p in enumerate(view.plans, 1)]
             number, count = view.version
-            return {story_id: view.id, stories: gr.update(choices=story_choices(), value=view.id),
+            return {story_id: view.id, seen_head: view.head_step_id,
+                    stories: gr.update(choices=story_choices(), value=view.id),
                     manuscript: manuscript_markdown(view), memory: view.short_memory,
                     plans: gr.update(choices=choices, value=None), instruction: "", writing: "",
                     version: f"version {number} of {count}" if count > 1 else "", status: note}
@@ -145,9 +152,9 @@ def build_app(service: StoryService) -> gr.Blocks:
             gr.Warning(message)
             return {writing: "", status: f"**Nothing was written:** {message}"}
 
-        def render(event, note: Callable[[StoryView], str] = cost_line) -> dict:
+        def render(event, note: Callable[[StoryView], str] = cost_line, sid=None) -> dict:
             if isinstance(event, Problem):
-                return problem(event)
+                return {**show(service.view(sid)), **problem(event)} if event.stale_page and sid else problem(event)
             if isinstance(event, StoryView):
                 return show(event, note(event))
             if event[0] == "step":
@@ -156,15 +163,15 @@ def build_app(service: StoryService) -> gr.Blocks:
             _, part, text = event
             return {writing: f"*Writing {PART_NAMES.get(part, part)}…*\n\n{text}"}
 
-        def run(action, *args, **kwargs) -> Iterator[dict]:
-            for event in stream(action, *args, **kwargs):
-                yield render(event)
+        def run(action, sid, *args, **kwargs) -> Iterator[dict]:
+            for event in stream(action, sid, *args, **kwargs):
+                yield render(event, sid=sid)
 
-        def at_once(action, *args) -> dict:
+        def at_once(action, sid, *args, **kwargs) -> dict:
             try:
-                view = action(*args)
+                view = action(sid, *args, **kwargs)
             except StoryloomError as e:
-                return problem(str(e))
+                return render(Problem(e), sid=sid)
             return show(view, "")
 
         def needs_story(sid) -> dict | None:
@@ -176,14 +183,15 @@ def build_app(service: StoryService) -> gr.Blocks:
             return at_once(service.view, int(sid)) if sid is not None else {}
 
         def start(text: str, title_text: str):
-            yield from run(service.new_story, text, title_text or None)
+            for event in stream(service.new_story, text, title_text or None):
+                yield render(event)
 
         def pick(plan_number, sid):
             if plan_number is None or sid is None:
                 return gr.update()
             return service.view(int(sid)).plans[int(plan_number) - 1]
 
-        def write_next(sid, plan_number, text: str):
+        def write_next(sid, head, plan_number, text: str):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
@@ -193,15 +201,15 @@ def build_app(service: StoryService) -> gr.Blocks:
                 return
             plans_now = service.view(int(sid)).plans
             if plan_number is not None and text in ("", plans_now[int(plan_number) - 1]):
-                yield from run(service.step, int(sid), int(plan_number), None)
+                yield from run(service.step, int(sid), int(plan_number), None, seen_head=head)
             else:
-                yield from run(service.step, int(sid), None, text)
+                yield from run(service.step, int(sid), None, text, seen_head=head)
 
-        def regenerate(sid):
+        def regenerate(sid, head):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
-            yield from run(service.regenerate, int(sid))
+            yield from run(service.regenerate, int(sid), seen_head=head)
 
         def simple(action):
             def handler(sid, *args):
@@ -302,14 +310,14 @@ def build_app(service: StoryService) -> gr.Blocks:
 
         # -- wiring ------------------------------------------------------------------------
 
-        page = {story_id, stories, manuscript, memory, plans, instruction, writing, version, status}
+        page = {story_id, seen_head, stories, manuscript, memory, plans, instruction, writing, version, status}
         app.load(lambda: gr.update(choices=story_choices()), None, stories)  # stories made since launch
         stories.input(open_story, stories, page)
         start_button.click(start, [premise, title], page)
         plans.change(pick, [plans, story_id], instruction)
-        step_button.click(write_next, [story_id, plans, instruction], page)
-        regenerate_button.click(regenerate, story_id, page)
-        undo_button.click(simple(service.undo), story_id, page)
+        step_button.click(write_next, [story_id, seen_head, plans, instruction], page)
+        regenerate_button.click(regenerate, [story_id, seen_head], page)
+        undo_button.click(simple(service.undo), [story_id, seen_head], page)
         older_button.click(simple(lambda sid: service.other_version(sid, -1)), story_id, page)
         newer_button.click(simple(lambda sid: service.other_version(sid, +1)), story_id, page)
         auto_button.click(auto, [story_id, auto_steps], page | {auto_progress})

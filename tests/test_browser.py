@@ -1,5 +1,6 @@
 """The app in a real browser: Debian's Chromium driven by Playwright, against `storyloom serve`
-with the embedded model. Screenshots go to test-artifacts/."""
+with the embedded model. The tests run in order on one page, as one person's session would;
+a screenshot of each screen goes to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 EXE = str(Path(sys.executable).with_name("storyloom"))
+MODEL_WAIT = 400_000  # ms: a step of the embedded model on two cores takes about a minute
 
 
 def free_port() -> int:
@@ -56,41 +60,137 @@ def page(server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--no-first-run", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(server)
         yield page
         browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
 
 
 def paragraphs(page) -> int:
     return page.locator("#manuscript p").count()
 
 
-@pytest.mark.slow
-def test_stepping_before_a_story_exists_shows_a_message(page):
+def wait_paragraphs(page, n: int) -> None:
+    page.wait_for_function(f"document.querySelectorAll('#manuscript p').length == {n}", timeout=MODEL_WAIT)
+
+
+def status_says(page, text: str, timeout: int = MODEL_WAIT) -> None:
+    page.locator("#status").get_by_text(text).wait_for(timeout=timeout)
+
+
+def tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_01_stepping_before_a_story_exists_is_refused(page):
     page.locator("#step").click()
-    page.locator("#status").get_by_text("Start or open a story first.").wait_for(timeout=15_000)
-    page.screenshot(path=ARTIFACTS / "00-error-no-story.png")
+    status_says(page, "Start or open a story first.", 15_000)
+    page.locator("#undo").click()
+    status_says(page, "Start or open a story first.", 15_000)
+    shot(page, "01-no-story")
 
 
-@pytest.mark.slow
-def test_start_a_story_pick_a_plan_and_step(page):
+def test_02_start_a_story_and_watch_it_stream(page):
     page.locator("#premise textarea").fill(
         "A lighthouse keeper on a remote island finds a message in a bottle addressed to her.")
     page.locator("#start").click()
-    page.locator("#writing").get_by_text("Writing").first.wait_for(timeout=120_000)  # it streams
-    page.screenshot(path=ARTIFACTS / "01-writing.png")
-    page.locator("#plans input[type=radio]").nth(2).wait_for(timeout=300_000)
+    page.locator("#writing").get_by_text("Writing").first.wait_for(timeout=120_000)
+    shot(page, "02-streaming")
+    page.locator("#plans input[type=radio]").nth(2).wait_for(timeout=MODEL_WAIT)
     assert paragraphs(page) == 1
     assert page.locator("#short-memory textarea").input_value().strip()
-    page.screenshot(path=ARTIFACTS / "02-opening.png", full_page=True)
+    shot(page, "03-opening")
 
+
+def test_03_pick_a_plan_and_step(page):
     page.locator("#plans label").nth(1).click()
     page.wait_for_function("document.querySelector('#instruction textarea').value.length > 10")
-    plan = page.locator("#instruction textarea").input_value()
-    assert plan in page.locator("#plans").inner_text()
+    assert page.locator("#instruction textarea").input_value() in page.locator("#plans").inner_text()
     page.locator("#step").click()
-    page.wait_for_function("document.querySelectorAll('#manuscript p').length == 2", timeout=300_000)
-    page.locator("#status").get_by_text("Paragraph 2 written").wait_for(timeout=30_000)
-    assert page.locator("#plans input[type=radio]").count() == 3
-    page.screenshot(path=ARTIFACTS / "03-after-step.png", full_page=True)
+    wait_paragraphs(page, 2)
+    status_says(page, "Paragraph 2 written")
+    shot(page, "04-after-plan")
+
+
+def test_04_edit_a_plan_then_step(page):
+    page.locator("#plans label").nth(0).click()
+    page.wait_for_function("document.querySelector('#instruction textarea').value.length > 10")
+    page.locator("#instruction textarea").fill("A storm breaks the lighthouse lamp and Mara climbs up to mend it.")
+    page.locator("#step").click()
+    wait_paragraphs(page, 3)
+    shot(page, "05-after-edited-plan")
+
+
+def test_05_regenerate_keeps_both_versions(page):
+    before = page.locator("#manuscript p").nth(2).inner_text()
+    page.locator("#regenerate").click()
+    page.locator("#version").get_by_text("version 2 of 2").wait_for(timeout=MODEL_WAIT)
+    assert page.locator("#manuscript p").nth(2).inner_text() != before
+    shot(page, "06-regenerated")
+    page.locator("#older").click()
+    page.locator("#version").get_by_text("version 1 of 2").wait_for(timeout=30_000)
+    assert page.locator("#manuscript p").nth(2).inner_text() == before
+
+
+def test_06_undo(page):
+    page.locator("#undo").click()
+    wait_paragraphs(page, 2)
+    shot(page, "07-undone")
+
+
+def test_07_edit_a_paragraph_and_title_a_chapter(page):
+    tab(page, "Edit")
+    page.locator("#edit-number input").fill("2")
+    page.locator("#edit-number input").press("Enter")
+    page.wait_for_function("document.querySelector('#edit-text textarea').value.length > 50", timeout=30_000)
+    page.locator("#edit-text textarea").fill("")
+    page.locator("#save").click()
+    status_says(page, "paragraph is empty", 30_000)  # an empty paragraph is refused, nothing lost
+    assert paragraphs(page) == 2
+    edited = "Mara painted the lighthouse door violet, ate a jar of pickled herring on the step, and read the letter again."
+    page.locator("#edit-text textarea").fill(edited)
+    page.locator("#chapter textarea").fill("Chapter Two: The Door")
+    page.locator("#save").click()
+    status_says(page, "Paragraph 2 saved.", 30_000)
+    assert page.locator("#manuscript").get_by_text("Chapter Two: The Door").is_visible()
+    assert page.locator("#manuscript p").nth(1).inner_text() == edited
+    shot(page, "08-edited")
+
+
+def test_08_auto_mode_runs_two_steps_then_stops(page):
+    tab(page, "Auto")
+    page.locator("#auto-stop").click()
+    status_says(page, "Nothing is running", 15_000)
+    page.locator("#auto-steps input").fill("4")
+    page.locator("#auto-start").click()
+    page.locator("#auto-progress").get_by_text("Step 2 of 4 written").wait_for(timeout=2 * MODEL_WAIT)
+    page.locator("#auto-stop").click()
+    status_says(page, "Auto mode stopped.")
+    assert paragraphs(page) == 4  # two steps kept, the one in progress dropped
+    shot(page, "09-auto-stopped")
+
+
+def test_09_inspect_the_last_step(page):
+    tab(page, "Inspect")
+    page.locator("#inspect").click()
+    page.locator("#inspected").get_by_text("Raw output:").first.wait_for(timeout=30_000)
+    text = page.locator("#inspected").inner_text()
+    assert "short-term memory" in text and "previous paragraph" in text and "choice" in text
+    shot(page, "10-inspector")
+
+
+def test_10_reader_plays_two_choices_without_touching_the_manuscript(page):
+    manuscript = page.locator("#manuscript").inner_text()
+    tab(page, "Read")
+    page.locator("#read-start").click()
+    page.locator("#choices input[type=radio]").nth(2).wait_for(timeout=MODEL_WAIT)
+    for scene in (2, 3):
+        page.locator("#choices label").nth(0).click()
+        page.locator("#choose").click()
+        status_says(page, f"Scene {scene}.")
+    assert page.locator("#manuscript").inner_text() == manuscript
+    shot(page, "11-reader")

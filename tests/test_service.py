@@ -9,7 +9,7 @@ from app.service import Limits, StoryService
 from generation.errors import GenerationFailed
 from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
-from storage.errors import InvalidInput, NotFound
+from storage.errors import Conflict, InvalidInput, NotFound
 from storage.models import MemoryEntry, Step, Story
 from tests.fakes import PARAGRAPH, ScriptedBackend
 
@@ -269,3 +269,25 @@ def test_reader_mode_plays_its_own_branch_and_leaves_the_manuscript_alone(db, em
         reading.choose(play.playthrough_id, 5)
     with pytest.raises(NotFound):
         reading.choose(999, 1)
+
+
+def test_a_stale_page_gets_a_conflict_instead_of_writing_after_the_wrong_paragraph(db, embedder):
+    service, _ = make_service(db, embedder)
+    story = service.new_story("premise")
+    seen = story.head_step_id
+    service.step(story.id, plan=1, seen_head=seen)  # tab A
+    before = counts(db)
+    with pytest.raises(Conflict, match="another tab"):
+        service.step(story.id, plan=2, seen_head=seen)  # tab B still shows the opening
+    with pytest.raises(Conflict):
+        service.undo(story.id, seen_head=seen)
+    assert counts(db) == before
+
+
+def test_a_ten_thousand_character_plan_is_refused(db, embedder):
+    service, backend = make_service(db, embedder)
+    story = service.new_story("premise")
+    asked = len(backend.requests)
+    with pytest.raises(InvalidInput, match="10,000 characters; the limit is 2,000"):
+        service.step(story.id, instruction="x" * 10_000)
+    assert len(backend.requests) == asked
