@@ -45,16 +45,36 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (Alembic)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision` (Alembic).
+
+    On SQLite, foreign keys are switched off while migrating: a migration that rebuilds a table
+    (copy, drop, rename) would otherwise fire ON DELETE actions on the drop and lose data.
+    They are checked, and switched on again, afterwards."""
     from alembic import command
     from alembic.config import Config
+    from alembic.util import CommandError
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+        except CommandError as e:
+            raise DatabaseUnavailable(f"cannot migrate database {engine.url.render_as_string(hide_password=True)}: "
+                                      f"{e}") from e
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+            if broken:
+                raise DatabaseUnavailable(f"the database has {len(broken)} broken references after migrating")
 
 
 def open_database(url: str) -> Database:

@@ -93,3 +93,35 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path):
     assert bogus.read_bytes().startswith(b"this is not sqlite")
     with pytest.raises(sqlite3.DatabaseError):
         sqlite3.connect(bogus).execute("select 1 from sqlite_master").fetchall()
+
+
+def test_upgrading_a_database_with_stories_keeps_every_row(tmp_path):
+    """Migrations that rebuild a table on SQLite must not fire ON DELETE actions."""
+    from storage.db import make_engine, migrate
+
+    url = sqlite_url(tmp_path / "old.db")
+    engine = make_engine(url)
+    migrate(engine, "0002")  # a database from before the playthrough migration, with data in it
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO story (id, title, premise, outline, genre, language, settings, "
+                          "memory_version, created_at, updated_at) VALUES (1, 't', 'p', '', '', 'en', '{}', 1, "
+                          "'2026-01-01', '2026-01-01')"))
+        for i, parent in ((1, None), (2, 1), (3, 2)):
+            conn.execute(text("INSERT INTO step (id, story_id, parent_id, depth, plan, paragraph, short_memory, "
+                              "plans, prompt_tokens, completion_tokens, seconds, model, trace, created_at) VALUES "
+                              f"({i}, 1, {parent or 'NULL'}, {i - 1}, '', 'p{i}', 'm', '[]', 0, 0, 0, '', '{{}}', "
+                              "'2026-01-01')"))
+            conn.execute(text("INSERT INTO memory_entry (story_id, step_id, kind, text, pinned, stale, keys, "
+                              f"vector, revision, created_at) VALUES (1, {i}, 'paragraph', 'p{i}', 0, 0, '[]', "
+                              "x'00', 0, '2026-01-01')"))
+        conn.execute(text("UPDATE story SET head_step_id = 3"))
+    engine.dispose()
+    db = open_database(url)  # migrates to the newest revision
+    with db.Session() as s:
+        assert s.scalar(text("SELECT count(*) FROM step")) == 3
+        assert s.scalar(text("SELECT count(*) FROM memory_entry")) == 3
+        assert s.scalar(text("SELECT head_step_id FROM story")) == 3
+        assert [x.paragraph for x in repo.path_to(s, 3)] == ["p1", "p2", "p3"]
+    with db.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    db.close()
