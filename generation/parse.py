@@ -92,7 +92,7 @@ def parse_plan(raw: str, min_words: int = 5, max_words: int = 45) -> str:
     sentence = text[: end.end()] if end else text
     if len(words(sentence)) > max_words:
         cut = " ".join(words(sentence)[:max_words])
-        at_comma = cut[: cut.rfind(",")]
+        at_comma = cut[: cut.rfind(",")] if "," in cut else ""
         sentence = at_comma + "." if len(words(at_comma)) >= max_words // 2 else cut + " …"
     sentence = sentence.strip(" \"'“”")
     if len(words(sentence)) < min_words:

@@ -30,13 +30,17 @@ def fit(text: str, max_tokens: int, count: Callable[[str], int], keep: str = "st
     text = " ".join(text.split())
     if count(text) <= max_tokens:
         return text
-    tokens = text.split()
-    lo, hi = 0, len(tokens)  # largest word count that fits
+    words = text.split()
+    if len(words) == 1 or count(words[0 if keep == "start" else -1] + " …") > max_tokens:
+        units, glue = list(text), ""  # one huge "word" (text without spaces): cut characters instead
+    else:
+        units, glue = words, " "
+    lo, hi = 0, len(units)  # the most units that fit
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        part = tokens[:mid] if keep == "start" else tokens[-mid:]
-        lo, hi = (mid, hi) if count(" ".join(part) + " …") <= max_tokens else (lo, mid - 1)
-    part = " ".join(tokens[:lo] if keep == "start" else tokens[-lo:])
+        part = units[:mid] if keep == "start" else units[len(units) - mid:]
+        lo, hi = (mid, hi) if count(glue.join(part) + " …") <= max_tokens else (lo, mid - 1)
+    part = glue.join(units[:lo] if keep == "start" else units[len(units) - lo:])
     return (part + " …") if keep == "start" else ("… " + part)
 
 

@@ -139,3 +139,8 @@ def test_one_call_output_missing_or_repeated_sections_is_refused(broken, message
     paragraph = "Mara rowed out past the harbour wall and into the grey swell of the open sea. " * 6
     with pytest.raises(ParseError, match=message):
         parse.parse_one_call(broken(ONE_CALL.format(paragraph=paragraph)))
+
+
+def test_a_long_plan_without_a_comma_is_cut_at_a_word():
+    plan = parse.parse_plan(" Mara runs " + "and runs " * 40 + "home.")
+    assert plan.endswith(" …") and "," not in plan and len(plan.split()) == 46

@@ -118,3 +118,10 @@ def test_one_call_mode_writes_the_step_in_a_single_call():
     assert result.plans == [p.strip() for p in PLANS]
     assert result.short_memory.startswith("Mara found a letter from the future")
     assert [c["part"] for c in result.usage.calls] == ["one_call"]
+
+
+def test_fit_cuts_text_without_spaces_by_characters():
+    count = len  # one token per character
+    assert len(fit("x" * 4000, 100, count, keep="end")) <= 100
+    assert len(fit("y" * 4000, 100, count)) <= 100
+    assert fit("a" * 50 + " " + "b" * 4000, 100, count, keep="end").endswith("b")
