@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> None:
             raise StoryloomError("--count must be at least 1")
         for number in range(1, args.count + 1):
             progress = Progress()
-            plan = None if args.instruction is not None else (args.plan or 1)
+            plan = None if args.instruction is not None else (1 if args.plan is None else args.plan)
             view = service.step(args.story_id, plan=plan, instruction=args.instruction, on_text=progress)
             progress.done(f"step {number}/{args.count}: paragraph {len(view.paragraphs)} written ({_cost(view)})")
             print(f"\n{view.paragraphs[-1]}")
@@ -124,10 +124,21 @@ def _auto(service, story_id: int, steps: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         run(args)
     except StoryloomError as e:
         print(f"storyloom: error: {e}", file=sys.stderr)
+        return 1
+    except ValidationError as e:
+        problems = "; ".join(f"STORYLOOM_{'_'.join(map(str, p['loc'])).upper()}: {p['msg']}" for p in e.errors())
+        print(f"storyloom: error: bad setting: {problems}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        print(f"storyloom: error: database error: {reason}; nothing was written", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("storyloom: interrupted; the step in progress was not saved", file=sys.stderr)

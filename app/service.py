@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from generation.recurrence import Continuation, OnText, Opening, StepContext, Usage, Writer
-from memory.longterm import LongTermMemory, chunks
+from memory.longterm import Embedded, LongTermMemory, chunks
 from storage import repo
 from storage.db import Database
 from storage.errors import Conflict, InvalidInput, NotFound, StoryloomError
@@ -106,9 +106,10 @@ class StoryService:
         premise = checked_text(premise, "premise", self.limits.premise_chars)
         title = checked_text(title, "title", self.limits.title_chars) if title and title.strip() else None
         opening = self.writer.init(premise, title, on_text)
+        filed = self.memory.embed(chunks(opening.paragraph))
         with self.db.Session.begin() as session:
             story = repo.create_story(session, title=opening.title, premise=premise, outline=opening.outline)
-            self._commit_step(session, story.id, self._as_head(story.id, None), None, "", opening, [])
+            self._commit_step(session, story.id, self._as_head(story.id, None), None, "", opening, [], filed)
             story_id = story.id
         return self.view(story_id)
 
@@ -135,8 +136,10 @@ class StoryService:
                 premise, title, outline = story.premise, story.title, story.outline
             if head.parent_id is None:  # the opening: write it again from the premise
                 opening = self.writer.init(premise, title, on_text, outline=outline)
+                filed = self.memory.embed(chunks(opening.paragraph))
                 with self.db.Session.begin() as session:
-                    self._commit_step(session, story_id, self._as_head(story_id, head.id), None, "", opening, [])
+                    self._commit_step(session, story_id, self._as_head(story_id, head.id), None, "", opening, [],
+                                      filed)
             else:
                 self.write(story_id, head.parent_id, head.plan, self._as_head(story_id, head.id), on_text)
         return self.view(story_id)
@@ -189,24 +192,33 @@ class StoryService:
             result.usage.retries += prelude.retries
             result.usage.prompt_tokens += prelude.prompt_tokens
             result.usage.completion_tokens += prelude.completion_tokens
+        filed = self.memory.embed(chunks(result.paragraph))
         with self.db.Session.begin() as session:
-            self._commit_step(session, story_id, add, parent, plan, result, hits)
+            self._commit_step(session, story_id, add, parent, plan, result, hits, filed)
 
-    def edit_paragraph(self, story_id: int, step_id: int, text: str) -> StoryView:
-        """Replace a written paragraph by hand. Memories drawn from the old text are marked stale
-        and re-derived from the new text, so the model sees the edit from then on."""
+    def edit_paragraph(self, story_id: int, step_id: int, text: str, chapter: str | None = None,
+                       seen_head: int | None = None) -> StoryView:
+        """Replace a written paragraph by hand and, unless `chapter` is None, set the title of the
+        chapter starting there ("" for none), in one transaction. Memories drawn from the old text
+        are marked stale and re-derived from the new text, so the model sees the edit from then on."""
         text = checked_text(text, "paragraph", self.limits.paragraph_chars)
+        title = _chapter_title(chapter, self.limits.title_chars)
+        filed = self.memory.embed(chunks(text))
         with self.lock(story_id), self.db.Session.begin() as session:
+            if seen_head is not None:
+                self.head(session, story_id, seen_head)
             step = self._step_of(session, story_id, step_id)
             if text != step.paragraph:
                 step.paragraph = text
                 self.memory.mark_stale(session, story_id, step_id)
-                self.memory.add(session, story_id, chunks(text), "paragraph", step_id=step_id)
+                self.memory.add(session, story_id, filed, "paragraph", step_id=step_id)
+            if chapter is not None:
+                step.chapter = title
         return self.view(story_id)
 
     def set_chapter(self, story_id: int, step_id: int, title: str | None) -> StoryView:
         """Start a chapter titled `title` at this paragraph (None or empty: no chapter starts here)."""
-        title = checked_text(title, "chapter title", self.limits.title_chars) if title and title.strip() else None
+        title = _chapter_title(title or "", self.limits.title_chars)
         with self.lock(story_id), self.db.Session.begin() as session:
             self._step_of(session, story_id, step_id).chapter = title
         return self.view(story_id)
@@ -219,10 +231,10 @@ class StoryService:
             repo.move_head(session, story, story.head_step_id, repo.newest_tip(session, step).id)
         return self.view(story_id)
 
-    def other_version(self, story_id: int, delta: int) -> StoryView:
+    def other_version(self, story_id: int, delta: int, seen_head: int | None = None) -> StoryView:
         """Switch to the previous (-1) or next (+1) version of the head paragraph."""
         with self.db.Session() as session:
-            head = self.head(session, story_id)
+            head = self.head(session, story_id, seen_head)
             versions = [s.id for s in repo.children(session, story_id, head.parent_id)]
         target = versions.index(head.id) + delta
         if not 0 <= target < len(versions):
@@ -267,7 +279,7 @@ class StoryService:
         return add
 
     def _commit_step(self, session, story_id: int, add: AddStep, parent: Step | None, plan: str,
-                     result: Opening | Continuation, hits) -> Step:
+                     result: Opening | Continuation, hits, filed: Embedded) -> Step:
         """Paragraph, short-term memory, plans and long-term memory entries: one transaction."""
         usage = result.usage
         trace = {"calls": usage.calls, "retries": usage.retries, "parts": usage.parts,
@@ -276,7 +288,7 @@ class StoryService:
             plan=plan, paragraph=result.paragraph, short_memory=result.short_memory, plans=result.plans,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             seconds=round(usage.seconds, 3), model=self.writer.backend.name, trace=trace))
-        self.memory.add(session, story_id, chunks(result.paragraph), "paragraph", step_id=step.id)
+        self.memory.add(session, story_id, filed, "paragraph", step_id=step.id)
         self.memory.mark_retrieved(session, hits)
         return step
 
@@ -294,6 +306,10 @@ def checked_text(value: str | None, what: str, limit: int) -> str:
     if len(value) > limit:
         raise InvalidInput(f"the {what} has {len(value):,} characters; the limit is {limit:,}")
     return value
+
+
+def _chapter_title(title: str | None, limit: int) -> str | None:
+    return checked_text(title, "chapter title", limit) if title and title.strip() else None
 
 
 def pick(options: list[str], number: int, what: str = "plan") -> str:

@@ -3,6 +3,7 @@ every action is one service call, run in a worker thread so its text can stream 
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -13,6 +14,8 @@ from app.inspector import inspector_markdown
 from app.reading import Reading, ReaderView
 from app.service import StoryService, StoryView
 from storage.errors import Conflict, StoryloomError
+
+log = logging.getLogger("storyloom.ui")
 
 PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the paragraph",
               "short_memory": "the short-term memory", "plan_1": "plan 1", "plan_2": "plan 2", "plan_3": "plan 3",
@@ -42,6 +45,9 @@ def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[t
             outcome["view"] = action(*args, on_text=lambda part, text: events.put(("text", part, text)), **kwargs)
         except StoryloomError as e:
             outcome["error"] = e
+        except Exception as e:  # a bug or an outage: logged with its traceback, one line for the person
+            log.exception("action %s failed", getattr(action, "__name__", action))
+            outcome["error"] = StoryloomError(f"unexpected error ({type(e).__name__}: {e}); nothing was written")
         finally:
             events.put(None)
 
@@ -227,7 +233,8 @@ def build_app(service: StoryService) -> gr.Blocks:
             try:
                 for event in stream(service.auto, int(sid), int(steps or 0), cancel=cancel, steps=True):
                     yield render(event, lambda view: "Auto mode stopped." if cancel.is_set() else "Auto mode done.")
-            finally:
+            finally:  # also when the page went away mid-run: nobody could press Stop any more
+                cancel.set()
                 runs.pop(int(sid), None)
 
         def stop(sid):
@@ -246,18 +253,17 @@ def build_app(service: StoryService) -> gr.Blocks:
             index = int(number) - 1
             return {edit_text: view.paragraphs[index], chapter: view.chapters[index] or ""}
 
-        def save(sid, number, text, chapter_title):
+        def save(sid, head, number, text, chapter_title):
             if (missing := needs_story(sid)) is not None:
                 return missing
             view = service.view(int(sid))
             if number is None or not 1 <= int(number) <= len(view.paragraphs):
                 return problem(f"There is no paragraph {number}; the story has {len(view.paragraphs)}.")
-            step_id = view.step_ids[int(number) - 1]
             try:
-                service.edit_paragraph(int(sid), step_id, text)
-                result = service.set_chapter(int(sid), step_id, chapter_title)
+                result = service.edit_paragraph(int(sid), view.step_ids[int(number) - 1], text,
+                                                chapter_title or "", seen_head=head)
             except StoryloomError as e:
-                return problem(str(e))
+                return render(Problem(e), sid=int(sid))
             return show(result, f"Paragraph {int(number)} saved.")
 
         def inspect(sid, number):
@@ -265,6 +271,8 @@ def build_app(service: StoryService) -> gr.Blocks:
                 return missing
             try:
                 view = service.view(int(sid))
+                if number is not None and not 1 <= int(number) <= len(view.step_ids):
+                    raise IndexError
                 step_id = view.step_ids[int(number) - 1] if number else None
                 return {inspected: inspector_markdown(service.inspect(int(sid), step_id))}
             except IndexError:
@@ -318,12 +326,12 @@ def build_app(service: StoryService) -> gr.Blocks:
         step_button.click(write_next, [story_id, seen_head, plans, instruction], page)
         regenerate_button.click(regenerate, [story_id, seen_head], page)
         undo_button.click(simple(service.undo), [story_id, seen_head], page)
-        older_button.click(simple(lambda sid: service.other_version(sid, -1)), story_id, page)
-        newer_button.click(simple(lambda sid: service.other_version(sid, +1)), story_id, page)
+        older_button.click(simple(lambda sid, head: service.other_version(sid, -1, head)), [story_id, seen_head], page)
+        newer_button.click(simple(lambda sid, head: service.other_version(sid, +1, head)), [story_id, seen_head], page)
         auto_button.click(auto, [story_id, auto_steps], page | {auto_progress})
         stop_button.click(stop, story_id, {status, writing}, concurrency_limit=None)
         edit_number.change(load_paragraph, [story_id, edit_number], {edit_text, chapter, writing, status})
-        save_button.click(save, [story_id, edit_number, edit_text, chapter], page)
+        save_button.click(save, [story_id, seen_head, edit_number, edit_text, chapter], page)
         inspect_button.click(inspect, [story_id, inspect_number], {inspected, writing, status})
         reading_page = {scene, choices, playthrough, writing, status}
         read_button.click(start_reading, [story_id, reader_name], reading_page)

@@ -9,11 +9,15 @@ from generation.recurrence import Writer
 from memory.embedder import Embedder
 from memory.longterm import LongTermMemory
 from storage.db import open_database
+from storage.errors import DatabaseUnavailable
 
 
 def build_service(settings: Settings) -> StoryService:
     if not settings.database_url:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DatabaseUnavailable(f"cannot create the data directory {settings.data_dir}: {e.strerror}") from e
     backend = TransformersBackend(settings.model, settings.device, settings.stream_timeout)
     db = open_database(settings.database())
     embedder = Embedder(settings.embedder, device=None if settings.device == "auto" else settings.device)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from memory.embedder import Embedder
 from memory.index import VectorIndex
 from storage import repo
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, NotFound, StoryloomError
 from storage.models import MEMORY_KINDS, MemoryEntry
 
 
@@ -32,6 +32,14 @@ class Hit:
     text: str
     kind: str
     step_id: int | None
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Texts with their vectors, computed before a transaction opens (embedding takes time)."""
+
+    texts: list[str]
+    vectors: np.ndarray
 
 
 @dataclass
@@ -54,15 +62,20 @@ class LongTermMemory:
 
     # -- changes (inside the caller's transaction) ---------------------------------
 
-    def add(self, session: Session, story_id: int, texts: list[str], kind: str, *,
+    def embed(self, texts: list[str]) -> Embedded:
+        texts = [_clean(t) for t in texts]
+        return Embedded(texts, self.embedder.encode(texts))
+
+    def add(self, session: Session, story_id: int, texts: list[str] | Embedded, kind: str, *,
             step_id: int | None = None, pinned: bool = False, keys: list[str] | None = None) -> list[MemoryEntry]:
+        """New entries in the caller's transaction. Pass `embed(texts)` made beforehand to keep
+        the model's time out of the transaction."""
         if kind not in MEMORY_KINDS:
             raise InvalidInput(f"unknown memory kind {kind!r}; use one of {', '.join(MEMORY_KINDS)}")
-        texts = [_clean(t) for t in texts]
-        vectors = self.embedder.encode(texts)
+        embedded = texts if isinstance(texts, Embedded) else self.embed(texts)
         entries = [MemoryEntry(story_id=story_id, step_id=step_id, kind=kind, text=t, pinned=pinned,
                                keys=list(keys or []), vector=_blob(v), revision=0)
-                   for t, v in zip(texts, vectors)]
+                   for t, v in zip(embedded.texts, embedded.vectors)]
         session.add_all(entries)
         repo.bump_memory_version(session, story_id)
         session.flush()
@@ -103,19 +116,18 @@ class LongTermMemory:
         if k <= 0 or not query.strip():
             return []
         vector = self.embedder.encode([query])[0]
-        with self._lock:
-            story_index = self.sync(session, story_id)
-            raw = story_index.index.search(vector, max(4 * k, k + len(exclude_steps) * 4, 32))
-        entries = {e.id: e for e in repo.memory_entries(session, story_id, [i for i, _ in raw])}
-        hits = []
-        for entry_id, score in raw:
-            entry = entries.get(entry_id)
-            if entry is None or entry.stale or entry.step_id in exclude_steps:
-                continue
-            if only_steps is not None and entry.step_id is not None and entry.step_id not in only_steps:
-                continue
-            hits.append(Hit(entry.id, score, entry.text, entry.kind, entry.step_id))
-        return hits[:k]
+        fetch = max(4 * k, 32)
+        while True:  # ask FAISS for more until k entries pass the filters or the index is exhausted
+            with self._lock:
+                raw = self.sync(session, story_id).index.search(vector, fetch)
+            entries = {e.id: e for e in repo.memory_entries(session, story_id, [i for i, _ in raw])}
+            hits = [Hit(e.id, score, e.text, e.kind, e.step_id) for e, score in
+                    ((entries.get(i), score) for i, score in raw)
+                    if e is not None and not e.stale and e.step_id not in exclude_steps
+                    and (only_steps is None or e.step_id is None or e.step_id in only_steps)]
+            if len(hits) >= k or len(raw) < fetch:
+                return hits[:k]
+            fetch *= 4
 
     def mark_retrieved(self, session: Session, hits: list[Hit]) -> None:
         if hits:
@@ -138,6 +150,9 @@ class LongTermMemory:
         gone = [i for i in current.revisions if i not in wanted]
         current.index.remove(gone + [i for i in changed if i in current.revisions])
         rows = repo.memory_vectors(session, changed)
+        if any(len(blob) != 4 * current.index.dim for _, blob in rows):
+            raise StoryloomError(f"story {story_id}'s memory was embedded by a different model than the one "
+                                 f"configured now ({current.index.dim} dimensions); use the same embedder")
         if rows:
             ids = np.array([i for i, _ in rows], dtype=np.int64)
             current.index.add(ids, np.stack([np.frombuffer(b, dtype=np.float32) for _, b in rows]))
@@ -145,11 +160,6 @@ class LongTermMemory:
         current.version = version
         self._indexes[story_id] = current
         return current
-
-    def forget(self, story_id: int) -> None:
-        """Drop the in-memory index of a story (it is rebuilt from the database on next use)."""
-        with self._lock:
-            self._indexes.pop(story_id, None)
 
     def _entry(self, session: Session, entry_id: int) -> MemoryEntry:
         entry = session.get(MemoryEntry, entry_id)

@@ -31,8 +31,8 @@ class Story(Base):
         ForeignKey("step.id", use_alter=True, name="fk_story_head_step", ondelete="SET NULL"),
         default=None,
     )
-    # Bumped in the same transaction as any change to this story's long-term memory,
-    # so an in-memory vector index can tell whether it is still in step with the database.
+    # Renewed (a random token) in the same transaction as any change to this story's long-term
+    # memory, so an in-memory vector index can tell whether it is still in step with the database.
     memory_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
@@ -80,6 +80,7 @@ class Playthrough(Base):
 
 class MemoryEntry(Base):
     __tablename__ = "memory_entry"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: the index is keyed by them
 
     id: Mapped[int] = mapped_column(primary_key=True)
     story_id: Mapped[int] = mapped_column(ForeignKey("story.id", ondelete="CASCADE"), index=True)

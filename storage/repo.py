@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 from sqlalchemy import select, update
@@ -128,9 +129,12 @@ def path_ids(session: Session, step_id: int | None) -> set[int]:
 
 
 def bump_memory_version(session: Session, story_id: int) -> None:
+    """Give the story's long-term memory a new version token. A random token, not a counter:
+    a version seen inside a transaction that was rolled back must never come back later."""
+    token = secrets.randbelow(2**31 - 2) + 1
     session.execute(
         update(Story).where(Story.id == story_id)
-        .values(memory_version=Story.memory_version + 1)
+        .values(memory_version=token)
         .execution_options(synchronize_session=False)
     )
 

@@ -92,6 +92,9 @@ def test_a_second_process_retrieves_from_the_rebuilt_index(written):
     (["new", "--premise", "p"], {"STORYLOOM_MODEL": "/no/such/model.gguf"}, "model not found"),
     (["list"], {"STORYLOOM_DATABASE_URL": "sqlite:////no/such/dir/x.db"}, "cannot open database"),
     (["list"], {"STORYLOOM_DATABASE_URL": "nosuchdriver://x"}, "cannot use database URL"),
+    (["list"], {"STORYLOOM_RETRIES": "0"}, "bad setting: STORYLOOM_RETRIES"),
+    (["list"], {"STORYLOOM_DATA_DIR": "/proc/no/such/place"}, "cannot create the data directory"),
+    (["step", "{id}", "--plan", "0"], {}, "there is no plan 0"),
 ])
 def test_bad_input_is_one_clear_line_and_writes_nothing(written, args, extra_env, message):
     env, story_id, _, _ = written

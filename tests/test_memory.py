@@ -110,10 +110,16 @@ def test_a_rolled_back_transaction_leaves_index_and_database_agreeing(db, embedd
     memory = LongTermMemory(embedder, use_gpu=False)
     _add_facts(db, memory, story_id)
     with pytest.raises(RuntimeError), db.Session.begin() as s:
-        memory.add(s, story_id, ["A note that never lands."], "note")
+        memory.add(s, story_id, ["A note about a glass harpoon that never lands."], "note")
+        assert memory.search(s, story_id, "glass harpoon", k=1)[0].text.startswith("A note about a glass")
         raise RuntimeError("the process died before commit")
-    with db.Session() as s:
+    with db.Session() as s:  # the index saw the uncommitted note inside the transaction; now it must not
+        assert "harpoon" not in memory.search(s, story_id, "glass harpoon", k=1)[0].text
         assert len(memory.sync(s, story_id).index) == len(repo.memory_revisions(s, story_id)) == len(FACTS)
+    with db.Session.begin() as s:  # a later change is still seen (versions of rolled-back work never recur)
+        memory.add(s, story_id, ["A committed note about a copper bell."], "note")
+    with db.Session() as s:
+        assert memory.search(s, story_id, "copper bell", k=1)[0].text.startswith("A committed note")
 
 
 def test_search_can_keep_only_the_current_branch(db, embedder, story_id):
@@ -150,3 +156,16 @@ def test_chunks_split_at_sentences():
     pieces = chunks(text, max_words=50)
     assert all(len(p.split()) <= 50 for p in pieces)
     assert " ".join(pieces) == text
+
+
+def test_a_deleted_entry_id_is_never_reused(db, embedder, story_id):
+    memory = LongTermMemory(embedder, use_gpu=False)
+    ids = _add_facts(db, memory, story_id)
+    with db.Session() as s:
+        memory.search(s, story_id, "anything", k=1)  # the index knows the last id
+    with db.Session.begin() as s:
+        memory.delete(s, ids[-1])
+        [new] = memory.add(s, story_id, ["A brand new fact about a silver key."], "note")
+    assert new.id > ids[-1]
+    with db.Session() as s:
+        assert memory.search(s, story_id, "silver key", k=1)[0].entry_id == new.id
