@@ -15,14 +15,16 @@ def gpu_count() -> int:
 
 
 class VectorIndex:
-    def __init__(self, dim: int, use_gpu: bool | None = None):
+    def __init__(self, dim: int, use_gpu: bool | None = None, gpu_resources=None):
+        """gpu_resources: a faiss.StandardGpuResources to share between indexes (each one
+        reserves GPU scratch memory); made here when not given."""
         import faiss
 
         self.dim = dim
         self._cpu = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.use_gpu = gpu_count() > 0 if use_gpu is None else use_gpu
         self._gpu = None
-        self._gpu_resources = None
+        self._gpu_resources = gpu_resources
 
     def __len__(self) -> int:
         return self._cpu.ntotal

@@ -19,7 +19,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from memory.embedder import Embedder
-from memory.index import VectorIndex
+from memory.index import VectorIndex, gpu_count
 from storage import repo
 from storage.errors import InvalidInput, NotFound, StoryloomError
 from storage.models import MEMORY_KINDS, MemoryEntry
@@ -57,6 +57,7 @@ class LongTermMemory:
     def __init__(self, embedder: Embedder, use_gpu: bool | None = None):
         self.embedder = embedder
         self.use_gpu = use_gpu
+        self._gpu_resources = None  # one faiss.StandardGpuResources shared by every story's index
         self._indexes: dict[int, _StoryIndex] = {}
         self._lock = threading.Lock()
 
@@ -144,7 +145,7 @@ class LongTermMemory:
         if current is not None and current.version == version:
             return current
         if current is None:
-            current = _StoryIndex(-1, {}, VectorIndex(self.embedder.dim, self.use_gpu))
+            current = _StoryIndex(-1, {}, self._new_index())
         wanted = repo.memory_revisions(session, story_id)
         changed = [i for i, r in wanted.items() if current.revisions.get(i) != r]
         gone = [i for i in current.revisions if i not in wanted]
@@ -160,6 +161,15 @@ class LongTermMemory:
         current.version = version
         self._indexes[story_id] = current
         return current
+
+    def _new_index(self) -> VectorIndex:
+        if self.use_gpu is None:
+            self.use_gpu = gpu_count() > 0
+        if self.use_gpu and self._gpu_resources is None:
+            import faiss
+
+            self._gpu_resources = faiss.StandardGpuResources()
+        return VectorIndex(self.embedder.dim, self.use_gpu, self._gpu_resources)
 
     def _entry(self, session: Session, entry_id: int) -> MemoryEntry:
         entry = session.get(MemoryEntry, entry_id)
