@@ -151,21 +151,18 @@ _ONE_CALL = re.compile(
     r"Instruction 2:\s*(?P<i2>.+?)\s*Instruction 3:\s*(?P<i3>.+?)\s*$", re.S | re.I)
 
 
-def parse_one_call(raw: str, min_words: int = 60, previous: str = "") -> dict:
+def parse_one_call(raw: str, min_words: int = 60, max_words: int = 400, previous: str = "") -> dict:
     """RecurrentGPT's one-call output: paragraph, memory rationale, updated memory, three instructions.
     Every section must be present, in order; each is then checked like its focused-call twin."""
     found = _ONE_CALL.search(raw.strip())
     if found is None:
         raise ParseError("the reply is not in the expected format (Output Paragraph / Output Memory / "
                          "Output Instruction with Instruction 1-3)")
-    instructions = [_tidy(found.group(k)) for k in ("i1", "i2", "i3")]
+    instructions = [parse_plan(found.group(k)) for k in ("i1", "i2", "i3")]
     for n, text in enumerate(instructions, 1):
-        if len(words(text)) < 3:
-            raise ParseError(f"instruction {n} is empty or too short")
         if any(similar(text, other) for other in instructions[:n - 1]):
             raise ParseError(f"instruction {n} repeats an earlier one")
-    return {"paragraph": parse_paragraph(found.group("paragraph"), min_words=min_words, max_words=400,
-                                         previous=previous),
-            "rationale": _tidy(found.group("rationale")),
-            "short_memory": parse_summary(found.group("memory")),
-            "plans": instructions}
+    paragraph = parse_paragraph(found.group("paragraph"), min_words=min_words, max_words=max_words,
+                                previous=previous)
+    return {"paragraph": paragraph, "rationale": _tidy(found.group("rationale")),
+            "short_memory": parse_summary(found.group("memory"), paragraph=paragraph), "plans": instructions}

@@ -116,7 +116,8 @@ class Writer:
         request = prompts.one_call(parts["premise"], parts["short_memory"], parts["memories"],
                                    parts["last_paragraph"], parts["instruction"])
         out = self._ask("one_call", request,
-                        partial(parse.parse_one_call, min_words=self.min_words, previous=previous), usage, on_text)
+                        partial(parse.parse_one_call, min_words=self.min_words,
+                                max_words=self.max_words + 40, previous=previous), usage, on_text)
         usage.seconds = time.monotonic() - started
         return Continuation(out["paragraph"], out["short_memory"], out["plans"], usage)
 
