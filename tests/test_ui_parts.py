@@ -1,0 +1,53 @@
+"""The UI's plumbing without a browser: streaming from a worker thread, problems, the inspector."""
+
+from app.inspector import inspector_markdown
+from app.ui import Problem, stream
+from storage.errors import Conflict, InvalidInput
+
+
+def test_stream_yields_text_then_the_result():
+    def action(x, on_text):
+        on_text("paragraph", "Once")
+        on_text("paragraph", "Once upon")
+        return x * 2
+
+    assert list(stream(action, 21)) == [("text", "paragraph", "Once"), ("text", "paragraph", "Once upon"), 42]
+
+
+def test_stream_turns_errors_into_one_line_problems():
+    def refused(on_text):
+        raise InvalidInput("the premise is empty")
+
+    def conflict(on_text):
+        raise Conflict("the story changed in another tab")
+
+    def broken(on_text):
+        raise KeyError("boom")
+
+    [problem] = list(stream(refused))
+    assert isinstance(problem, Problem) and problem == "the premise is empty" and not problem.stale_page
+    assert list(stream(conflict))[0].stale_page
+    [unexpected] = list(stream(broken))
+    assert isinstance(unexpected, Problem) and "unexpected error (KeyError" in unexpected
+
+
+def test_stream_reports_steps_of_a_run():
+    def run(on_text, on_step):
+        on_step(1, 2, "view-1")
+        on_step(2, 2, "view-2")
+        return "done"
+
+    assert list(stream(run, steps=True)) == [("step", 1, 2, "view-1"), ("step", 2, 2, "view-2"), "done"]
+
+
+def test_inspector_shows_parts_scores_and_raw_calls():
+    trace = {"step_id": 7, "model": "m", "seconds": 1.5, "prompt_tokens": 10, "completion_tokens": 5,
+             "retries": 1, "plan": "Go north.",
+             "parts": {"short_memory": {"tokens": 40, "budget": 360}, "memories": {"tokens": 30, "budget": 400}},
+             "retrieved": [{"id": 3, "score": 0.8123, "text": "The north road is flooded."}],
+             "calls": [{"part": "paragraph", "attempt": 1, "prompt": "PROMPT", "output": "bad", "problem": "too short"},
+                       {"part": "paragraph", "attempt": 2, "prompt": "PROMPT", "output": "RAW OUT"}]}
+    text = inspector_markdown(trace)
+    assert "| short-term memory | 40 | 360 |" in text and "**70**" in text
+    assert "`0.812` The north road is flooded." in text
+    assert "refused: too short" in text and "RAW OUT" in text and text.count("PROMPT") == 2
