@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 PART_LABELS = {"premise": "premise", "short_memory": "short-term memory", "memories": "retrieved memories",
-               "last_paragraph": "previous paragraph", "instruction": "instruction (plan)"}
+               "last_paragraph": "recent text", "instruction": "instruction (plan)"}
 
 
 def _fence(text: str) -> str:

@@ -16,6 +16,8 @@ from storage.errors import Conflict, InvalidInput, NotFound, StoryloomError
 from storage.models import Step
 
 
+RECENT_WORDS = 150  # a last paragraph shorter than this brings the end of the one before into the prompt
+
 # add(session, parent, fields) inserts a step and moves the head it belongs to
 AddStep = Callable[..., Step]
 
@@ -182,9 +184,10 @@ class StoryService:
         with self.db.Session() as session:
             story = repo.get_story(session, story_id)
             parent = repo.get_step(session, parent_id)
+            recent, shown = self._recent_text(session, parent)
             hits = self.memory.search(session, story_id, f"{plan} {parent.paragraph}", self.limits.top_k,
-                                      only_steps=repo.path_ids(session, parent.id), exclude_steps={parent.id})
-            context = StepContext(story.premise, story.outline, parent.short_memory, parent.paragraph,
+                                      only_steps=repo.path_ids(session, parent.id), exclude_steps=shown)
+            context = StepContext(story.premise, story.outline, parent.short_memory, recent,
                                   plan, [h.text for h in hits])
         result = self.writer.step(context, on_text, reader=reader)
         if prelude:  # calls made to decide the plan (auto mode) belong to this step's trace
@@ -269,6 +272,15 @@ class StoryService:
             raise Conflict("the story changed in another tab or window; it is shown as it is now, "
                            "nothing was written")
         return repo.get_step(session, story.head_step_id)
+
+    def _recent_text(self, session, last: Step) -> tuple[str, set[int]]:
+        """The end of the manuscript for the prompt: the last paragraph, and before it the one
+        before when the last is short, so this part of the prompt has about the same size at
+        every step. Also the steps it shows (retrieval skips them: they are in the prompt)."""
+        if len(last.paragraph.split()) >= RECENT_WORDS or last.parent_id is None:
+            return last.paragraph, {last.id}
+        before = repo.get_step(session, last.parent_id)
+        return f"{before.paragraph} {last.paragraph}", {last.id, before.id}
 
     def _as_head(self, story_id: int, expected_head: int | None) -> AddStep:
         """Add a step to the writer's manuscript: it becomes the story's head, if the head is

@@ -1,4 +1,4 @@
-"""Ten CLI steps on each of three premises with the embedded model; checks and timings.
+"""Ten consecutive CLI steps on each of three premises with the embedded model; checks and timings.
 
     .venv/bin/python benchmarks/loop_quality.py [--steps 10] [--out benchmarks/results/loop_quality.json]
 
@@ -42,11 +42,14 @@ def main() -> None:
         new = storyloom(env, "new", "--premise", premise)
         failures = [] if new.returncode == 0 else [new.stderr.strip().splitlines()[-1]]
         story_id = int(new.stdout.strip().splitlines()[-1]) if new.returncode == 0 else None
-        if story_id is not None:
-            for _ in range(args.steps):  # one process per step, as a person at the CLI would
-                step = storyloom(env, "step", str(story_id), "--plan", "1")
-                if step.returncode != 0:
-                    failures.append(step.stderr.strip().splitlines()[-1])
+        done, attempts = 0, 0
+        while story_id is not None and done < args.steps and attempts < args.steps:
+            # `step --count` writes consecutive steps in one process; after a failure, go on
+            attempts += 1
+            step = storyloom(env, "step", str(story_id), "--plan", "1", "--count", str(args.steps - done))
+            done += step.stderr.count(" written (")
+            if step.returncode != 0:
+                failures.append(step.stderr.strip().splitlines()[-1])
         runs.append({"premise": premise, "story_id": story_id, "failures": failures,
                      "wall_seconds": round(time.monotonic() - started, 1)})
     report = {"steps_per_premise": args.steps, "runs": runs, "steps": read_steps(data)}

@@ -21,7 +21,7 @@ class Budget:
     outline: int = 120
     short_memory: int = 360
     memories: int = 400  # all retrieved passages together
-    last_paragraph: int = 320
+    last_paragraph: int = 240  # the recent text: the end of the manuscript so far
     plan: int = 120
 
 

@@ -16,6 +16,10 @@ from generation.backend import Backend, Request
 from generation.errors import GenerationFailed, ParseError
 from generation.prompts import Budget, fit
 
+# A plan is a short call, and a small model often answers about the writing instead of the story:
+# plans get more tries than the longer calls.
+PLAN_TRIES = 6
+
 # on_text(part, text so far): called as each part streams in ("title", "paragraph", ...).
 OnText = Callable[[str, str], None]
 
@@ -45,7 +49,7 @@ class StepContext:
     premise: str
     outline: str
     short_memory: str
-    last_paragraph: str
+    last_paragraph: str  # the recent text: the last paragraph, and the end of the one before when short
     plan: str
     memories: Sequence[str] = ()
 
@@ -202,14 +206,17 @@ class Writer:
 
         while len(found) < 3:
             found.append(self._ask(f"{name}_{len(found) + 1}", request, distinct, usage, on_text,
-                                   stop=lambda text: parse.first_sentence_done(text) or "\n" in text.strip()))
+                                   stop=lambda text: parse.first_sentence_done(text) or "\n" in text.strip(),
+                                   tries=max(self.retries, PLAN_TRIES)))
         return found
 
     def _ask(self, part: str, request: Request, parser: Callable[[str], object], usage: Usage,
-             on_text: OnText | None, stop: Callable[[str], bool] | None = None):
+             on_text: OnText | None, stop: Callable[[str], bool] | None = None, tries: int | None = None):
+        """One focused call, parsed strictly; a bounded number of tries (default self.retries)."""
+        tries = tries or self.retries
         prompt = self.backend.render(request)
         problem: ParseError | None = None
-        for attempt in range(1, self.retries + 1):
+        for attempt in range(1, tries + 1):
             raw = ""
             if attempt > 1:  # sample a little hotter after an unusable reply
                 request = replace(request, temperature=min(request.temperature + 0.2, 1.3))
@@ -231,6 +238,6 @@ class Writer:
             except ParseError as e:
                 call["problem"] = str(e)
                 problem = e
-                usage.retries += attempt < self.retries
+                usage.retries += attempt < tries
         raise GenerationFailed(f"the model gave no usable {part.replace('_', ' ')} "
-                               f"in {self.retries} tries (last problem: {problem})")
+                               f"in {tries} tries (last problem: {problem})")

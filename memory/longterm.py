@@ -185,7 +185,7 @@ def _clean(text: str) -> str:
     return text
 
 
-def chunks(text: str, max_words: int = 120) -> list[str]:
+def chunks(text: str, max_words: int = 60) -> list[str]:
     """Split text into pieces of at most about max_words, at sentence ends where possible."""
     sentences = re.split(r"(?<=[.!?…])\s+", " ".join(text.split()))
     pieces, current = [], []

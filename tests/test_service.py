@@ -44,14 +44,21 @@ def test_new_story_then_steps_persist_everything(db, embedder):
 def test_step_retrieves_earlier_memories_into_the_prompt(db, embedder):
     service, backend = make_service(db, embedder)
     story = service.new_story("premise")
-    service.step(story.id, instruction="Mara climbs the stairs.")
+    for _ in range(3):  # the last paragraphs are in the prompt as recent text; earlier ones are retrieved
+        service.step(story.id, instruction="Mara climbs the stairs.")
     backend.requests.clear()
     service.step(story.id, instruction="Mara reads the letter under the lantern in the lamp room.")
     prompt = backend.requests[0].messages[-1]["content"]
     assert "Passages from earlier in the story" in prompt
+    view = service.view(story.id)
+    recent = prompt[prompt.index("The last paragraph:"):]
+    assert view.paragraphs[-2] in recent and view.paragraphs[-3] in recent  # a short last paragraph brings its parent
     with db.Session() as s:
-        head = s.get(Step, service.view(story.id).head_step_id)
+        head = s.get(Step, view.head_step_id)
         assert head.trace["retrieved"] and all("score" in r for r in head.trace["retrieved"])
+        shown = {view.step_ids[-2], view.step_ids[-3]}
+        retrieved_steps = {s.get(MemoryEntry, r["id"]).step_id for r in head.trace["retrieved"]}
+        assert not retrieved_steps & shown  # what is already in the prompt is not retrieved again
 
 
 @pytest.mark.parametrize("premise, message", [("", "premise is empty"), ("   \n", "premise is empty"),
@@ -167,7 +174,7 @@ def test_an_edited_paragraph_is_what_the_model_sees_next(db, embedder):
     backend.requests.clear()
     service.step(story.id, instruction="The gulls steal the herring jar.")
     prompt = backend.requests[0].messages[-1]["content"]
-    assert f"The last paragraph: {edited}" in prompt
+    assert prompt.count(edited) == 1  # the edited text is the recent text the model continues from
     with db.Session() as s:
         stale = s.scalars(select(MemoryEntry).where(MemoryEntry.step_id == view.step_ids[-1])).all()
         assert {e.stale for e in stale} == {True, False}
@@ -230,7 +237,8 @@ def test_stopping_auto_mode_mid_step_writes_nothing_of_that_step(db, embedder):
 def test_the_inspector_shows_prompts_parts_and_scores(db, embedder):
     service, backend = make_service(db, embedder)
     story = service.new_story("premise")
-    service.step(story.id, plan=1)
+    for _ in range(3):
+        service.step(story.id, plan=1)
     view = service.step(story.id, instruction="Mara reads the letter again by the lamp.")
     seen = service.inspect(story.id)
     assert seen["step_id"] == view.head_step_id and seen["plan"] == "Mara reads the letter again by the lamp."
