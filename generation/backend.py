@@ -19,6 +19,7 @@ class Request:
     top_p: float = 0.95
     repetition_penalty: float = 1.1
     seed: int | None = None
+    options: tuple[str, ...] = ()  # when set, the reply is exactly one of these (constrained choice)
     extra: dict = field(default_factory=dict)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from queue import Empty
 
@@ -102,6 +102,13 @@ class TransformersBackend:
         prompt = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
         return prompt + request.reply_prefix
 
+    def _option_tokens(self, options: tuple[str, ...]) -> list[int]:
+        _, tokenizer = self.load()
+        ids = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
+        if any(len(i) != 1 for i in ids) or len({i[0] for i in ids}) != len(ids):
+            raise ValueError(f"each option must be one distinct token for this model: {options!r}")
+        return [i[0] for i in ids]
+
     def count_tokens(self, text: str) -> int:
         _, tokenizer = self.load()
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -112,10 +119,16 @@ class TransformersBackend:
 
     def _stream(self, request: Request) -> Iterator[str]:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        from generation.processors import AllowOnly
 
         model, tokenizer = self.load()
         inputs = tokenizer(self.render(request), return_tensors="pt", add_special_tokens=False).to(model.device)
+        extra = dict(request.extra)
+        if request.options:  # one token, chosen greedily among the options' tokens
+            extra["logits_processor"] = LogitsProcessorList([AllowOnly(self._option_tokens(request.options))])
+            request = replace(request, max_new_tokens=1, min_new_tokens=0, temperature=0)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
                                         timeout=self.stream_timeout)
         cancel = threading.Event()
@@ -137,7 +150,7 @@ class TransformersBackend:
                         top_p=request.top_p if request.temperature > 0 else None,
                         repetition_penalty=request.repetition_penalty,
                         stopping_criteria=StoppingCriteriaList([Cancelled()]),
-                        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **request.extra)
+                        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **extra)
             except BaseException as e:  # handed to the consumer thread below
                 failure.append(e)
                 streamer.end()

@@ -97,7 +97,7 @@ def plan(outline_text: str, short_memory: str, last: str) -> Request:
                  reply_prefix=PLAN_PREFIX, max_new_tokens=60, temperature=1.0)
 
 
-CHOICE_PREFIX = "The best idea is number"
+CHOICE_PREFIX = "The best idea is number "
 
 
 def choose(short_memory: str, last: str, plans: list[str]) -> Request:
@@ -106,7 +106,8 @@ def choose(short_memory: str, last: str, plans: list[str]) -> Request:
     return _chat(f"Summary of the story so far: {short_memory}\n\nThe last paragraph: {last}\n\n"
                  f"Ideas for the next paragraph:\n{listed}\nWhich idea makes the most interesting next "
                  "paragraph? Answer with its number only.",
-                 reply_prefix=CHOICE_PREFIX, max_new_tokens=8, temperature=0.3)
+                 reply_prefix=CHOICE_PREFIX, max_new_tokens=8, temperature=0.3,
+                 options=tuple(str(n) for n in range(1, len(plans) + 1)))
 
 
 def revise(short_memory: str, plan_text: str) -> Request:

@@ -78,3 +78,13 @@ def test_closing_the_stream_stops_generation(backend):
                 break
     assert 3 <= counter.steps < 40  # stopped within a few tokens of closing, not after 400
     assert "".join(backend.generate(ask("Hi", max_new_tokens=5)))  # the model is free again
+
+
+@pytest.mark.slow
+def test_a_constrained_choice_is_always_one_of_the_options(backend):
+    from generation import prompts
+
+    plans = ["Mara rows to the reef.", "A storm breaks the lamp.", "Tomas arrives with news."]
+    request = prompts.choose("Mara found a letter from the future.", "She read it twice.", plans)
+    answers = {"".join(backend.generate(request)) for _ in range(3)}
+    assert answers <= {"1", "2", "3"} and len(answers) == 1  # greedy: the same answer every time
