@@ -137,7 +137,7 @@ def build_app(service: StoryService) -> gr.Blocks:
                         choices = gr.Radio(label="What do you do?", choices=[], elem_id="choices")
                         choose_button = gr.Button("Do it", variant="primary", elem_id="choose")
                     with gr.Tab("Inspect", id="inspect"):
-                        inspect_number = gr.Number(label="Paragraph number (empty: the last)", precision=0,
+                        inspect_number = gr.Number(label="Paragraph number (0 or empty: the last)", precision=0,
                                                    elem_id="inspect-number")
                         inspect_button = gr.Button("Show what the model saw", elem_id="inspect")
                         inspected = gr.Markdown(elem_id="inspected")
@@ -271,9 +271,10 @@ def build_app(service: StoryService) -> gr.Blocks:
                 return missing
             try:
                 view = service.view(int(sid))
-                if number is not None and not 1 <= int(number) <= len(view.step_ids):
+                number = int(number or 0)  # 0 or empty: the last paragraph
+                if number and not 1 <= number <= len(view.step_ids):
                     raise IndexError
-                step_id = view.step_ids[int(number) - 1] if number else None
+                step_id = view.step_ids[number - 1] if number else None
                 return {inspected: inspector_markdown(service.inspect(int(sid), step_id))}
             except IndexError:
                 return problem(f"There is no paragraph {int(number)}.")

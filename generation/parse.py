@@ -80,7 +80,7 @@ def parse_summary(raw: str, min_words: int = 10, max_words: int = 250, paragraph
     n = len(words(text))
     if n < min_words:
         raise ParseError(f"the summary has {n} words (at least {min_words})")
-    if paragraph and copied(text, paragraph) > 0.7:
+    if paragraph and copied(text, paragraph) > 0.85:
         raise ParseError("the summary copies the new paragraph instead of summarising the story")
     return text
 

@@ -19,6 +19,9 @@ from generation.prompts import Budget, fit
 # A plan is a short call, and a small model often answers about the writing instead of the story:
 # plans get more tries than the longer calls.
 PLAN_TRIES = 6
+# The small model sometimes answers the summary call with the paragraph itself; each retry samples
+# hotter, and five tries made that failure vanish in our runs.
+SUMMARY_TRIES = 5
 
 # on_text(part, text so far): called as each part streams in ("title", "paragraph", ...).
 OnText = Callable[[str, str], None]
@@ -180,7 +183,8 @@ class Writer:
     def _ask_summary(self, memory: str, paragraph: str, usage: Usage, on_text: OnText | None) -> str:
         parser = partial(parse.parse_summary, paragraph=paragraph)
         return self._ask("short_memory", prompts.summary(memory, paragraph), parser, usage, on_text,
-                         stop=partial(parse.sentences_done, count=prompts.SUMMARY_SENTENCES))
+                         stop=partial(parse.sentences_done, count=prompts.SUMMARY_SENTENCES),
+                         tries=max(self.retries, SUMMARY_TRIES))
 
     def _ask_plans(self, outline: str, memory: str, last: str, usage: Usage, on_text: OnText | None) -> list[str]:
         b = self.budget
