@@ -179,7 +179,7 @@ def test_09_inspect_the_last_step(page):
     page.locator("#inspect").click()
     page.locator("#inspected").get_by_text("Raw output:").first.wait_for(timeout=30_000)
     text = page.locator("#inspected").inner_text()
-    assert "short-term memory" in text and "previous paragraph" in text and "choice" in text
+    assert "short-term memory" in text and "recent text" in text and "choice" in text
     shot(page, "10-inspector")
 
 
