@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 PART_LABELS = {"premise": "premise", "short_memory": "short-term memory", "memories": "retrieved memories",
+               "lore": "pinned entries and lore",
                "last_paragraph": "recent text", "instruction": "instruction (plan)"}
 
 
@@ -27,6 +28,10 @@ def inspector_markdown(trace: dict) -> str:
     if retrieved:
         lines += ["**Retrieved memories** (cosine score):", ""]
         lines += [f"- `{r['score']:.3f}` {r['text']}" for r in retrieved] + [""]
+    lore = trace.get("lore") or []
+    if lore:
+        lines += ["**Pinned entries and lore** (why each is in the prompt):", ""]
+        lines += [f"- *{r['reason']}* {r['text']}" for r in lore] + [""]
     for call in trace.get("calls", []):
         problem = f" — refused: {call['problem']}" if call.get("problem") else ""
         lines += [f"#### {call['part'].replace('_', ' ')} (try {call['attempt']}, "

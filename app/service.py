@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from generation.errors import GenerationFailed
 from generation.recurrence import Continuation, OnText, Opening, StepContext, Usage, Writer
 from memory.longterm import Embedded, LongTermMemory, chunks
 from storage import repo
@@ -17,6 +18,9 @@ from storage.models import Step
 
 
 RECENT_WORDS = 150  # a last paragraph shorter than this brings the end of the one before into the prompt
+# Retrieval asks with the plan and the recent text together: each entry's score is this weighted sum of
+# its similarity to each (see LongTermMemory.query_vector and benchmarks/memory_recall.py).
+QUERY_WEIGHTS = (0.5, 0.5)
 
 # add(session, parent, fields) inserts a step and moves the head it belongs to
 AddStep = Callable[..., Step]
@@ -36,6 +40,7 @@ class StoryView:
     version: tuple[int, int] = (1, 1)  # the head paragraph is version i of n (regenerations)
     step_ids: tuple[int, ...] = ()  # the step of each paragraph
     chapters: tuple[str | None, ...] = ()  # a chapter title where a chapter starts, else None
+    notice: str = ""  # something the person should know about the action just done
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ class Limits:
     paragraph_chars: int = 20_000
     auto_steps: int = 500
     top_k: int = 4
+    lore: int = 8  # pinned entries and triggered lore in one prompt, at most
+    memory_chars: int = 4000  # a memory entry or the short-term memory
+    query_chars: int = 2000  # a memory search typed by the person
 
 
 class Cancelled(StoryloomError):
@@ -108,7 +116,7 @@ class StoryService:
         premise = checked_text(premise, "premise", self.limits.premise_chars)
         title = checked_text(title, "title", self.limits.title_chars) if title and title.strip() else None
         opening = self.writer.init(premise, title, on_text)
-        filed = self.memory.embed(chunks(opening.paragraph))
+        filed = self._derive(opening.paragraph, opening.short_memory)
         with self.db.Session.begin() as session:
             story = repo.create_story(session, title=opening.title, premise=premise, outline=opening.outline)
             self._commit_step(session, story.id, self._as_head(story.id, None), None, "", opening, [], filed)
@@ -138,7 +146,7 @@ class StoryService:
                 premise, title, outline = story.premise, story.title, story.outline
             if head.parent_id is None:  # the opening: write it again from the premise
                 opening = self.writer.init(premise, title, on_text, outline=outline)
-                filed = self.memory.embed(chunks(opening.paragraph))
+                filed = self._derive(opening.paragraph, opening.short_memory)
                 with self.db.Session.begin() as session:
                     self._commit_step(session, story_id, self._as_head(story_id, head.id), None, "", opening, [],
                                       filed)
@@ -185,28 +193,48 @@ class StoryService:
             story = repo.get_story(session, story_id)
             parent = repo.get_step(session, parent_id)
             recent, shown = self._recent_text(session, parent)
-            hits = self.memory.search(session, story_id, f"{plan} {parent.paragraph}", self.limits.top_k,
-                                      only_steps=repo.path_ids(session, parent.id), exclude_steps=shown)
+            branch = repo.path_ids(session, parent.id)
+            lore = self.memory.by_rule(session, story_id, f"{plan}\n{recent}", only_steps=branch,
+                                       limit=self.limits.lore)
+            hits = self.memory.search(session, story_id, self.memory.query_vector(plan, recent, weights=QUERY_WEIGHTS),
+                                      self.limits.top_k, only_steps=branch, exclude_steps=shown,
+                                      exclude_ids={e.entry_id for e in lore})
             context = StepContext(story.premise, story.outline, parent.short_memory, recent,
-                                  plan, [h.text for h in hits])
+                                  plan, [h.text for h in hits], [e.text for e in lore])
         result = self.writer.step(context, on_text, reader=reader)
         if prelude:  # calls made to decide the plan (auto mode) belong to this step's trace
             result.usage.calls[:0] = prelude.calls
             result.usage.retries += prelude.retries
             result.usage.prompt_tokens += prelude.prompt_tokens
             result.usage.completion_tokens += prelude.completion_tokens
-        filed = self.memory.embed(chunks(result.paragraph))
+        filed = self._derive(result.paragraph, result.short_memory)
         with self.db.Session.begin() as session:
-            self._commit_step(session, story_id, add, parent, plan, result, hits, filed)
+            self._commit_step(session, story_id, add, parent, plan, result, hits, filed, lore)
 
     def edit_paragraph(self, story_id: int, step_id: int, text: str, chapter: str | None = None,
-                       seen_head: int | None = None) -> StoryView:
+                       seen_head: int | None = None, on_text: OnText | None = None) -> StoryView:
         """Replace a written paragraph by hand and, unless `chapter` is None, set the title of the
         chapter starting there ("" for none), in one transaction. Memories drawn from the old text
-        are marked stale and re-derived from the new text, so the model sees the edit from then on."""
+        (its chunks and its summary) are marked stale and derived again from the new text: the
+        step's short-term memory is rewritten by the model, so the model sees the edit from then on.
+        If the model fails at that, the edit is still saved and the view's notice says so."""
         text = checked_text(text, "paragraph", self.limits.paragraph_chars)
         title = _chapter_title(chapter, self.limits.title_chars)
-        filed = self.memory.embed(chunks(text))
+        with self.db.Session() as session:
+            if seen_head is not None:
+                self.head(session, story_id, seen_head)
+            step = self._step_of(session, story_id, step_id)
+            changed = text != step.paragraph
+            before = (repo.get_step(session, step.parent_id).short_memory if step.parent_id is not None
+                      else repo.get_story(session, story_id).premise)
+        memory, notice = None, ""
+        if changed:
+            try:
+                memory, _ = self.writer.summarize(before, text, on_text)
+            except GenerationFailed as e:
+                notice = (f"The paragraph was saved, but the model could not rewrite its summary ({e}). "
+                          "The old summary is kept and marked stale: correct it by hand in Memory.")
+        filed = self._derive(text, memory)
         with self.lock(story_id), self.db.Session.begin() as session:
             if seen_head is not None:
                 self.head(session, story_id, seen_head)
@@ -214,9 +242,35 @@ class StoryService:
             if text != step.paragraph:
                 step.paragraph = text
                 self.memory.mark_stale(session, story_id, step_id)
-                self.memory.add(session, story_id, filed, "paragraph", step_id=step_id)
+                if memory is not None:
+                    step.short_memory = memory
+                for kind, embedded in filed:
+                    self.memory.add(session, story_id, embedded, kind, step_id=step_id)
             if chapter is not None:
                 step.chapter = title
+        return replace(self.view(story_id), notice=notice)
+
+    def edit_short_memory(self, story_id: int, text: str, seen_head: int | None = None) -> StoryView:
+        """Replace the short-term memory the next step starts from (the head's) by hand; its
+        summary entry in long-term memory follows. Refused while a step is being written for this
+        story, since that step would carry the old memory forward."""
+        text = checked_text(text, "short-term memory", self.limits.memory_chars)
+        embedded = self.memory.embed([text])
+        lock = self.lock(story_id)
+        if not lock.acquire(blocking=False):
+            raise Conflict("a step is being written for this story; edit the short-term memory when it is done")
+        try:
+            with self.db.Session.begin() as session:
+                head = self.head(session, story_id, seen_head)
+                head.short_memory = embedded.texts[0]
+                live = [e for e in repo.memory_entries(session, story_id, kinds=["summary"], steps=[head.id])
+                        if not e.stale]
+                if live:
+                    self.memory.update(session, live[-1].id, embedded)
+                else:
+                    self.memory.add(session, story_id, embedded, "summary", step_id=head.id)
+        finally:
+            lock.release()
         return self.view(story_id)
 
     def set_chapter(self, story_id: int, step_id: int, title: str | None) -> StoryView:
@@ -290,18 +344,31 @@ class StoryService:
             return repo.add_step(session, story, parent=parent, expected_head=expected_head, **fields)
         return add
 
+    def _derive(self, paragraph: str, short_memory: str | None) -> list[tuple[str, Embedded]]:
+        """The long-term memory entries a step's text gives (computed before any transaction):
+        its paragraph in chunks, and its summary (the short-term memory after it)."""
+        pieces = chunks(paragraph)
+        embedded = self.memory.embed(pieces + ([short_memory] if short_memory else []))
+        split = len(pieces)
+        derived = [("paragraph", Embedded(embedded.texts[:split], embedded.vectors[:split]))]
+        if short_memory:
+            derived.append(("summary", Embedded(embedded.texts[split:], embedded.vectors[split:])))
+        return derived
+
     def _commit_step(self, session, story_id: int, add: AddStep, parent: Step | None, plan: str,
-                     result: Opening | Continuation, hits, filed: Embedded) -> Step:
+                     result: Opening | Continuation, hits, filed: list[tuple[str, Embedded]], lore=()) -> Step:
         """Paragraph, short-term memory, plans and long-term memory entries: one transaction."""
         usage = result.usage
         trace = {"calls": usage.calls, "retries": usage.retries, "parts": usage.parts,
-                 "retrieved": [{"id": h.entry_id, "score": round(h.score, 4), "text": h.text} for h in hits]}
+                 "retrieved": [{"id": h.entry_id, "score": round(h.score, 4), "text": h.text} for h in hits],
+                 "lore": [{"id": e.entry_id, "reason": e.reason, "text": e.text} for e in lore]}
         step = add(session, parent, dict(
             plan=plan, paragraph=result.paragraph, short_memory=result.short_memory, plans=result.plans,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             seconds=round(usage.seconds, 3), model=self.writer.backend.name, trace=trace))
-        self.memory.add(session, story_id, filed, "paragraph", step_id=step.id)
-        self.memory.mark_retrieved(session, hits)
+        for kind, embedded in filed:
+            self.memory.add(session, story_id, embedded, kind, step_id=step.id)
+        self.memory.mark_retrieved(session, [h.entry_id for h in hits] + [e.entry_id for e in lore])
         return step
 
     def lock(self, story_id: int) -> threading.Lock:

@@ -21,6 +21,7 @@ class Budget:
     outline: int = 120
     short_memory: int = 360
     memories: int = 400  # all retrieved passages together
+    lore: int = 200  # pinned entries and triggered lore together
     last_paragraph: int = 240  # the recent text: the end of the manuscript so far
     plan: int = 120
 
@@ -68,10 +69,16 @@ def opening(premise: str, outline_text: str) -> Request:
                  max_new_tokens=260, min_new_tokens=100, temperature=0.8)
 
 
-def paragraph(premise: str, short_memory: str, memories: Sequence[str], last: str, plan: str) -> Request:
+def _lore(lore: Sequence[str]) -> str:
+    facts = "".join(f"- {m}\n" for m in lore)
+    return f"Facts to keep in mind:\n{facts}\n" if facts else ""
+
+
+def paragraph(premise: str, short_memory: str, memories: Sequence[str], last: str, plan: str,
+              lore: Sequence[str] = ()) -> Request:
     related = "".join(f"- {m}\n" for m in memories)
     related = f"Passages from earlier in the story:\n{related}\n" if related else ""
-    return _chat(f"Premise: {premise}\n\nSummary of the story so far: {short_memory}\n\n{related}"
+    return _chat(f"Premise: {premise}\n\n{_lore(lore)}Summary of the story so far: {short_memory}\n\n{related}"
                  f"The last paragraph: {last}\n\nWrite the next paragraph of the story, about 120 words, "
                  f"continuing directly from the last paragraph. In this paragraph: {plan}",
                  max_new_tokens=260, min_new_tokens=100, temperature=0.8)
@@ -140,10 +147,11 @@ Instruction 2: <a different thing that could happen next>
 Instruction 3: <a third, different thing that could happen next>"""
 
 
-def one_call(premise: str, short_memory: str, memories: Sequence[str], last: str, plan: str) -> Request:
+def one_call(premise: str, short_memory: str, memories: Sequence[str], last: str, plan: str,
+             lore: Sequence[str] = ()) -> Request:
     """The whole step in one call, in RecurrentGPT's output format (for capable models)."""
     related = "".join(f"- {m}\n" for m in memories) or "- (none yet)\n"
-    return _chat(f"I am writing a novel and need your help with the next step.\n\nPremise: {premise}\n\n"
+    return _chat(f"I am writing a novel and need your help with the next step.\n\nPremise: {premise}\n\n{_lore(lore)}"
                  f"Memory (a summary of the story so far): {short_memory}\n\nRelated earlier passages:\n{related}\n"
                  f"Last paragraph: {last}\n\nInstruction for the next paragraph: {plan}\n\n"
                  "Write the next paragraph following the instruction, update the memory, and propose three "

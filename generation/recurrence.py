@@ -54,7 +54,8 @@ class StepContext:
     short_memory: str
     last_paragraph: str  # the recent text: the last paragraph, and the end of the one before when short
     plan: str
-    memories: Sequence[str] = ()
+    memories: Sequence[str] = ()  # retrieved by meaning, best first
+    lore: Sequence[str] = ()  # pinned entries and lore whose key appears in the plan or the recent text
 
 
 @dataclass
@@ -104,10 +105,11 @@ class Writer:
         usage, b, fitted = Usage(), self.budget, self._fit
         started = time.monotonic()
         parts = {"premise": fitted(ctx.premise, b.premise), "short_memory": fitted(ctx.short_memory, b.short_memory),
-                 "memories": self._fit_memories(ctx.memories),
+                 "memories": self._fit_shares(ctx.memories, b.memories),
+                 "lore": self._fit_shares(ctx.lore, b.lore),
                  "last_paragraph": fitted(ctx.last_paragraph, b.last_paragraph, "end"),
                  "instruction": fitted(ctx.plan, b.plan)}
-        request = prompts.paragraph(**{k: parts[k] for k in ("premise", "short_memory", "memories")},
+        request = prompts.paragraph(**{k: parts[k] for k in ("premise", "short_memory", "memories", "lore")},
                                     last=parts["last_paragraph"], plan=parts["instruction"])
         usage.parts = self._measure(parts)
         if self.one_call and not reader:
@@ -121,12 +123,20 @@ class Writer:
     def _step_in_one_call(self, parts: dict, previous: str, usage: Usage, on_text: OnText | None,
                           started: float) -> Continuation:
         request = prompts.one_call(parts["premise"], parts["short_memory"], parts["memories"],
-                                   parts["last_paragraph"], parts["instruction"])
+                                   parts["last_paragraph"], parts["instruction"], parts["lore"])
         out = self._ask("one_call", request,
                         partial(parse.parse_one_call, min_words=self.min_words,
                                 max_words=self.max_words + 40, previous=previous), usage, on_text)
         usage.seconds = time.monotonic() - started
         return Continuation(out["paragraph"], out["short_memory"], out["plans"], usage)
+
+    def summarize(self, short_memory: str, paragraph: str, on_text: OnText | None = None) -> tuple[str, Usage]:
+        """The short-term memory rewritten to cover `paragraph` (after a person edited it)."""
+        usage = Usage()
+        started = time.monotonic()
+        memory = self._ask_summary(self._fit(short_memory, self.budget.short_memory), paragraph, usage, on_text)
+        usage.seconds = time.monotonic() - started
+        return memory, usage
 
     def choices(self, short_memory: str, last: str, on_text: OnText | None = None) -> tuple[list[str], Usage]:
         """Three things the reader could do next in the scene `last`."""
@@ -153,22 +163,27 @@ class Writer:
     def _measure(self, parts: dict) -> dict:
         """Tokens of each prompt part against its allowance (for the prompt inspector)."""
         count, b = self.backend.count_tokens, self.budget
-        budget = {"premise": b.premise, "short_memory": b.short_memory, "memories": b.memories,
+        budget = {"premise": b.premise, "short_memory": b.short_memory, "memories": b.memories, "lore": b.lore,
                   "last_paragraph": b.last_paragraph, "instruction": b.plan}
         measured = {name: {"tokens": sum(count(t) for t in text) if isinstance(text, list) else count(text),
                            "budget": budget[name]} for name, text in parts.items()}
         measured["memories"]["each"] = [count(t) for t in parts["memories"]]
+        measured["lore"]["each"] = [count(t) for t in parts["lore"]]
         return measured
 
     def _fit(self, text: str, tokens: int, keep: str = "start") -> str:
         return fit(text, tokens, self.backend.count_tokens, keep)
 
-    def _fit_memories(self, memories: Sequence[str]) -> list[str]:
-        """Retrieved passages, best first, each cut to an equal share of the allowance."""
-        if not memories:
-            return []
-        share = max(self.budget.memories // len(memories), 16)
-        return [self._fit(m, share) for m in memories]
+    def _fit_shares(self, texts: Sequence[str], allowance: int) -> list[str]:
+        """Passages, most important first, within `allowance` tokens together: each gets an equal
+        share, and a share a short passage leaves unused goes to the ones after it."""
+        fitted: list[str] = []
+        for n, text in enumerate(texts):
+            share = (allowance - sum(self.backend.count_tokens(f) for f in fitted)) // (len(texts) - n)
+            if share < 16:
+                break  # too many passages for the allowance: the least important ones are left out
+            fitted.append(self._fit(text, share))
+        return fitted
 
     def _ask_paragraph(self, request: Request, usage: Usage, on_text: OnText | None, previous: str = "") -> str:
         def enough(text: str) -> bool:  # a blank line after the minimum, or the maximum at a sentence end

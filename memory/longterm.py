@@ -35,6 +35,27 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Lore:
+    """An entry that enters the prompt by rule, not by similarity: pinned, or a lore entry
+    whose trigger key appears in the plan or the recent text."""
+
+    entry_id: int
+    text: str
+    kind: str
+    reason: str  # "pinned" or "key: NAME"
+
+
+# Two hits at least this similar (cosine of their vectors) say the same thing: only the better one is kept.
+DUPLICATE = 0.95
+# Words that occur in almost every paragraph: as lore keys they would trigger on everything.
+COMMON_WORDS = frozenset("""a an and are as at be been but by for from had has have he her hers him his i if in into
+is it its me my no not of on or our she so that the their them then there they this to up was we were what when where
+which who will with would you your said one all out about over just like""".split())
+MAX_KEYS = 20
+MAX_KEY_CHARS = 60
+
+
+@dataclass(frozen=True)
 class Embedded:
     """Texts with their vectors, computed before a transaction opens (embedding takes time)."""
 
@@ -73,26 +94,37 @@ class LongTermMemory:
         the model's time out of the transaction."""
         if kind not in MEMORY_KINDS:
             raise InvalidInput(f"unknown memory kind {kind!r}; use one of {', '.join(MEMORY_KINDS)}")
+        keys = clean_keys(keys or [])
         embedded = texts if isinstance(texts, Embedded) else self.embed(texts)
         entries = [MemoryEntry(story_id=story_id, step_id=step_id, kind=kind, text=t, pinned=pinned,
-                               keys=list(keys or []), vector=_blob(v), revision=0)
+                               keys=keys, vector=_blob(v), revision=0)
                    for t, v in zip(embedded.texts, embedded.vectors)]
         session.add_all(entries)
         repo.bump_memory_version(session, story_id)
         session.flush()
         return entries
 
-    def update(self, session: Session, entry_id: int, text: str) -> MemoryEntry:
-        entry = self._entry(session, entry_id)
-        entry.text = _clean(text)
-        entry.vector = _blob(self.embedder.encode([entry.text])[0])
-        entry.revision += 1
+    def update(self, session: Session, entry_id: int, text: str | Embedded | None = None, *,
+               keys: list[str] | None = None, pinned: bool | None = None, story_id: int | None = None) -> MemoryEntry:
+        """Change an entry's text (re-embedded: pass `embed([text])` made beforehand to keep the
+        model's time out of the transaction), trigger keys or pin. With story_id, an entry of
+        another story is not found."""
+        entry = self._entry(session, entry_id, story_id)
+        if text is not None:
+            embedded = text if isinstance(text, Embedded) else self.embed([text])
+            if embedded.texts[0] != entry.text:
+                entry.text, entry.vector = embedded.texts[0], _blob(embedded.vectors[0])
+                entry.revision += 1
+        if keys is not None:
+            entry.keys = clean_keys(keys)
+        if pinned is not None:
+            entry.pinned = pinned
         repo.bump_memory_version(session, entry.story_id)
         session.flush()
         return entry
 
-    def delete(self, session: Session, entry_id: int) -> None:
-        entry = self._entry(session, entry_id)
+    def delete(self, session: Session, entry_id: int, story_id: int | None = None) -> None:
+        entry = self._entry(session, entry_id, story_id)
         session.delete(entry)
         repo.bump_memory_version(session, entry.story_id)
         session.flush()
@@ -108,31 +140,78 @@ class LongTermMemory:
 
     # -- retrieval ------------------------------------------------------------------
 
-    def search(self, session: Session, story_id: int, query: str, k: int, *,
-               only_steps: set[int] | None = None, exclude_steps: set[int] = frozenset()) -> list[Hit]:
-        """The k entries nearest to `query` by meaning, with cosine scores, best first.
+    def query_vector(self, *texts: str, weights: tuple[float, ...] | None = None) -> np.ndarray:
+        """One query from several texts (the plan and the recent text): the normalized weighted sum
+        of their vectors, so an entry's score is the weighted sum of its similarities to each text.
+        Each text keeps its own say, however long the others are; empty texts are skipped."""
+        weights = weights or (1.0,) * len(texts)
+        pairs = [(t, w) for t, w in zip(texts, weights) if t and t.strip()]
+        if not pairs:
+            raise InvalidInput("the query is empty")
+        vectors = self.embedder.encode([t for t, _ in pairs])
+        vector = (np.array([w for _, w in pairs], dtype=np.float32)[:, None] * vectors).sum(axis=0)
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    def search(self, session: Session, story_id: int, query: str | np.ndarray, k: int, *,
+               only_steps: set[int] | None = None, exclude_steps: set[int] = frozenset(),
+               exclude_ids: set[int] = frozenset()) -> list[Hit]:
+        """The k entries nearest to `query` (a text, or a vector from query_vector) by meaning,
+        with cosine scores, best first. A hit that says the same as a better one (cosine of the
+        two entries at least DUPLICATE, or the same text) is left out, so k hits are k things.
 
         only_steps keeps entries from those steps (the current branch) plus the writer's own
-        entries (no step); exclude_steps drops entries of those steps."""
-        if k <= 0 or not query.strip():
+        entries (no step); exclude_steps drops entries of those steps; exclude_ids drops entries
+        already in the prompt by another way (pinned, lore)."""
+        if k <= 0:
             return []
-        vector = self.embedder.encode([query])[0]
+        if isinstance(query, str):
+            if not query.strip():
+                return []
+            query = self.embedder.encode([query])[0]
         fetch = max(4 * k, 32)
         while True:  # ask FAISS for more until k entries pass the filters or the index is exhausted
             with self._lock:
-                raw = self.sync(session, story_id).index.search(vector, fetch)
+                raw = self.sync(session, story_id).index.search(query, fetch)
             entries = {e.id: e for e in repo.memory_entries(session, story_id, [i for i, _ in raw])}
-            hits = [Hit(e.id, score, e.text, e.kind, e.step_id) for e, score in
-                    ((entries.get(i), score) for i, score in raw)
-                    if e is not None and not e.stale and e.step_id not in exclude_steps
-                    and (only_steps is None or e.step_id is None or e.step_id in only_steps)]
-            if len(hits) >= k or len(raw) < fetch:
-                return hits[:k]
+            hits, kept, texts = [], [], set()
+            for i, score in raw:
+                e = entries.get(i)
+                if e is None or e.stale or e.id in exclude_ids or e.step_id in exclude_steps or not (
+                        only_steps is None or e.step_id is None or e.step_id in only_steps):
+                    continue
+                vector = np.frombuffer(e.vector, dtype=np.float32)
+                if e.text.lower() in texts or any(float(vector @ v) >= DUPLICATE for v in kept):
+                    continue
+                hits.append(Hit(e.id, score, e.text, e.kind, e.step_id))
+                kept.append(vector)
+                texts.add(e.text.lower())
+                if len(hits) == k:
+                    return hits
+            if len(raw) < fetch:
+                return hits
             fetch *= 4
 
-    def mark_retrieved(self, session: Session, hits: list[Hit]) -> None:
-        if hits:
-            session.execute(update(MemoryEntry).where(MemoryEntry.id.in_([h.entry_id for h in hits]))
+    def by_rule(self, session: Session, story_id: int, text: str, *, only_steps: set[int] | None = None,
+                limit: int = 8) -> list[Lore]:
+        """The entries that enter the prompt whatever the query: pinned ones first, then lore
+        entries with a trigger key in `text` (whole words, any case), oldest first, at most `limit`."""
+        found: list[Lore] = []
+        for e in repo.memory_entries(session, story_id, rule_based=True):
+            if e.stale or not (only_steps is None or e.step_id is None or e.step_id in only_steps):
+                continue
+            if e.pinned:
+                found.append(Lore(e.id, e.text, e.kind, "pinned"))
+            elif e.kind == "lore":
+                key = next((k for k in e.keys if re.search(rf"(?<!\w){re.escape(k)}(?!\w)", text, re.IGNORECASE)),
+                           None)
+                if key:
+                    found.append(Lore(e.id, e.text, e.kind, f"key: {key}"))
+        found.sort(key=lambda lore: lore.reason != "pinned")  # stable: pinned first, each group oldest first
+        return found[:limit]
+
+    def mark_retrieved(self, session: Session, ids: list[int]) -> None:
+        if ids:
+            session.execute(update(MemoryEntry).where(MemoryEntry.id.in_(list(ids)))
                             .values(last_retrieved_at=datetime.now(timezone.utc))
                             .execution_options(synchronize_session=False))
 
@@ -171,10 +250,10 @@ class LongTermMemory:
             self._gpu_resources = faiss.StandardGpuResources()
         return VectorIndex(self.embedder.dim, self.use_gpu, self._gpu_resources)
 
-    def _entry(self, session: Session, entry_id: int) -> MemoryEntry:
+    def _entry(self, session: Session, entry_id: int, story_id: int | None = None) -> MemoryEntry:
         entry = session.get(MemoryEntry, entry_id)
-        if entry is None:
-            raise NotFound(f"no memory entry with id {entry_id}")
+        if entry is None or (story_id is not None and entry.story_id != story_id):
+            raise NotFound(f"no memory entry with id {entry_id}" + (f" in story {story_id}" if story_id else ""))
         return entry
 
 
@@ -183,6 +262,28 @@ def _clean(text: str) -> str:
     if not text:
         raise InvalidInput("a memory entry cannot be empty")
     return text
+
+
+def clean_keys(keys: list[str]) -> list[str]:
+    """Lore trigger keys, checked: a key must be a name or a distinctive word, since a key found in
+    every paragraph would put its entry in every prompt."""
+    cleaned: list[str] = []
+    for key in keys:
+        key = " ".join(str(key).split())
+        if not key:
+            continue
+        if not re.search(r"\w", key):
+            raise InvalidInput(f"the lore key {key!r} has no letters or digits; use a name or a distinctive word")
+        if len(key) < 2 or key.lower() in COMMON_WORDS:
+            raise InvalidInput(f"the lore key {key!r} would match almost every paragraph; "
+                               "use a name or a distinctive word")
+        if len(key) > MAX_KEY_CHARS:
+            raise InvalidInput(f"the lore key {key[:20]!r}… has {len(key)} characters; the limit is {MAX_KEY_CHARS}")
+        if key.lower() not in (k.lower() for k in cleaned):
+            cleaned.append(key)
+    if len(cleaned) > MAX_KEYS:
+        raise InvalidInput(f"an entry has {len(cleaned)} lore keys; the limit is {MAX_KEYS}")
+    return cleaned
 
 
 def chunks(text: str, max_words: int = 60) -> list[str]:

@@ -89,6 +89,11 @@ def add_scene(session: Session, playthrough: Playthrough, *, parent: Step, **fie
     return step
 
 
+def scene_ids(session: Session, story_id: int) -> set[int]:
+    """The steps of a story written in readers' playthroughs."""
+    return set(session.scalars(select(Step.id).where(Step.story_id == story_id, Step.playthrough_id.is_not(None))))
+
+
 def playthroughs(session: Session, story_id: int) -> Sequence[Playthrough]:
     return session.scalars(select(Playthrough).where(Playthrough.story_id == story_id).order_by(Playthrough.id)).all()
 
@@ -162,8 +167,18 @@ def memory_vectors(session: Session, ids: Sequence[int]) -> list[tuple[int, byte
     return [(entry_id, vector) for entry_id, vector in rows]
 
 
-def memory_entries(session: Session, story_id: int, ids: Sequence[int] | None = None) -> Sequence[MemoryEntry]:
+def memory_entries(session: Session, story_id: int, ids: Sequence[int] | None = None, *,
+                   rule_based: bool = False, kinds: Sequence[str] | None = None,
+                   steps: Sequence[int] | None = None) -> Sequence[MemoryEntry]:
+    """A story's memory entries, oldest first: those with `ids`; with rule_based, only the ones
+    that enter prompts by rule (pinned, or lore with keys); of `kinds`; of `steps`."""
     query = select(MemoryEntry).where(MemoryEntry.story_id == story_id).order_by(MemoryEntry.id)
     if ids is not None:
         query = query.where(MemoryEntry.id.in_(list(ids)))
+    if rule_based:
+        query = query.where(MemoryEntry.pinned.is_(True) | (MemoryEntry.kind == "lore"))
+    if kinds is not None:
+        query = query.where(MemoryEntry.kind.in_(list(kinds)))
+    if steps is not None:
+        query = query.where(MemoryEntry.step_id.in_(list(steps)))
     return session.scalars(query).all()

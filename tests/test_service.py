@@ -169,18 +169,42 @@ def test_an_edited_paragraph_is_what_the_model_sees_next(db, embedder):
     view = service.step(story.id, plan=1)
     edited = ("Mara painted the lighthouse door a furious shade of violet, then sat on the step and ate "
               "an entire jar of pickled herring while the gulls watched her with open envy.")
+    backend.requests.clear()
     view = service.edit_paragraph(story.id, view.step_ids[-1], edited)
-    assert view.paragraphs[-1] == edited
+    assert view.paragraphs[-1] == edited and not view.notice
+    # the step's summary is derived again, from the memory before it and the edited text
+    assert len(backend.requests) == 1 and "New paragraph: " + edited in backend.requests[0].messages[-1]["content"]
     backend.requests.clear()
     service.step(story.id, instruction="The gulls steal the herring jar.")
     prompt = backend.requests[0].messages[-1]["content"]
     assert prompt.count(edited) == 1  # the edited text is the recent text the model continues from
     with db.Session() as s:
-        stale = s.scalars(select(MemoryEntry).where(MemoryEntry.step_id == view.step_ids[-1])).all()
-        assert {e.stale for e in stale} == {True, False}
-        assert all(e.text in edited for e in stale if not e.stale)
+        derived = s.scalars(select(MemoryEntry).where(MemoryEntry.step_id == view.step_ids[-1])).all()
+        assert {e.stale for e in derived} == {True, False}
+        assert {e.kind for e in derived if not e.stale} == {"paragraph", "summary"}
+        assert all(e.text in edited for e in derived if not e.stale and e.kind == "paragraph")
+        step = s.get(Step, view.step_ids[-1])
+        assert [e.text for e in derived if not e.stale and e.kind == "summary"] == [step.short_memory]
     hits = service.search_memory(story.id, "violet door and pickled herring", k=1)
     assert hits[0].text.startswith("Mara painted the lighthouse door")
+
+
+def test_an_edit_is_saved_even_when_the_model_cannot_rewrite_the_summary(db, embedder):
+    def copy_paragraph(request):  # a summary that only copies the paragraph is refused, every time
+        asked = request.messages[-1]["content"]
+        return asked.split("New paragraph: ")[1].split("\n\n")[0] if "Rewrite the summary" in asked else None
+
+    service, backend = make_service(db, embedder)
+    story = service.new_story("premise")
+    view = service.step(story.id, plan=1)
+    backend.override = copy_paragraph
+    edited = "Mara sold the lighthouse to a man who collected clocks, and bought a boat with the money."
+    view = service.edit_paragraph(story.id, view.step_ids[-1], edited)
+    assert view.paragraphs[-1] == edited and "could not rewrite its summary" in view.notice
+    with db.Session() as s:
+        summaries = s.scalars(select(MemoryEntry).where(MemoryEntry.step_id == view.step_ids[-1],
+                                                        MemoryEntry.kind == "summary")).all()
+        assert summaries and all(e.stale for e in summaries)  # the old summary is never retrieved again
 
 
 def test_an_empty_edit_is_refused_and_loses_nothing(db, embedder):
@@ -246,7 +270,7 @@ def test_the_inspector_shows_prompts_parts_and_scores(db, embedder):
     assert "Mara reads the letter again by the lamp." in paragraph_call["prompt"]
     assert paragraph_call["output"].strip()
     parts = seen["parts"]
-    assert set(parts) == {"premise", "short_memory", "memories", "last_paragraph", "instruction"}
+    assert set(parts) == {"premise", "short_memory", "memories", "lore", "last_paragraph", "instruction"}
     assert all(p["tokens"] <= p["budget"] for p in parts.values())
     assert len(parts["memories"]["each"]) == len(seen["retrieved"]) > 0
     assert all(0 < r["score"] <= 1.0001 for r in seen["retrieved"])
