@@ -157,7 +157,7 @@ class LongTermMemory:
                exclude_ids: set[int] = frozenset()) -> list[Hit]:
         """The k entries nearest to `query` (a text, or a vector from query_vector) by meaning,
         with cosine scores, best first. A hit that says the same as a better one (cosine of the
-        two entries at least DUPLICATE, or the same text) is left out, so k hits are k things.
+        two entries at least DUPLICATE, or the same words) is left out, so k hits are k things.
 
         only_steps keeps entries from those steps (the current branch) plus the writer's own
         entries (no step); exclude_steps drops entries of those steps; exclude_ids drops entries
@@ -176,15 +176,16 @@ class LongTermMemory:
             hits, kept, texts = [], [], set()
             for i, score in raw:
                 e = entries.get(i)
-                if e is None or e.stale or e.id in exclude_ids or e.step_id in exclude_steps or not (
+                if e is None or e.stale or e.id in exclude_ids or e.step_id in exclude_steps or _keyed(e) or not (
                         only_steps is None or e.step_id is None or e.step_id in only_steps):
                     continue
                 vector = np.frombuffer(e.vector, dtype=np.float32)
-                if e.text.lower() in texts or any(float(vector @ v) >= DUPLICATE for v in kept):
+                words = " ".join(re.findall(r"\w+", e.text.lower()))
+                if words in texts or any(float(vector @ v) >= DUPLICATE for v in kept):
                     continue
                 hits.append(Hit(e.id, score, e.text, e.kind, e.step_id))
                 kept.append(vector)
-                texts.add(e.text.lower())
+                texts.add(words)
                 if len(hits) == k:
                     return hits
             if len(raw) < fetch:
@@ -255,6 +256,10 @@ class LongTermMemory:
         if entry is None or (story_id is not None and entry.story_id != story_id):
             raise NotFound(f"no memory entry with id {entry_id}" + (f" in story {story_id}" if story_id else ""))
         return entry
+
+
+def _keyed(entry: MemoryEntry) -> bool:
+    return entry.kind == "lore" and bool(entry.keys)
 
 
 def _clean(text: str) -> str:
