@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list the stories")
 
+    memory = sub.add_parser("memory", help="list a story's long-term memory, or search it as a step would")
+    memory.add_argument("story_id", type=int)
+    memory.add_argument("--query", help="show what retrieval returns for this text, with scores")
+    memory.add_argument("--k", type=int, default=8, help="how many entries a search returns (default 8)")
+    memory.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     serve = sub.add_parser("serve", help="serve the web app")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -84,6 +90,8 @@ def run(args: argparse.Namespace) -> None:
             print(f"{story_id}\t{title}")
     elif args.command == "show":
         sys.stdout.write(service.manuscript(args.story_id))
+    elif args.command == "memory":
+        _memory(service, args)
     elif args.command == "new":
         progress = Progress()
         view = service.new_story(args.premise, args.title, on_text=progress)
@@ -120,6 +128,39 @@ def _auto(service, story_id: int, steps: int) -> None:
         view = service.auto(story_id, steps, on_text=on_text, on_step=on_step)
     print(f"{len(view.paragraphs) - start} steps written; story {story_id} has {len(view.paragraphs)} paragraphs",
           file=sys.stderr)
+
+
+def _memory(service, args: argparse.Namespace) -> None:
+    import json
+    from dataclasses import asdict
+
+    from app.memories import Memories
+
+    memories = Memories(service)
+    if args.query is None:
+        rows = memories.entries(args.story_id)
+        if args.json:
+            print(json.dumps([asdict(r) for r in rows], default=str, indent=1))
+            return
+        print("id\tkind\twhere\tflags\ttext")
+        for r in rows:
+            flags = ",".join(f for f, on in (("pinned", r.pinned), ("stale", r.stale)) if on)
+            keys = f"[keys: {', '.join(r.keys)}] " if r.keys else ""
+            print(f"{r.id}\t{r.kind}\t{r.where}\t{flags or '-'}\t{keys}{r.text}")
+        return
+    found = memories.search(args.story_id, args.query, args.k)
+    rows = memories.entries(args.story_id, ids=[h.entry_id for h in found.hits] + [e.entry_id for e in found.by_rule])
+    where = {r.id: r.where for r in rows}
+    if args.json:
+        print(json.dumps({"query": args.query, "k": args.k,
+                          "by_meaning": [{**asdict(h), "where": where.get(h.entry_id)} for h in found.hits],
+                          "by_rule": [{**asdict(e), "where": where.get(e.entry_id)} for e in found.by_rule]}, indent=1))
+        return
+    print("score\tcosine\twords\tid\tkind\twhere\ttext")
+    for h in found.hits:
+        print(f"{h.score:.3f}\t{h.cosine:.3f}\t{h.words:.1f}\t{h.entry_id}\t{h.kind}\t{where.get(h.entry_id)}\t{h.text}")
+    for e in found.by_rule:
+        print(f"{e.reason}\t\t\t{e.entry_id}\t{e.kind}\t{where.get(e.entry_id)}\t{e.text}")
 
 
 def main(argv: list[str] | None = None) -> int:

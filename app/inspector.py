@@ -26,8 +26,9 @@ def inspector_markdown(trace: dict) -> str:
         lines += [f"| **all parts** | **{total}** | **{allowed}** |", ""]
     retrieved = trace.get("retrieved") or []
     if retrieved:
-        lines += ["**Retrieved memories** (cosine score):", ""]
-        lines += [f"- `{r['score']:.3f}` {r['text']}" for r in retrieved] + [""]
+        lines += ["**Retrieved memories** (fused rank score · cosine to the plan · shared-word score):", ""]
+        lines += [f"- `{r['score']:.3f}` · `{r.get('cosine', r['score']):.3f}` · `{r.get('words', 0):.1f}` {r['text']}"
+                  for r in retrieved] + [""]
     lore = trace.get("lore") or []
     if lore:
         lines += ["**Pinned entries and lore** (why each is in the prompt):", ""]

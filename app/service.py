@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from generation.errors import GenerationFailed
 from generation.recurrence import Continuation, OnText, Opening, StepContext, Usage, Writer
-from memory.longterm import Embedded, LongTermMemory, chunks
+from memory.longterm import Embedded, LongTermMemory, Query, chunks
 from storage import repo
 from storage.db import Database
 from storage.errors import Conflict, InvalidInput, NotFound, StoryloomError
@@ -18,9 +18,6 @@ from storage.models import Step
 
 
 RECENT_WORDS = 150  # a last paragraph shorter than this brings the end of the one before into the prompt
-# Retrieval asks with the plan and the recent text together: each entry's score is this weighted sum of
-# its similarity to each (see LongTermMemory.query_vector and benchmarks/memory_recall.py).
-QUERY_WEIGHTS = (0.5, 0.5)
 
 # add(session, parent, fields) inserts a step and moves the head it belongs to
 AddStep = Callable[..., Step]
@@ -196,9 +193,8 @@ class StoryService:
             branch = repo.path_ids(session, parent.id)
             lore = self.memory.by_rule(session, story_id, f"{plan}\n{recent}", only_steps=branch,
                                        limit=self.limits.lore)
-            hits = self.memory.search(session, story_id, self.memory.query_vector(plan, recent, weights=QUERY_WEIGHTS),
-                                      self.limits.top_k, only_steps=branch, exclude_steps=shown,
-                                      exclude_ids={e.entry_id for e in lore})
+            hits = self.memory.search(session, story_id, Query(plan, recent), self.limits.top_k,
+                                      only_steps=branch, exclude_steps=shown, exclude_ids={e.entry_id for e in lore})
             context = StepContext(story.premise, story.outline, parent.short_memory, recent,
                                   plan, [h.text for h in hits], [e.text for e in lore])
         result = self.writer.step(context, on_text, reader=reader)
@@ -360,7 +356,8 @@ class StoryService:
         """Paragraph, short-term memory, plans and long-term memory entries: one transaction."""
         usage = result.usage
         trace = {"calls": usage.calls, "retries": usage.retries, "parts": usage.parts,
-                 "retrieved": [{"id": h.entry_id, "score": round(h.score, 4), "text": h.text} for h in hits],
+                 "retrieved": [{"id": h.entry_id, "score": h.score, "cosine": h.cosine, "words": h.words,
+                                "text": h.text} for h in hits],
                  "lore": [{"id": e.entry_id, "reason": e.reason, "text": e.text} for e in lore]}
         step = add(session, parent, dict(
             plan=plan, paragraph=result.paragraph, short_memory=result.short_memory, plans=result.plans,

@@ -11,15 +11,28 @@ from collections.abc import Callable, Iterator
 import gradio as gr
 
 from app.inspector import inspector_markdown
+from app.memories import EntryRow, Memories
 from app.reading import Reading, ReaderView
 from app.service import StoryService, StoryView
-from storage.errors import Conflict, StoryloomError
+from storage.errors import Conflict, InvalidInput, StoryloomError
 
 log = logging.getLogger("storyloom.ui")
 
 PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the paragraph",
               "short_memory": "the short-term memory", "plan_1": "plan 1", "plan_2": "plan 2", "plan_3": "plan 3",
               "choice": "the choice of plan", "revised_plan": "the revised plan"}
+MEMORY_HEADERS = ["id", "kind", "from", "pinned", "stale", "keys", "last retrieved", "text"]
+MEMORY_ROWS = 500  # the table shows the newest entries; search finds any
+
+
+def memory_rows(rows: list[EntryRow]) -> list[list]:
+    return [[r.id, r.kind, r.where, "📌" if r.pinned else "", "stale" if r.stale else "", ", ".join(r.keys),
+             r.last_retrieved.strftime("%Y-%m-%d %H:%M") if r.last_retrieved else "", r.text]
+            for r in reversed(rows[-MEMORY_ROWS:])]
+
+
+def parse_keys(text: str | None) -> list[str]:
+    return [k for k in (text or "").split(",") if k.strip()]
 
 
 class Problem(str):
@@ -74,6 +87,7 @@ def cost_line(view: StoryView) -> str:
 
 def build_app(service: StoryService) -> gr.Blocks:
     reading = Reading(service)
+    memories = Memories(service)
     runs: dict[int, threading.Event] = {}  # story id -> the stop signal of its running auto mode
 
     def story_choices() -> list[tuple[str, int]]:
@@ -91,8 +105,9 @@ def build_app(service: StoryService) -> gr.Blocks:
                                          placeholder="What is the story about? Who, where, what goes wrong?")
                     title = gr.Textbox(label="Title (optional)", elem_id="title")
                     start_button = gr.Button("Start the story", variant="primary", elem_id="start")
-                memory = gr.Textbox(label="Short-term memory (the story so far)", lines=10,
-                                    interactive=False, elem_id="short-memory")
+                memory = gr.Textbox(label="Short-term memory (the story so far; the next step starts from it)",
+                                    lines=10, interactive=True, elem_id="short-memory")
+                save_memory_button = gr.Button("Save the short-term memory", size="sm", elem_id="save-memory")
             with gr.Column(scale=2):
                 manuscript = gr.Markdown(elem_id="manuscript")
                 with gr.Row():
@@ -136,6 +151,34 @@ def build_app(service: StoryService) -> gr.Blocks:
                         scene = gr.Markdown(elem_id="scene")
                         choices = gr.Radio(label="What do you do?", choices=[], elem_id="choices")
                         choose_button = gr.Button("Do it", variant="primary", elem_id="choose")
+                    with gr.Tab("Memory", id="memory") as memory_tab:
+                        gr.Markdown("Long-term memory: what steps retrieve by meaning. Paragraph chunks and "
+                                    "summaries come from the steps; add notes (found by meaning) and lore "
+                                    "(put in the prompt when one of its keys is in the plan or the recent "
+                                    "text). Pinned entries are in every prompt. Click a row to edit it.")
+                        with gr.Row():
+                            memory_query = gr.Textbox(label="Search as a step would", scale=4, elem_id="memory-query")
+                            memory_k = gr.Number(label="Entries", value=8, minimum=1, maximum=50, precision=0,
+                                                 scale=1, elem_id="memory-k")
+                            memory_search_button = gr.Button("Search", scale=1, elem_id="memory-search")
+                        found = gr.Dataframe(headers=["score or rule", "cosine", "words", "id", "kind", "from", "text"], value=[],
+                                             interactive=False, wrap=True, max_height=300, elem_id="memory-found")
+                        with gr.Row():
+                            entry_id = gr.Number(label="Entry id (empty: a new entry)", precision=0, scale=1,
+                                                 elem_id="entry-id")
+                            entry_keys = gr.Textbox(label="Lore keys, comma-separated", scale=2, elem_id="entry-keys")
+                            entry_pinned = gr.Checkbox(label="Pinned: in every prompt", scale=1,
+                                                       elem_id="entry-pinned")
+                        entry_text = gr.Textbox(label="Entry text", lines=3, elem_id="entry-text")
+                        with gr.Row():
+                            entry_save_button = gr.Button("Save entry", variant="primary", elem_id="entry-save")
+                            entry_note_button = gr.Button("Add as a new note", elem_id="entry-add-note")
+                            entry_lore_button = gr.Button("Add as new lore", elem_id="entry-add-lore")
+                            entry_delete_button = gr.Button("Delete entry", variant="stop", elem_id="entry-delete")
+                        show_stale = gr.Checkbox(label="Show stale entries (from text edited since)",
+                                                 elem_id="show-stale")
+                        memory_table = gr.Dataframe(headers=MEMORY_HEADERS, value=[], interactive=False, wrap=True,
+                                                    max_height=600, elem_id="memory-table")
                     with gr.Tab("Inspect", id="inspect"):
                         inspect_number = gr.Number(label="Paragraph number (0 or empty: the last)", precision=0,
                                                    elem_id="inspect-number")
@@ -255,16 +298,90 @@ def build_app(service: StoryService) -> gr.Blocks:
 
         def save(sid, head, number, text, chapter_title):
             if (missing := needs_story(sid)) is not None:
-                return missing
+                yield missing
+                return
             view = service.view(int(sid))
             if number is None or not 1 <= int(number) <= len(view.paragraphs):
-                return problem(f"There is no paragraph {number}; the story has {len(view.paragraphs)}.")
+                yield problem(f"There is no paragraph {number}; the story has {len(view.paragraphs)}.")
+                return
+            for event in stream(service.edit_paragraph, int(sid), view.step_ids[int(number) - 1], text,
+                                chapter_title or "", seen_head=head):  # its summary is written again
+                yield render(event, lambda result: result.notice or f"Paragraph {int(number)} saved; "
+                             "its memories were derived again from the new text.", sid=int(sid))
+
+        def save_memory(sid, head, text):
+            if (missing := needs_story(sid)) is not None:
+                return missing
             try:
-                result = service.edit_paragraph(int(sid), view.step_ids[int(number) - 1], text,
-                                                chapter_title or "", seen_head=head)
+                return show(service.edit_short_memory(int(sid), text, seen_head=head),
+                            "Short-term memory saved: the next step starts from it.")
             except StoryloomError as e:
                 return render(Problem(e), sid=int(sid))
-            return show(result, f"Paragraph {int(number)} saved.")
+
+        # -- the memory desk ----------------------------------------------------------------
+
+        def memory_page(sid, stale: bool, note: str = "") -> dict:
+            rows = memories.entries(int(sid), include_stale=bool(stale))
+            shown = f" (the newest {MEMORY_ROWS} of {len(rows)})" if len(rows) > MEMORY_ROWS else ""
+            return {memory_table: memory_rows(rows), status: note or f"{len(rows)} memory entries{shown}."}
+
+        def refresh_memory(sid, stale):
+            return {} if sid is None else memory_page(sid, stale)
+
+        def memory_action(action):
+            """Run a memory-desk action; afterwards the table shows the memory as it is now."""
+            def handler(sid, stale, *args):
+                if (missing := needs_story(sid)) is not None:
+                    return missing
+                try:
+                    note, fields = action(int(sid), *args)
+                except StoryloomError as e:
+                    return {**memory_page(sid, stale), **problem(str(e))}
+                return {**memory_page(sid, stale, note), **fields}
+            return handler
+
+        def entry_number(number) -> int:
+            if number is None or int(number) <= 0:
+                raise InvalidInput("give the id of an entry (click a row of the table)")
+            return int(number)
+
+        def save_entry(sid, number, text, keys, pinned):
+            row = memories.entry(sid, entry_number(number))
+            updated = memories.update(sid, row.id, text, keys=parse_keys(keys) if row.kind == "lore" or keys else None,
+                                      pinned=bool(pinned))
+            return f"Entry {updated.id} saved; the next step sees it as it is now.", {}
+
+        def add_entry(kind):
+            def action(sid, number, text, keys, pinned):
+                row = memories.add(sid, text, kind, keys=parse_keys(keys), pinned=bool(pinned))
+                return f"{kind.capitalize()} {row.id} added.", {entry_id: row.id}
+            return action
+
+        def delete_entry(sid, number, text, keys, pinned):
+            memories.delete(sid, entry_number(number))
+            return f"Entry {int(number)} deleted.", {entry_id: None, entry_text: "", entry_keys: "",
+                                                     entry_pinned: False}
+
+        def pick_entry(sid, evt: gr.SelectData):
+            try:
+                row = memories.entry(int(sid), int(evt.row_value[0]))
+            except (StoryloomError, TypeError, ValueError, IndexError):
+                return {}
+            return {entry_id: row.id, entry_text: row.text, entry_keys: ", ".join(row.keys), entry_pinned: row.pinned}
+
+        def search_memory(sid, query, k):
+            if (missing := needs_story(sid)) is not None:
+                return missing
+            try:
+                result = memories.search(int(sid), query, int(k or 8))
+            except StoryloomError as e:
+                return problem(str(e))
+            where = {r.id: r.where for r in memories.entries(
+                int(sid), ids=[h.entry_id for h in result.hits] + [e.entry_id for e in result.by_rule])}
+            rows = [[f"{h.score:.3f}", f"{h.cosine:.3f}", f"{h.words:.1f}", h.entry_id, h.kind,
+                     where.get(h.entry_id, ""), h.text] for h in result.hits]
+            rows += [[e.reason, "", "", e.entry_id, e.kind, where.get(e.entry_id, ""), e.text] for e in result.by_rule]
+            return {found: rows, status: f"{len(result.hits)} found by meaning, {len(result.by_rule)} by rule."}
 
         def inspect(sid, number):
             if (missing := needs_story(sid)) is not None:
@@ -333,6 +450,17 @@ def build_app(service: StoryService) -> gr.Blocks:
         stop_button.click(stop, story_id, {status, writing}, concurrency_limit=None)
         edit_number.change(load_paragraph, [story_id, edit_number], {edit_text, chapter, writing, status})
         save_button.click(save, [story_id, seen_head, edit_number, edit_text, chapter], page)
+        save_memory_button.click(save_memory, [story_id, seen_head, memory], page)
+        memory_tab.select(refresh_memory, [story_id, show_stale], {memory_table, status})
+        show_stale.change(refresh_memory, [story_id, show_stale], {memory_table, status})
+        entry_fields = [entry_id, entry_text, entry_keys, entry_pinned]
+        desk_page = {memory_table, status, writing, *entry_fields}
+        entry_save_button.click(memory_action(save_entry), [story_id, show_stale, *entry_fields], desk_page)
+        entry_note_button.click(memory_action(add_entry("note")), [story_id, show_stale, *entry_fields], desk_page)
+        entry_lore_button.click(memory_action(add_entry("lore")), [story_id, show_stale, *entry_fields], desk_page)
+        entry_delete_button.click(memory_action(delete_entry), [story_id, show_stale, *entry_fields], desk_page)
+        memory_table.select(pick_entry, story_id, entry_fields)
+        memory_search_button.click(search_memory, [story_id, memory_query, memory_k], {found, status, writing})
         inspect_button.click(inspect, [story_id, inspect_number], {inspected, writing, status})
         reading_page = {scene, choices, playthrough, writing, status}
         read_button.click(start_reading, [story_id, reader_name], reading_page)

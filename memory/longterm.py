@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from memory.embedder import Embedder
 from memory.index import VectorIndex, gpu_count
+from memory.lexical import LexicalIndex
 from storage import repo
 from storage.errors import InvalidInput, NotFound, StoryloomError
 from storage.models import MEMORY_KINDS, MemoryEntry
@@ -28,10 +30,28 @@ from storage.models import MEMORY_KINDS, MemoryEntry
 @dataclass(frozen=True)
 class Hit:
     entry_id: int
-    score: float
+    score: float  # the fused rank score that ordered the hits
     text: str
     kind: str
     step_id: int | None
+    cosine: float = 0.0  # similarity of meaning to the query text
+    words: float = 0.0  # BM25 score of the words it shares with the query text (0: none)
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a step asks long-term memory: `text` (the plan), by meaning and by words, and
+    `context` (the recent text), by meaning, with less weight."""
+
+    text: str
+    context: str = ""
+
+
+# Reciprocal rank fusion: a ranking's say in the score is weight / (RRF_K + rank). A small RRF_K lets
+# the top of each ranking count; CONTEXT_WEIGHT keeps the recent text from drowning the plan
+# (benchmarks/memory_recall.py measured the choices).
+RRF_K = 10
+CONTEXT_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,7 @@ class _StoryIndex:
     version: int
     revisions: dict[int, int]
     index: VectorIndex
+    words: LexicalIndex
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -140,57 +161,78 @@ class LongTermMemory:
 
     # -- retrieval ------------------------------------------------------------------
 
-    def query_vector(self, *texts: str, weights: tuple[float, ...] | None = None) -> np.ndarray:
-        """One query from several texts (the plan and the recent text): the normalized weighted sum
-        of their vectors, so an entry's score is the weighted sum of its similarities to each text.
-        Each text keeps its own say, however long the others are; empty texts are skipped."""
-        weights = weights or (1.0,) * len(texts)
-        pairs = [(t, w) for t, w in zip(texts, weights) if t and t.strip()]
-        if not pairs:
-            raise InvalidInput("the query is empty")
-        vectors = self.embedder.encode([t for t, _ in pairs])
-        vector = (np.array([w for _, w in pairs], dtype=np.float32)[:, None] * vectors).sum(axis=0)
-        return vector / max(float(np.linalg.norm(vector)), 1e-12)
-
-    def search(self, session: Session, story_id: int, query: str | np.ndarray, k: int, *,
+    def search(self, session: Session, story_id: int, query: str | Query, k: int, *,
                only_steps: set[int] | None = None, exclude_steps: set[int] = frozenset(),
                exclude_ids: set[int] = frozenset()) -> list[Hit]:
-        """The k entries nearest to `query` (a text, or a vector from query_vector) by meaning,
-        with cosine scores, best first. A hit that says the same as a better one (cosine of the
-        two entries at least DUPLICATE, or the same words) is left out, so k hits are k things.
+        """The k entries that best answer `query`, best first.
+
+        Three rankings are fused by reciprocal rank (score = sum of weight / (RRF_K + rank)): the
+        query text by meaning (cosine, FAISS), the query text by words (BM25), and the query's
+        context by meaning at CONTEXT_WEIGHT. A hit that says the same as a better one (cosine of
+        the two entries at least DUPLICATE, or the same words) is left out, so k hits are k things.
 
         only_steps keeps entries from those steps (the current branch) plus the writer's own
         entries (no step); exclude_steps drops entries of those steps; exclude_ids drops entries
-        already in the prompt by another way (pinned, lore)."""
-        if k <= 0:
+        already in the prompt by another way (pinned, lore). Lore with trigger keys enters by its
+        keys only (by_rule), never by meaning: the person decides when it applies."""
+        query = Query(query) if isinstance(query, str) else query
+        if k <= 0 or not query.text.strip():
             return []
-        if isinstance(query, str):
-            if not query.strip():
-                return []
-            query = self.embedder.encode([query])[0]
-        fetch = max(4 * k, 32)
-        while True:  # ask FAISS for more until k entries pass the filters or the index is exhausted
-            with self._lock:
-                raw = self.sync(session, story_id).index.search(query, fetch)
-            entries = {e.id: e for e in repo.memory_entries(session, story_id, [i for i, _ in raw])}
-            hits, kept, texts = [], [], set()
-            for i, score in raw:
-                e = entries.get(i)
-                if e is None or e.stale or e.id in exclude_ids or e.step_id in exclude_steps or _keyed(e) or not (
-                        only_steps is None or e.step_id is None or e.step_id in only_steps):
-                    continue
-                vector = np.frombuffer(e.vector, dtype=np.float32)
-                words = " ".join(re.findall(r"\w+", e.text.lower()))
-                if words in texts or any(float(vector @ v) >= DUPLICATE for v in kept):
-                    continue
-                hits.append(Hit(e.id, score, e.text, e.kind, e.step_id))
-                kept.append(vector)
-                texts.add(words)
-                if len(hits) == k:
-                    return hits
-            if len(raw) < fetch:
-                return hits
-            fetch *= 4
+        asked = [query.text] + ([query.context] if query.context.strip() else [])
+        vectors = self.embedder.encode(asked)
+        depth = max(4 * k, 32)  # how far down each ranking is read, counting only acceptable entries
+        loaded: dict[int, MemoryEntry] = {}
+
+        def acceptable(entry_id: int) -> bool:
+            e = loaded.get(entry_id)
+            return e is not None and not e.stale and e.id not in exclude_ids and e.step_id not in exclude_steps \
+                and not _keyed(e) and (only_steps is None or e.step_id is None or e.step_id in only_steps)
+
+        def ranking(find: Callable[[int], list[tuple[int, float]]]) -> list[tuple[int, int]]:
+            """(entry id, rank) of the acceptable entries, best first; equal scores share a rank."""
+            fetch = depth
+            while True:  # ask for more until `depth` entries pass the filters or the index is exhausted
+                raw = find(fetch)
+                missing = [i for i, _ in raw if i not in loaded]
+                if missing:
+                    loaded.update((e.id, e) for e in repo.memory_entries(session, story_id, missing))
+                good = [(i, score) for i, score in raw if acceptable(i)]
+                if len(good) >= depth or len(raw) < fetch:
+                    ranked, rank = [], 0
+                    for n, (i, score) in enumerate(good[:depth], 1):
+                        rank = rank if n > 1 and score == good[n - 2][1] else n
+                        ranked.append((i, rank))
+                    return ranked
+                fetch *= 4
+
+        with self._lock:
+            index = self.sync(session, story_id)
+            rankings = [(1.0, ranking(lambda n: index.index.search(vectors[0], n))),
+                        (1.0, ranking(lambda n: index.words.search(query.text, n)))]
+            if len(asked) > 1:
+                rankings.append((CONTEXT_WEIGHT, ranking(lambda n: index.index.search(vectors[1], n))))
+            words = dict(index.words.search(query.text, depth))
+        fused: dict[int, float] = {}
+        for weight, ranked in rankings:
+            for entry_id, rank in ranked:
+                fused[entry_id] = fused.get(entry_id, 0.0) + weight / (RRF_K + rank)
+        cosine = {i: float(np.frombuffer(loaded[i].vector, dtype=np.float32) @ vectors[0]) for i in fused}
+        hits: list[Hit] = []
+        kept: list[np.ndarray] = []
+        seen: set[str] = set()
+        for entry_id in sorted(fused, key=lambda i: (-fused[i], -cosine[i])):
+            e = loaded[entry_id]
+            vector = np.frombuffer(e.vector, dtype=np.float32)
+            said = " ".join(re.findall(r"\w+", e.text.lower()))
+            if said in seen or any(float(vector @ v) >= DUPLICATE for v in kept):
+                continue
+            hits.append(Hit(e.id, round(fused[entry_id], 4), e.text, e.kind, e.step_id,
+                            round(cosine[entry_id], 4), round(words.get(entry_id, 0.0), 2)))
+            kept.append(vector)
+            seen.add(said)
+            if len(hits) == k:
+                break
+        return hits
 
     def by_rule(self, session: Session, story_id: int, text: str, *, only_steps: set[int] | None = None,
                 limit: int = 8) -> list[Lore]:
@@ -225,18 +267,20 @@ class LongTermMemory:
         if current is not None and current.version == version:
             return current
         if current is None:
-            current = _StoryIndex(-1, {}, self._new_index())
+            current = _StoryIndex(-1, {}, self._new_index(), LexicalIndex())
         wanted = repo.memory_revisions(session, story_id)
         changed = [i for i, r in wanted.items() if current.revisions.get(i) != r]
         gone = [i for i in current.revisions if i not in wanted]
         current.index.remove(gone + [i for i in changed if i in current.revisions])
+        current.words.remove(gone)
         rows = repo.memory_vectors(session, changed)
-        if any(len(blob) != 4 * current.index.dim for _, blob in rows):
+        if any(len(blob) != 4 * current.index.dim for _, blob, _ in rows):
             raise StoryloomError(f"story {story_id}'s memory was embedded by a different model than the one "
                                  f"configured now ({current.index.dim} dimensions); use the same embedder")
         if rows:
-            ids = np.array([i for i, _ in rows], dtype=np.int64)
-            current.index.add(ids, np.stack([np.frombuffer(b, dtype=np.float32) for _, b in rows]))
+            ids = np.array([i for i, _, _ in rows], dtype=np.int64)
+            current.index.add(ids, np.stack([np.frombuffer(b, dtype=np.float32) for _, b, _ in rows]))
+            current.words.add(ids, [text for _, _, text in rows])
         current.revisions = wanted
         current.version = version
         self._indexes[story_id] = current
@@ -291,7 +335,7 @@ def clean_keys(keys: list[str]) -> list[str]:
     return cleaned
 
 
-def chunks(text: str, max_words: int = 60) -> list[str]:
+def chunks(text: str, max_words: int = 40) -> list[str]:
     """Split text into pieces of at most about max_words, at sentence ends where possible."""
     sentences = re.split(r"(?<=[.!?…])\s+", " ".join(text.split()))
     pieces, current = [], []

@@ -133,6 +133,9 @@ def path_ids(session: Session, step_id: int | None) -> set[int]:
     return set(session.scalars(select(_ancestors(step_id).c.id)).all())
 
 
+IN_BATCH = 10_000
+
+
 def bump_memory_version(session: Session, story_id: int) -> None:
     """Give the story's long-term memory a new version token. A random token, not a counter:
     a version seen inside a transaction that was rolled back must never come back later."""
@@ -160,11 +163,15 @@ def memory_revisions(session: Session, story_id: int) -> dict[int, int]:
     return {entry_id: revision for entry_id, revision in rows}
 
 
-def memory_vectors(session: Session, ids: Sequence[int]) -> list[tuple[int, bytes]]:
-    if not ids:
-        return []
-    rows = session.execute(select(MemoryEntry.id, MemoryEntry.vector).where(MemoryEntry.id.in_(list(ids))))
-    return [(entry_id, vector) for entry_id, vector in rows]
+def memory_vectors(session: Session, ids: Sequence[int]) -> list[tuple[int, bytes, str]]:
+    """(id, vector, text) of these entries: what the in-memory indexes hold."""
+    ids = list(ids)
+    found = []
+    for start in range(0, len(ids), IN_BATCH):  # databases cap the parameters of one statement
+        rows = session.execute(select(MemoryEntry.id, MemoryEntry.vector, MemoryEntry.text)
+                               .where(MemoryEntry.id.in_(ids[start:start + IN_BATCH])))
+        found += [(entry_id, vector, text) for entry_id, vector, text in rows]
+    return found
 
 
 def memory_entries(session: Session, story_id: int, ids: Sequence[int] | None = None, *,
@@ -173,6 +180,10 @@ def memory_entries(session: Session, story_id: int, ids: Sequence[int] | None = 
     """A story's memory entries, oldest first: those with `ids`; with rule_based, only the ones
     that enter prompts by rule (pinned, or lore with keys); of `kinds`; of `steps`."""
     query = select(MemoryEntry).where(MemoryEntry.story_id == story_id).order_by(MemoryEntry.id)
+    if ids is not None and len(ids) > IN_BATCH:  # databases cap the parameters of one statement
+        ids = list(ids)
+        return [e for start in range(0, len(ids), IN_BATCH) for e in memory_entries(
+            session, story_id, ids[start:start + IN_BATCH], rule_based=rule_based, kinds=kinds, steps=steps)]
     if ids is not None:
         query = query.where(MemoryEntry.id.in_(list(ids)))
     if rule_based:

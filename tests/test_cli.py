@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -82,6 +83,23 @@ def test_a_second_process_retrieves_from_the_rebuilt_index(written):
 
 
 @pytest.mark.slow
+def test_memory_lists_entries_with_provenance_and_searches_with_scores(written):
+    env, story_id, _, _ = written
+    listed = run(env, "memory", story_id, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.strip().splitlines()[1:]]
+    assert {r[1] for r in rows} == {"paragraph", "summary"}
+    assert {r[2] for r in rows} == {"paragraph 1", "paragraph 2", "paragraph 3"}
+    second = _paragraphs(run(env, "show", story_id).stdout)[1]
+    found = run(env, "memory", story_id, "--query", " ".join(second.split()[:30]), "--k", "3", "--json", timeout=300)
+    assert found.returncode == 0, found.stderr
+    result = json.loads(found.stdout)
+    hits = result["by_meaning"]
+    assert len(hits) == 3 and hits[0]["where"] == "paragraph 2" and hits[0]["cosine"] > 0.7
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("args, extra_env, message", [
     (["new", "--premise", ""], {}, "the premise is empty"),
     (["new", "--premise", "x" * 100_000], {}, "100,000 characters"),
@@ -95,6 +113,9 @@ def test_a_second_process_retrieves_from_the_rebuilt_index(written):
     (["list"], {"STORYLOOM_RETRIES": "0"}, "bad setting: STORYLOOM_RETRIES"),
     (["list"], {"STORYLOOM_DATA_DIR": "/proc/no/such/place"}, "cannot create the data directory"),
     (["step", "{id}", "--plan", "0"], {}, "there is no plan 0"),
+    (["memory", "9999"], {}, "no story with id 9999"),
+    (["memory", "{id}", "--query", "harbour", "--k", "0"], {}, "ask for 1 to 50 entries"),
+    (["memory", "{id}", "--query", "x" * 50_000], {}, "the query has 50,000 characters"),
 ])
 def test_bad_input_is_one_clear_line_and_writes_nothing(written, args, extra_env, message):
     env, story_id, _, _ = written

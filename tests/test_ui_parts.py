@@ -44,10 +44,13 @@ def test_inspector_shows_parts_scores_and_raw_calls():
     trace = {"step_id": 7, "model": "m", "seconds": 1.5, "prompt_tokens": 10, "completion_tokens": 5,
              "retries": 1, "plan": "Go north.",
              "parts": {"short_memory": {"tokens": 40, "budget": 360}, "memories": {"tokens": 30, "budget": 400}},
-             "retrieved": [{"id": 3, "score": 0.8123, "text": "The north road is flooded."}],
+             "retrieved": [{"id": 3, "score": 0.1818, "cosine": 0.8123, "words": 4.25,
+                            "text": "The north road is flooded."}],
+             "lore": [{"id": 4, "reason": "key: Tomas", "text": "Tomas is the baker."}],
              "calls": [{"part": "paragraph", "attempt": 1, "prompt": "PROMPT", "output": "bad", "problem": "too short"},
                        {"part": "paragraph", "attempt": 2, "prompt": "PROMPT", "output": "RAW OUT"}]}
     text = inspector_markdown(trace)
     assert "| short-term memory | 40 | 360 |" in text and "**70**" in text
-    assert "`0.812` The north road is flooded." in text
+    assert "`0.182` · `0.812` · `4.2` The north road is flooded." in text
+    assert "*key: Tomas* Tomas is the baker." in text
     assert "refused: too short" in text and "RAW OUT" in text and text.count("PROMPT") == 2
