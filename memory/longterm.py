@@ -179,7 +179,8 @@ class LongTermMemory:
         if k <= 0 or not query.text.strip():
             return []
         asked = [query.text] + ([query.context] if query.context.strip() else [])
-        vectors = self.embedder.encode(asked)
+        # one call each: in one batch the short plan would be padded to the long recent text's length
+        vectors = np.concatenate([self.embedder.encode([text]) for text in asked])
         depth = max(4 * k, 32)  # how far down each ranking is read, counting only acceptable entries
         loaded: dict[int, MemoryEntry] = {}
 

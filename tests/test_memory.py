@@ -57,6 +57,36 @@ def test_vector_index_matches_exact_cosine_and_removes():
     assert len(index) == 49
 
 
+def clustered(n, dim=32, centers=50, seed=0):
+    """Unit vectors around random centers, like sentence embeddings of a story's passages."""
+    rng = np.random.default_rng(seed)
+    middle = rng.normal(size=(centers, dim))
+    points = middle[rng.integers(0, centers, n)] + 0.35 * rng.normal(size=(n, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_a_large_index_becomes_an_ivf_with_high_recall_and_keeps_removal():
+    vectors = clustered(6000)
+    index = VectorIndex(32, use_gpu=False, exact_limit=2000)
+    index.add(np.arange(3000), vectors[:3000])  # past the limit: trained on 3,000
+    assert not index.exact and index.trained_on == 3000
+    index.add(np.arange(3000, 6000), vectors[3000:])  # not yet 4 times as many: no retraining
+    assert index.trained_on == 3000 and len(index) == 6000
+    queries = clustered(100, seed=1)
+    found = 0
+    for query in queries:
+        exact = set(np.argsort(-(vectors @ query))[:8])
+        found += len(exact & {i for i, _ in index.search(query, 8)})
+    assert found / 800 >= 0.95
+    ids, held = index.contents()
+    assert sorted(ids) == list(range(6000)) and np.allclose(held[np.argsort(ids)], vectors)
+    index.remove(range(100))
+    assert len(index) == 5900 and min(i for i, _ in index.search(vectors[5], 50)) >= 100
+    assert len(index.search(queries[0], 5900)) == 5900  # asking for everything gets everything
+    index.add(np.arange(6000, 13000), clustered(7000, seed=2))  # four times what it was trained on
+    assert index.trained_on == 12900
+
+
 def test_search_finds_the_fact_by_meaning(db, embedder, story_id):
     memory = LongTermMemory(embedder, use_gpu=False)
     ids = _add_facts(db, memory, story_id)
