@@ -66,6 +66,8 @@ class Memories:
         if kind not in PERSON_KINDS:
             raise InvalidInput(f"you can add a {' or a '.join(PERSON_KINDS)}; {kind!r} entries come from the story's steps")
         text = checked_text(text, f"{kind} entry", self.limits.memory_chars)
+        if kind != "lore" and keys:
+            raise InvalidInput("only lore entries have trigger keys; add it as lore, or clear the keys")
         embedded = self.memory.embed([text])
         with self.db.Session.begin() as session:
             repo.get_story(session, story_id)
@@ -79,7 +81,9 @@ class Memories:
         if text is not None:
             embedded = self.memory.embed([checked_text(text, "memory entry", self.limits.memory_chars)])
         with self.db.Session.begin() as session:
-            self.memory.update(session, entry_id, embedded, keys=keys, pinned=pinned, story_id=story_id)
+            entry = self.memory.update(session, entry_id, embedded, keys=keys, pinned=pinned, story_id=story_id)
+            if entry.kind != "lore" and entry.keys:
+                raise InvalidInput(f"only lore entries have trigger keys, and entry {entry_id} is a {entry.kind}")
         return self.entry(story_id, entry_id)
 
     def delete(self, story_id: int, entry_id: int) -> None:

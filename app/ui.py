@@ -347,8 +347,7 @@ def build_app(service: StoryService) -> gr.Blocks:
 
         def save_entry(sid, number, text, keys, pinned):
             row = memories.entry(sid, entry_number(number))
-            updated = memories.update(sid, row.id, text, keys=parse_keys(keys) if row.kind == "lore" or keys else None,
-                                      pinned=bool(pinned))
+            updated = memories.update(sid, row.id, text, keys=parse_keys(keys), pinned=bool(pinned))
             return f"Entry {updated.id} saved; the next step sees it as it is now.", {}
 
         def add_entry(kind):

@@ -154,8 +154,8 @@ def test_07_edit_a_paragraph_and_title_a_chapter(page):
     edited = "Mara painted the lighthouse door violet, ate a jar of pickled herring on the step, and read the letter again."
     page.locator("#edit-text textarea").fill(edited)
     page.locator("#chapter textarea").fill("Chapter Two: The Door")
-    page.locator("#save").click()
-    status_says(page, "Paragraph 2 saved.", 30_000)
+    page.locator("#save").click()  # the model writes the paragraph's summary again: streamed, then saved
+    status_says(page, "Paragraph 2 saved")
     assert page.locator("#manuscript").get_by_text("Chapter Two: The Door").is_visible()
     assert page.locator("#manuscript p").nth(1).inner_text() == edited
     shot(page, "08-edited")
@@ -194,3 +194,36 @@ def test_10_reader_plays_two_choices_without_touching_the_manuscript(page):
         status_says(page, f"Scene {scene}.")
     assert page.locator("#manuscript").inner_text() == manuscript
     shot(page, "11-reader")
+
+
+def test_11_memory_desk_edits_reach_the_next_prompt(page):
+    tab(page, "Memory")
+    page.locator("#memory-table").get_by_text("paragraph 1").first.wait_for(timeout=30_000)
+    assert page.locator("#memory-table").get_by_text("summary").first.is_visible()
+    page.locator("#entry-text textarea").fill("Ilse is Mara's twin sister; she runs the ferry and signs with an I.")
+    page.locator("#entry-keys textarea").fill("the")
+    page.locator("#entry-add-lore").click()
+    status_says(page, "would match almost every paragraph", 30_000)  # refused, nothing added
+    page.locator("#entry-keys textarea").fill("Ilse, ferry")
+    page.locator("#entry-add-lore").click()
+    status_says(page, "added.", 30_000)
+    page.locator("#memory-table").get_by_text("Ilse is Mara's twin sister").wait_for(timeout=30_000)
+    page.locator("#memory-query textarea").fill("Ilse brings the ferry")
+    page.locator("#memory-search").click()
+    page.locator("#memory-found").get_by_text("key: Ilse").wait_for(timeout=30_000)
+    shot(page, "12-memory")
+    remembered = "Mara has a twin sister named Ilse, who runs the ferry to the mainland."
+    page.locator("#short-memory textarea").fill(remembered)
+    page.locator("#save-memory").click()
+    status_says(page, "Short-term memory saved", 30_000)
+    tab(page, "Write")
+    page.locator("#instruction textarea").fill("Ilse arrives on the ferry with a second letter.")
+    page.locator("#step").click()
+    wait_paragraphs(page, 5)
+    tab(page, "Inspect")
+    page.locator("#inspect").click()
+    page.locator("#inspected").get_by_text("Raw output:").first.wait_for(timeout=30_000)
+    text = page.locator("#inspected").inner_text()
+    assert f"Summary of the story so far: {remembered}" in text  # the edited memory is what the model saw
+    assert "Facts to keep in mind:" in text and "key: Ilse" in text
+    shot(page, "13-memory-in-prompt")

@@ -140,6 +140,10 @@ def test_bad_input_gets_clear_messages_and_changes_nothing(desk, db):
     for key in ("the", "*", "a"):
         with pytest.raises(InvalidInput, match="lore key"):
             memories.add(story.id, "Anything.", kind="lore", keys=[key])
+    with pytest.raises(InvalidInput, match="only lore entries have trigger keys"):
+        memories.add(story.id, "A note.", keys=["Tomas"])
+    with pytest.raises(InvalidInput, match="only lore entries have trigger keys"):
+        memories.update(story.id, note.id, keys=["Tomas"])
     with pytest.raises(InvalidInput, match="entries come from the story's steps"):
         memories.add(story.id, "A paragraph.", kind="paragraph")
     with pytest.raises(NotFound):  # one story's entry through another story
