@@ -33,6 +33,9 @@ def inspector_markdown(trace: dict) -> str:
     if lore:
         lines += ["**Pinned entries and lore** (why each is in the prompt):", ""]
         lines += [f"- *{r['reason']}* {r['text']}" for r in lore] + [""]
+    if trace.get("lore_left_out"):
+        lines += [f"*{trace['lore_left_out']} more pinned or triggered entries were left out: the prompt has room "
+                  "for the first ones only (pinned first, then the oldest lore).*", ""]
     for call in trace.get("calls", []):
         problem = f" — refused: {call['problem']}" if call.get("problem") else ""
         lines += [f"#### {call['part'].replace('_', ' ')} (try {call['attempt']}, "

@@ -51,14 +51,20 @@ class Memories:
         self.memory = stories.memory
         self.limits = stories.limits
 
-    def entries(self, story_id: int, include_stale: bool = True, ids: list[int] | None = None) -> list[EntryRow]:
-        """The story's entries, oldest first (or those with `ids`)."""
+    def entries(self, story_id: int, include_stale: bool = True, ids: list[int] | None = None,
+                newest: int | None = None) -> list[EntryRow]:
+        """The story's entries, oldest first (or those with `ids`, or the `newest` so many)."""
         with self.db.Session() as session:
             story = repo.get_story(session, story_id)
             numbers = {s.id: n for n, s in enumerate(repo.path_to(session, story.head_step_id), 1)}
             scenes = repo.scene_ids(session, story_id)
-            return [_row(e, numbers, scenes) for e in repo.memory_entries(session, story_id, ids)
-                    if include_stale or not e.stale]
+            found = repo.memory_entries(session, story_id, ids, live=not include_stale, newest=newest, vectors=False)
+            return [_row(e, numbers, scenes) for e in found]
+
+    def count(self, story_id: int, include_stale: bool = True) -> int:
+        with self.db.Session() as session:
+            repo.get_story(session, story_id)
+            return repo.count_memory(session, story_id, live=not include_stale)
 
     def add(self, story_id: int, text: str, kind: str = "note", keys: list[str] | None = None,
             pinned: bool = False) -> EntryRow:

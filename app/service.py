@@ -8,12 +8,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from generation.errors import GenerationFailed
 from generation.recurrence import Continuation, OnText, Opening, StepContext, Usage, Writer
 from memory.longterm import Embedded, LongTermMemory, Query, chunks
 from storage import repo
 from storage.db import Database
-from storage.errors import Conflict, InvalidInput, NotFound, StoryloomError
+from storage.errors import Busy, Conflict, InvalidInput, NotFound, StoryloomError
 from storage.models import Step
 
 
@@ -191,13 +190,17 @@ class StoryService:
             parent = repo.get_step(session, parent_id)
             recent, shown = self._recent_text(session, parent)
             branch = repo.path_ids(session, parent.id)
-            lore = self.memory.by_rule(session, story_id, f"{plan}\n{recent}", only_steps=branch,
-                                       limit=self.limits.lore)
+            matched = self.memory.by_rule(session, story_id, f"{plan}\n{recent}", only_steps=branch)
+            lore = matched[:self.limits.lore]
             hits = self.memory.search(session, story_id, Query(plan, recent), self.limits.top_k,
-                                      only_steps=branch, exclude_steps=shown, exclude_ids={e.entry_id for e in lore})
+                                      only_steps=branch, exclude_steps=shown, exclude_ids={e.entry_id for e in matched})
             context = StepContext(story.premise, story.outline, parent.short_memory, recent,
                                   plan, [h.text for h in hits], [e.text for e in lore])
         result = self.writer.step(context, on_text, reader=reader)
+        # what reached the prompt: the allowances may have left the last passages out
+        parts = result.usage.parts
+        hits = hits[:len(parts["memories"]["each"])] if parts else hits
+        lore = lore[:len(parts["lore"]["each"])] if parts else lore
         if prelude:  # calls made to decide the plan (auto mode) belong to this step's trace
             result.usage.calls[:0] = prelude.calls
             result.usage.retries += prelude.retries
@@ -205,7 +208,8 @@ class StoryService:
             result.usage.completion_tokens += prelude.completion_tokens
         filed = self._derive(result.paragraph, result.short_memory)
         with self.db.Session.begin() as session:
-            self._commit_step(session, story_id, add, parent, plan, result, hits, filed, lore)
+            self._commit_step(session, story_id, add, parent, plan, result, hits, filed, lore,
+                              lore_left_out=len(matched) - len(lore))
 
     def edit_paragraph(self, story_id: int, step_id: int, text: str, chapter: str | None = None,
                        seen_head: int | None = None, on_text: OnText | None = None) -> StoryView:
@@ -213,7 +217,8 @@ class StoryService:
         chapter starting there ("" for none), in one transaction. Memories drawn from the old text
         (its chunks and its summary) are marked stale and derived again from the new text: the
         step's short-term memory is rewritten by the model, so the model sees the edit from then on.
-        If the model fails at that, the edit is still saved and the view's notice says so."""
+        Pins carry over to the new entries. If the model cannot rewrite the summary, the edit is
+        still saved, the old summary is kept, and the view's notice says so."""
         text = checked_text(text, "paragraph", self.limits.paragraph_chars)
         title = _chapter_title(chapter, self.limits.title_chars)
         with self.db.Session() as session:
@@ -223,28 +228,35 @@ class StoryService:
             changed = text != step.paragraph
             before = (repo.get_step(session, step.parent_id).short_memory if step.parent_id is not None
                       else repo.get_story(session, story_id).premise)
-        memory, notice = None, ""
+        memory, notes = None, []
         if changed:
             try:
                 memory, _ = self.writer.summarize(before, text, on_text)
-            except GenerationFailed as e:
-                notice = (f"The paragraph was saved, but the model could not rewrite its summary ({e}). "
-                          "The old summary is kept and marked stale: correct it by hand in Memory.")
-        filed = self._derive(text, memory)
+            except StoryloomError as e:  # the model failed or could not load: the edit itself is kept
+                notes.append(f"The paragraph was saved, but the model could not rewrite its summary ({e}). The "
+                             "old summary is kept and may still describe the old text: correct it in the Memory tab.")
+        filed = self._derive(text, memory) if changed else []
         with self.lock(story_id), self.db.Session.begin() as session:
             if seen_head is not None:
                 self.head(session, story_id, seen_head)
             step = self._step_of(session, story_id, step_id)
             if text != step.paragraph:
+                live = [e for e in repo.memory_entries(session, story_id, steps=[step_id]) if not e.stale]
+                replaced = [e for e in live if memory is not None or e.kind == "paragraph"]
+                pinned = {e.kind for e in replaced if e.pinned}
+                edited = [e.id for e in replaced if e.revision > 0]
                 step.paragraph = text
-                self.memory.mark_stale(session, story_id, step_id)
+                self.memory.mark_stale(session, story_id, step_id, tuple({e.kind for e in replaced}))
                 if memory is not None:
                     step.short_memory = memory
                 for kind, embedded in filed:
-                    self.memory.add(session, story_id, embedded, kind, step_id=step_id)
+                    self.memory.add(session, story_id, embedded, kind, step_id=step_id, pinned=kind in pinned)
+                if edited:
+                    notes.append(f"Memory entries you had edited by hand ({', '.join(map(str, edited))}) were "
+                                 "replaced by entries drawn from the new text; the old ones are kept, marked stale.")
             if chapter is not None:
                 step.chapter = title
-        return replace(self.view(story_id), notice=notice)
+        return replace(self.view(story_id), notice=" ".join(notes))
 
     def edit_short_memory(self, story_id: int, text: str, seen_head: int | None = None) -> StoryView:
         """Replace the short-term memory the next step starts from (the head's) by hand; its
@@ -254,11 +266,12 @@ class StoryService:
         embedded = self.memory.embed([text])
         lock = self.lock(story_id)
         if not lock.acquire(blocking=False):
-            raise Conflict("a step is being written for this story; edit the short-term memory when it is done")
+            raise Busy("a step is being written for this story; save the short-term memory when it is done "
+                       "(your text is still in the box)")
         try:
             with self.db.Session.begin() as session:
                 head = self.head(session, story_id, seen_head)
-                head.short_memory = embedded.texts[0]
+                head.short_memory = text
                 live = [e for e in repo.memory_entries(session, story_id, kinds=["summary"], steps=[head.id])
                         if not e.stale]
                 if live:
@@ -352,13 +365,15 @@ class StoryService:
         return derived
 
     def _commit_step(self, session, story_id: int, add: AddStep, parent: Step | None, plan: str,
-                     result: Opening | Continuation, hits, filed: list[tuple[str, Embedded]], lore=()) -> Step:
+                     result: Opening | Continuation, hits, filed: list[tuple[str, Embedded]], lore=(),
+                     lore_left_out: int = 0) -> Step:
         """Paragraph, short-term memory, plans and long-term memory entries: one transaction."""
         usage = result.usage
         trace = {"calls": usage.calls, "retries": usage.retries, "parts": usage.parts,
                  "retrieved": [{"id": h.entry_id, "score": h.score, "cosine": h.cosine, "words": h.words,
                                 "text": h.text} for h in hits],
-                 "lore": [{"id": e.entry_id, "reason": e.reason, "text": e.text} for e in lore]}
+                 "lore": [{"id": e.entry_id, "reason": e.reason, "text": e.text} for e in lore],
+                 "lore_left_out": lore_left_out}
         step = add(session, parent, dict(
             plan=plan, paragraph=result.paragraph, short_memory=result.short_memory, plans=result.plans,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,

@@ -164,7 +164,8 @@ def build_app(service: StoryService) -> gr.Blocks:
                         found = gr.Dataframe(headers=["score or rule", "cosine", "words", "id", "kind", "from", "text"], value=[],
                                              interactive=False, wrap=True, max_height=300, elem_id="memory-found")
                         with gr.Row():
-                            entry_id = gr.Number(label="Entry id (empty: a new entry)", precision=0, scale=1,
+                            entry_id = gr.Number(label="Entry id (click a row; for a new entry use Add)", precision=0,
+                                                 scale=1,
                                                  elem_id="entry-id")
                             entry_keys = gr.Textbox(label="Lore keys, comma-separated", scale=2, elem_id="entry-keys")
                             entry_pinned = gr.Checkbox(label="Pinned: in every prompt", scale=1,
@@ -304,10 +305,12 @@ def build_app(service: StoryService) -> gr.Blocks:
             if number is None or not 1 <= int(number) <= len(view.paragraphs):
                 yield problem(f"There is no paragraph {number}; the story has {len(view.paragraphs)}.")
                 return
+            changed = (text or "").strip() != view.paragraphs[int(number) - 1]
+            saved = (f"Paragraph {int(number)} saved; its memories were derived again from the new text."
+                     if changed else f"Paragraph {int(number)} saved (chapter only; the text did not change).")
             for event in stream(service.edit_paragraph, int(sid), view.step_ids[int(number) - 1], text,
                                 chapter_title or "", seen_head=head):  # its summary is written again
-                yield render(event, lambda result: result.notice or f"Paragraph {int(number)} saved; "
-                             "its memories were derived again from the new text.", sid=int(sid))
+                yield render(event, lambda result: result.notice or saved, sid=int(sid))
 
         def save_memory(sid, head, text):
             if (missing := needs_story(sid)) is not None:
@@ -321,12 +324,20 @@ def build_app(service: StoryService) -> gr.Blocks:
         # -- the memory desk ----------------------------------------------------------------
 
         def memory_page(sid, stale: bool, note: str = "") -> dict:
-            rows = memories.entries(int(sid), include_stale=bool(stale))
-            shown = f" (the newest {MEMORY_ROWS} of {len(rows)})" if len(rows) > MEMORY_ROWS else ""
-            return {memory_table: memory_rows(rows), status: note or f"{len(rows)} memory entries{shown}."}
+            rows = memories.entries(int(sid), include_stale=bool(stale), newest=MEMORY_ROWS)
+            total = memories.count(int(sid), include_stale=bool(stale))
+            shown = f" (the newest {MEMORY_ROWS} shown; search finds any)" if total > MEMORY_ROWS else ""
+            return {memory_table: memory_rows(rows), status: note or f"{total} memory entries{shown}."}
 
         def refresh_memory(sid, stale):
             return {} if sid is None else memory_page(sid, stale)
+
+        def refresh_table(sid, stale):
+            """After the story changed or another story opened: the table as it is now, no entry picked."""
+            cleared = {entry_id: None, entry_text: "", entry_keys: "", entry_pinned: False}
+            if sid is None:
+                return {memory_table: [], **cleared}
+            return {memory_table: memory_page(sid, stale)[memory_table], **cleared}
 
         def memory_action(action):
             """Run a memory-desk action; afterwards the table shows the memory as it is now."""
@@ -348,6 +359,9 @@ def build_app(service: StoryService) -> gr.Blocks:
         def save_entry(sid, number, text, keys, pinned):
             row = memories.entry(sid, entry_number(number))
             updated = memories.update(sid, row.id, text, keys=parse_keys(keys), pinned=bool(pinned))
+            if updated.stale:
+                return (f"Entry {updated.id} saved. It is stale (its paragraph was edited since), so steps "
+                        "do not retrieve it.", {})
             return f"Entry {updated.id} saved; the next step sees it as it is now.", {}
 
         def add_entry(kind):
@@ -362,10 +376,12 @@ def build_app(service: StoryService) -> gr.Blocks:
                                                      entry_pinned: False}
 
         def pick_entry(sid, evt: gr.SelectData):
+            if sid is None or not evt.row_value:
+                return {}
             try:
                 row = memories.entry(int(sid), int(evt.row_value[0]))
-            except (StoryloomError, TypeError, ValueError, IndexError):
-                return {}
+            except StoryloomError as e:
+                return problem(f"{e}; the table was out of date and is shown as it is now")
             return {entry_id: row.id, entry_text: row.text, entry_keys: ", ".join(row.keys), entry_pinned: row.pinned}
 
         def search_memory(sid, query, k):
@@ -437,19 +453,27 @@ def build_app(service: StoryService) -> gr.Blocks:
 
         page = {story_id, seen_head, stories, manuscript, memory, plans, instruction, writing, version, status}
         app.load(lambda: gr.update(choices=story_choices()), None, stories)  # stories made since launch
-        stories.input(open_story, stories, page)
-        start_button.click(start, [premise, title], page)
+        table = {memory_table, entry_id, entry_text, entry_keys, entry_pinned}
+
+        def then_table(event) -> None:
+            """After an action that changes the story (or opens another), the Memory tab follows."""
+            event.then(refresh_table, [story_id, show_stale], table)
+
+        then_table(stories.input(open_story, stories, page))
+        then_table(start_button.click(start, [premise, title], page))
         plans.change(pick, [plans, story_id], instruction)
-        step_button.click(write_next, [story_id, seen_head, plans, instruction], page)
-        regenerate_button.click(regenerate, [story_id, seen_head], page)
-        undo_button.click(simple(service.undo), [story_id, seen_head], page)
-        older_button.click(simple(lambda sid, head: service.other_version(sid, -1, head)), [story_id, seen_head], page)
-        newer_button.click(simple(lambda sid, head: service.other_version(sid, +1, head)), [story_id, seen_head], page)
-        auto_button.click(auto, [story_id, auto_steps], page | {auto_progress})
+        then_table(step_button.click(write_next, [story_id, seen_head, plans, instruction], page))
+        then_table(regenerate_button.click(regenerate, [story_id, seen_head], page))
+        then_table(undo_button.click(simple(service.undo), [story_id, seen_head], page))
+        then_table(older_button.click(simple(lambda sid, head: service.other_version(sid, -1, head)),
+                                      [story_id, seen_head], page))
+        then_table(newer_button.click(simple(lambda sid, head: service.other_version(sid, +1, head)),
+                                      [story_id, seen_head], page))
+        then_table(auto_button.click(auto, [story_id, auto_steps], page | {auto_progress}))
         stop_button.click(stop, story_id, {status, writing}, concurrency_limit=None)
         edit_number.change(load_paragraph, [story_id, edit_number], {edit_text, chapter, writing, status})
-        save_button.click(save, [story_id, seen_head, edit_number, edit_text, chapter], page)
-        save_memory_button.click(save_memory, [story_id, seen_head, memory], page)
+        then_table(save_button.click(save, [story_id, seen_head, edit_number, edit_text, chapter], page))
+        then_table(save_memory_button.click(save_memory, [story_id, seen_head, memory], page))
         memory_tab.select(refresh_memory, [story_id, show_stale], {memory_table, status})
         show_stale.change(refresh_memory, [story_id, show_stale], {memory_table, status})
         entry_fields = [entry_id, entry_text, entry_keys, entry_pinned]
@@ -458,7 +482,7 @@ def build_app(service: StoryService) -> gr.Blocks:
         entry_note_button.click(memory_action(add_entry("note")), [story_id, show_stale, *entry_fields], desk_page)
         entry_lore_button.click(memory_action(add_entry("lore")), [story_id, show_stale, *entry_fields], desk_page)
         entry_delete_button.click(memory_action(delete_entry), [story_id, show_stale, *entry_fields], desk_page)
-        memory_table.select(pick_entry, story_id, entry_fields)
+        memory_table.select(pick_entry, story_id, {*entry_fields, memory_table, status, writing})
         memory_search_button.click(search_memory, [story_id, memory_query, memory_k], {found, status, writing})
         inspect_button.click(inspect, [story_id, inspect_number], {inspected, writing, status})
         reading_page = {scene, choices, playthrough, writing, status}

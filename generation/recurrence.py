@@ -134,7 +134,9 @@ class Writer:
         """The short-term memory rewritten to cover `paragraph` (after a person edited it)."""
         usage = Usage()
         started = time.monotonic()
-        memory = self._ask_summary(self._fit(short_memory, self.budget.short_memory), paragraph, usage, on_text)
+        b = self.budget
+        memory = self._ask_summary(self._fit(short_memory, b.short_memory),
+                                   self._fit(paragraph, 2 * b.last_paragraph), usage, on_text)
         usage.seconds = time.monotonic() - started
         return memory, usage
 
@@ -175,14 +177,14 @@ class Writer:
         return fit(text, tokens, self.backend.count_tokens, keep)
 
     def _fit_shares(self, texts: Sequence[str], allowance: int) -> list[str]:
-        """Passages, most important first, within `allowance` tokens together: each gets an equal
-        share, and a share a short passage leaves unused goes to the ones after it."""
+        """Passages, most important first, within `allowance` tokens together: as many as can have
+        16 tokens or more each (the least important are left out), each with an equal share, and
+        a share a short passage leaves unused goes to the ones after it."""
+        kept = list(texts[:max(1, allowance // 16)])
         fitted: list[str] = []
-        for n, text in enumerate(texts):
-            share = (allowance - sum(self.backend.count_tokens(f) for f in fitted)) // (len(texts) - n)
-            if share < 16:
-                break  # too many passages for the allowance: the least important ones are left out
-            fitted.append(self._fit(text, share))
+        for n, text in enumerate(kept):
+            share = (allowance - sum(self.backend.count_tokens(f) for f in fitted)) // (len(kept) - n)
+            fitted.append(self._fit(text, max(share, 1)))
         return fitted
 
     def _ask_paragraph(self, request: Request, usage: Usage, on_text: OnText | None, previous: str = "") -> str:

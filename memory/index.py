@@ -18,6 +18,7 @@ import numpy as np
 EXACT_LIMIT = 50_000
 RETRAIN_GROWTH = 4  # an IVF index is retrained once it holds this many times what it was trained on
 TRAIN_PER_LIST = 64  # training sample: this many vectors per inverted list
+GPU_MAX_K = 2048
 
 
 def gpu_count() -> int:
@@ -80,7 +81,8 @@ class VectorIndex:
         if k <= 0:
             return []
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
-        scores, ids = self._searcher().search(query, k)
+        searcher = self._searcher() if k <= GPU_MAX_K else self._cpu  # FAISS on a GPU answers k <= 2048
+        scores, ids = searcher.search(query, k)
         nprobe = getattr(self._cpu, "nprobe", 0)
         while (ids[0] < 0).any() and not self.exact and nprobe < self._cpu.nlist:
             # the lists scanned held fewer than k vectors: scan more lists, so that fewer than k
@@ -88,7 +90,7 @@ class VectorIndex:
             import faiss
 
             nprobe = min(2 * nprobe, self._cpu.nlist)
-            scores, ids = self._searcher().search(query, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+            scores, ids = self._cpu.search(query, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def contents(self) -> tuple[np.ndarray, np.ndarray]:

@@ -150,11 +150,12 @@ class LongTermMemory:
         repo.bump_memory_version(session, entry.story_id)
         session.flush()
 
-    def mark_stale(self, session: Session, story_id: int, step_id: int) -> int:
-        """Mark the entries derived from a step as stale (kept for reading, never retrieved)."""
+    def mark_stale(self, session: Session, story_id: int, step_id: int, kinds: tuple[str, ...] = MEMORY_KINDS) -> int:
+        """Mark the entries of these kinds derived from a step as stale (kept for reading, never retrieved)."""
         result = session.execute(
             update(MemoryEntry)
-            .where(MemoryEntry.story_id == story_id, MemoryEntry.step_id == step_id, MemoryEntry.stale.is_(False))
+            .where(MemoryEntry.story_id == story_id, MemoryEntry.step_id == step_id, MemoryEntry.stale.is_(False),
+                   MemoryEntry.kind.in_(kinds))
             .values(stale=True).execution_options(synchronize_session=False))
         repo.bump_memory_version(session, story_id)
         return result.rowcount
@@ -189,8 +190,8 @@ class LongTermMemory:
             return e is not None and not e.stale and e.id not in exclude_ids and e.step_id not in exclude_steps \
                 and not _keyed(e) and (only_steps is None or e.step_id is None or e.step_id in only_steps)
 
-        def ranking(find: Callable[[int], list[tuple[int, float]]]) -> list[tuple[int, int]]:
-            """(entry id, rank) of the acceptable entries, best first; equal scores share a rank."""
+        def ranking(find: Callable[[int], list[tuple[int, float]]]) -> list[tuple[int, int, float]]:
+            """(entry id, rank, score) of the acceptable entries, best first; equal scores share a rank."""
             fetch = depth
             while True:  # ask for more until `depth` entries pass the filters or the index is exhausted
                 raw = find(fetch)
@@ -202,7 +203,7 @@ class LongTermMemory:
                     ranked, rank = [], 0
                     for n, (i, score) in enumerate(good[:depth], 1):
                         rank = rank if n > 1 and score == good[n - 2][1] else n
-                        ranked.append((i, rank))
+                        ranked.append((i, rank, score))
                     return ranked
                 fetch *= 4
 
@@ -212,10 +213,10 @@ class LongTermMemory:
                         (1.0, ranking(lambda n: index.words.search(query.text, n)))]
             if len(asked) > 1:
                 rankings.append((CONTEXT_WEIGHT, ranking(lambda n: index.index.search(vectors[1], n))))
-            words = dict(index.words.search(query.text, depth))
+        words = {entry_id: score for entry_id, _, score in rankings[1][1]}
         fused: dict[int, float] = {}
         for weight, ranked in rankings:
-            for entry_id, rank in ranked:
+            for entry_id, rank, _ in ranked:
                 fused[entry_id] = fused.get(entry_id, 0.0) + weight / (RRF_K + rank)
         cosine = {i: float(np.frombuffer(loaded[i].vector, dtype=np.float32) @ vectors[0]) for i in fused}
         hits: list[Hit] = []
@@ -236,11 +237,11 @@ class LongTermMemory:
         return hits
 
     def by_rule(self, session: Session, story_id: int, text: str, *, only_steps: set[int] | None = None,
-                limit: int = 8) -> list[Lore]:
+                limit: int | None = None) -> list[Lore]:
         """The entries that enter the prompt whatever the query: pinned ones first, then lore
-        entries with a trigger key in `text` (whole words, any case), oldest first, at most `limit`."""
+        entries with a trigger key in `text` (whole words, any case), oldest first (at most `limit`)."""
         found: list[Lore] = []
-        for e in repo.memory_entries(session, story_id, rule_based=True):
+        for e in repo.memory_entries(session, story_id, rule_based=True, live=True, vectors=False):
             if e.stale or not (only_steps is None or e.step_id is None or e.step_id in only_steps):
                 continue
             if e.pinned:
@@ -251,7 +252,7 @@ class LongTermMemory:
                 if key:
                     found.append(Lore(e.id, e.text, e.kind, f"key: {key}"))
         found.sort(key=lambda lore: lore.reason != "pinned")  # stable: pinned first, each group oldest first
-        return found[:limit]
+        return found[:limit] if limit is not None else found
 
     def mark_retrieved(self, session: Session, ids: list[int]) -> None:
         if ids:
@@ -267,6 +268,13 @@ class LongTermMemory:
         current = self._indexes.get(story_id)
         if current is not None and current.version == version:
             return current
+        try:
+            return self._catch_up(session, story_id, current, version)
+        except BaseException:  # an index half caught up is dropped, and rebuilt from the database next time
+            self._indexes.pop(story_id, None)
+            raise
+
+    def _catch_up(self, session: Session, story_id: int, current: _StoryIndex | None, version: int) -> _StoryIndex:
         if current is None:
             current = _StoryIndex(-1, {}, self._new_index(), LexicalIndex())
         wanted = repo.memory_revisions(session, story_id)

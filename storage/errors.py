@@ -20,5 +20,9 @@ class Conflict(StoryloomError):
     """Another action changed the story first; nothing was written."""
 
 
+class Busy(StoryloomError):
+    """The story is in the middle of another action; try again when it is done. Nothing changed."""
+
+
 class DatabaseUnavailable(StoryloomError):
     pass

@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, defer
 
 from storage.errors import Conflict, NotFound
 from storage.models import MemoryEntry, Playthrough, Step, Story
@@ -176,14 +176,22 @@ def memory_vectors(session: Session, ids: Sequence[int]) -> list[tuple[int, byte
 
 def memory_entries(session: Session, story_id: int, ids: Sequence[int] | None = None, *,
                    rule_based: bool = False, kinds: Sequence[str] | None = None,
-                   steps: Sequence[int] | None = None) -> Sequence[MemoryEntry]:
+                   steps: Sequence[int] | None = None, live: bool = False, newest: int | None = None,
+                   vectors: bool = True) -> Sequence[MemoryEntry]:
     """A story's memory entries, oldest first: those with `ids`; with rule_based, only the ones
-    that enter prompts by rule (pinned, or lore with keys); of `kinds`; of `steps`."""
-    query = select(MemoryEntry).where(MemoryEntry.story_id == story_id).order_by(MemoryEntry.id)
+    that enter prompts by rule (pinned, or lore); of `kinds`; of `steps`; only live (not stale)
+    ones; only the `newest` so many. vectors=False leaves the vectors unloaded."""
     if ids is not None and len(ids) > IN_BATCH:  # databases cap the parameters of one statement
         ids = list(ids)
         return [e for start in range(0, len(ids), IN_BATCH) for e in memory_entries(
-            session, story_id, ids[start:start + IN_BATCH], rule_based=rule_based, kinds=kinds, steps=steps)]
+            session, story_id, ids[start:start + IN_BATCH], rule_based=rule_based, kinds=kinds, steps=steps,
+            live=live, vectors=vectors)]
+    query = select(MemoryEntry).where(MemoryEntry.story_id == story_id)
+    query = query.order_by(MemoryEntry.id.desc()).limit(newest) if newest is not None else query.order_by(MemoryEntry.id)
+    if not vectors:
+        query = query.options(defer(MemoryEntry.vector))
+    if live:
+        query = query.where(MemoryEntry.stale.is_(False))
     if ids is not None:
         query = query.where(MemoryEntry.id.in_(list(ids)))
     if rule_based:
@@ -192,4 +200,10 @@ def memory_entries(session: Session, story_id: int, ids: Sequence[int] | None = 
         query = query.where(MemoryEntry.kind.in_(list(kinds)))
     if steps is not None:
         query = query.where(MemoryEntry.step_id.in_(list(steps)))
-    return session.scalars(query).all()
+    found = session.scalars(query).all()
+    return found[::-1] if newest is not None else found
+
+
+def count_memory(session: Session, story_id: int, live: bool = False) -> int:
+    query = select(func.count()).select_from(MemoryEntry).where(MemoryEntry.story_id == story_id)
+    return session.scalar(query.where(MemoryEntry.stale.is_(False)) if live else query)

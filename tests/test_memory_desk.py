@@ -10,7 +10,7 @@ from app.service import Limits, StoryService
 from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
 from storage import repo
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Busy, Conflict, InvalidInput, NotFound
 from tests.fakes import ScriptedBackend
 
 
@@ -98,6 +98,8 @@ def test_lore_stays_within_its_allowance_however_much_is_triggered(desk):
     parts = service.inspect(story.id)["parts"]
     assert 0 < parts["lore"]["tokens"] <= parts["lore"]["budget"]
     assert prompt.count("Fact ") == len(parts["lore"]["each"]) <= service.limits.lore
+    trace = service.inspect(story.id)
+    assert len(trace["lore"]) == len(parts["lore"]["each"]) and trace["lore_left_out"] == 30 - len(trace["lore"])
 
 
 def test_near_duplicates_are_returned_once(desk):
@@ -172,10 +174,12 @@ def test_deleting_an_entry_while_a_step_runs(db, embedder):
     stepping = threading.Thread(target=service.step, args=(story.id,), kwargs={"instruction": "Mara opens the tin box."})
     stepping.start()
     assert writing.wait(30)
-    memories.delete(story.id, note.id)  # does not wait for the step
-    with pytest.raises(Conflict, match="a step is being written"):
-        service.edit_short_memory(story.id, "Mara burned the letter.")
-    release.set()
+    try:
+        memories.delete(story.id, note.id)  # does not wait for the step
+        with pytest.raises(Busy, match="a step is being written"):
+            service.edit_short_memory(story.id, "Mara burned the letter.")
+    finally:
+        release.set()
     stepping.join(30)
     view = service.view(story.id)
     assert len(view.paragraphs) == 2  # the step was written

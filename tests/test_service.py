@@ -202,9 +202,34 @@ def test_an_edit_is_saved_even_when_the_model_cannot_rewrite_the_summary(db, emb
     view = service.edit_paragraph(story.id, view.step_ids[-1], edited)
     assert view.paragraphs[-1] == edited and "could not rewrite its summary" in view.notice
     with db.Session() as s:
-        summaries = s.scalars(select(MemoryEntry).where(MemoryEntry.step_id == view.step_ids[-1],
-                                                        MemoryEntry.kind == "summary")).all()
-        assert summaries and all(e.stale for e in summaries)  # the old summary is never retrieved again
+        step = s.get(Step, view.step_ids[-1])
+        entries = s.scalars(select(MemoryEntry).where(MemoryEntry.step_id == step.id)).all()
+        # the old summary stays in use (and editable in the Memory tab); the paragraph chunks are new
+        assert [e.text for e in entries if e.kind == "summary" and not e.stale] == [step.short_memory]
+        assert all(e.text in edited for e in entries if e.kind == "paragraph" and not e.stale)
+
+
+def test_an_edit_keeps_pins_and_says_when_hand_edited_entries_were_replaced(db, embedder):
+    from app.memories import Memories
+
+    service, _ = make_service(db, embedder)
+    memories = Memories(service)
+    story = service.new_story("premise")
+    view = service.step(story.id, plan=1)
+    rows = [r for r in memories.entries(story.id) if r.where == "paragraph 2"]
+    chunk = next(r for r in rows if r.kind == "paragraph")
+    summary = next(r for r in rows if r.kind == "summary")
+    memories.update(story.id, chunk.id, pinned=True)
+    memories.update(story.id, summary.id, "Mara knows the letter is a forgery.")
+    view = service.edit_paragraph(story.id, view.step_ids[1], "Mara rowed to the reef and found only gulls.")
+    assert f"({summary.id})" in view.notice and "replaced" in view.notice
+    fresh = [r for r in memories.entries(story.id, include_stale=False) if r.where == "paragraph 2"]
+    assert {r.kind for r in fresh if r.pinned} == {"paragraph"}
+    assert memories.entry(story.id, chunk.id).stale and memories.entry(story.id, summary.id).stale
+    before = memories.count(story.id)
+    unchanged = service.edit_paragraph(story.id, view.step_ids[1], view.paragraphs[1], chapter="Two")
+    assert not unchanged.notice and unchanged.chapters[1] == "Two"
+    assert memories.count(story.id) == before  # a chapter title alone derives no memory
 
 
 def test_an_empty_edit_is_refused_and_loses_nothing(db, embedder):
