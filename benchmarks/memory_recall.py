@@ -3,7 +3,7 @@ then, as the story grows, each fact asked for by a plan that needs it, the way a
 (plan and recent text together, the current branch, the last paragraphs left out since they
 are in the prompt already). A fact is recalled when an entry holding it is among the top k.
 
-    .venv/bin/python benchmarks/memory_recall.py [--lengths 25,50,100,300,1000,2000] [--k 5]
+    .venv/bin/python benchmarks/memory_recall.py [--lengths 25,50,100,300,600,1000,1350] [--k 5]
 
 Prints a table (recall@k per story length, for several ways of asking) and writes
 benchmarks/results/memory_recall.json. Real SQLite file, real embedder, real FAISS."""
@@ -94,7 +94,7 @@ class LongStory:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lengths", default="25,50,100,300,1000,2000")
+    ap.add_argument("--lengths", default="25,50,100,300,600,1000,1350")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--out", default="benchmarks/results/memory_recall.json")
     args = ap.parse_args()
