@@ -218,7 +218,7 @@ def index_sizes(sizes: list[int], out: dict, save) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lengths", default="100,300,1000,3000,10000")
+    ap.add_argument("--lengths", default="100,300,1000,3000,10000", help="story lengths; empty: skip part 1")
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--out", default="benchmarks/results/memory_bench.json")
     args = ap.parse_args()
