@@ -162,7 +162,8 @@ def build_app(service: StoryService) -> gr.Blocks:
                                                  scale=1, elem_id="memory-k")
                             memory_search_button = gr.Button("Search", scale=1, elem_id="memory-search")
                         found = gr.Dataframe(headers=["score or rule", "cosine", "words", "id", "kind", "from", "text"], value=[],
-                                             interactive=False, wrap=True, max_height=300, elem_id="memory-found")
+                                             interactive=False, wrap=True, max_height=300, elem_id="memory-found",
+                                             column_widths=["9%", "8%", "7%", "6%", "9%", "12%", "49%"])
                         with gr.Row():
                             entry_id = gr.Number(label="Entry id (click a row; for a new entry use Add)", precision=0,
                                                  scale=1,
@@ -179,7 +180,8 @@ def build_app(service: StoryService) -> gr.Blocks:
                         show_stale = gr.Checkbox(label="Show stale entries (from text edited since)",
                                                  elem_id="show-stale")
                         memory_table = gr.Dataframe(headers=MEMORY_HEADERS, value=[], interactive=False, wrap=True,
-                                                    max_height=600, elem_id="memory-table")
+                                                    max_height=600, elem_id="memory-table",
+                                                    column_widths=["6%", "9%", "11%", "7%", "6%", "10%", "11%", "40%"])
                     with gr.Tab("Inspect", id="inspect"):
                         inspect_number = gr.Number(label="Paragraph number (0 or empty: the last)", precision=0,
                                                    elem_id="inspect-number")

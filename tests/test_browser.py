@@ -198,8 +198,10 @@ def test_10_reader_plays_two_choices_without_touching_the_manuscript(page):
 
 def test_11_memory_desk_edits_reach_the_next_prompt(page):
     tab(page, "Memory")
-    page.locator("#memory-table").get_by_text("paragraph 1").first.wait_for(timeout=30_000)
-    assert page.locator("#memory-table").get_by_text("summary").first.is_visible()
+    status_says(page, "memory entries", 30_000)
+    # newest first: the reader's scenes of the test before, with their chunks and summaries
+    page.locator("#memory-table").get_by_text("reader scene").filter(visible=True).first.wait_for(timeout=30_000)
+    assert page.locator("#memory-table").get_by_text("summary").filter(visible=True).first.is_visible()
     page.locator("#entry-text textarea").fill("Ilse is Mara's twin sister; she runs the ferry and signs with an I.")
     page.locator("#entry-keys textarea").fill("the")
     page.locator("#entry-add-lore").click()
@@ -207,10 +209,10 @@ def test_11_memory_desk_edits_reach_the_next_prompt(page):
     page.locator("#entry-keys textarea").fill("Ilse, ferry")
     page.locator("#entry-add-lore").click()
     status_says(page, "added.", 30_000)
-    page.locator("#memory-table").get_by_text("Ilse is Mara's twin sister").wait_for(timeout=30_000)
+    page.locator("#memory-table").get_by_text("Ilse is Mara's twin sister").filter(visible=True).first.wait_for(timeout=30_000)
     page.locator("#memory-query textarea").fill("Ilse brings the ferry")
     page.locator("#memory-search").click()
-    page.locator("#memory-found").get_by_text("key: Ilse").wait_for(timeout=30_000)
+    page.locator("#memory-found").get_by_text("key: Ilse").filter(visible=True).first.wait_for(timeout=30_000)
     shot(page, "12-memory")
     remembered = "Mara has a twin sister named Ilse, who runs the ferry to the mainland."
     page.locator("#short-memory textarea").fill(remembered)

@@ -78,7 +78,7 @@ def test_a_second_process_retrieves_from_the_rebuilt_index(written):
     assert out.returncode == 0, out.stderr
     count, score, text = out.stdout.strip().split("\n", 2)
     assert int(count) == 3
-    assert float(score) > 0.7
+    assert float(score) > 0.1  # the fused rank score: this paragraph ranks first by meaning and by words
     assert text.split()[:10] == second_paragraph.split()[:10]
 
 
