@@ -20,3 +20,113 @@ class AllowOnly(LogitsProcessor):
         allowed = torch.full_like(scores, float("-inf"))
         allowed[:, self.token_ids] = scores[:, self.token_ids]
         return allowed
+
+
+def _row_ids(input_ids: torch.LongTensor, row: int):
+    import numpy as np
+
+    return np.asarray(input_ids[row].tolist(), dtype=np.int64)
+
+
+class SentenceRepetitionGuard(LogitsProcessor):
+    """DITTO's decode-time companion. While the sentence being written matches the start of an
+    earlier sentence of the context (at least `min_match` tokens), the token that would continue
+    the copy has its probability multiplied by lam**k, k being how many earlier sentences it
+    would go on copying. So a sentence seen once gets lam, twice lam**2: the more a sentence
+    repeats, the harder copying it again becomes, which is the self-reinforcement DITTO breaks.
+
+    Sentences are told apart by `boundary_ids`: the tokens whose text ends a sentence (see
+    sentence_end_ids), so the split follows the text, not one token id."""
+
+    def __init__(self, boundary_ids, lam: float = 0.5, min_match: int = 2):
+        import numpy as np
+
+        if not 0 < lam <= 1:
+            raise ValueError(f"lambda must be in (0, 1], got {lam}")
+        if min_match < 1:
+            raise ValueError(f"min_match must be at least 1, got {min_match}")
+        boundary_ids = sorted(set(int(t) for t in boundary_ids))
+        if not boundary_ids or boundary_ids[0] < 0:
+            raise ValueError("boundary_ids must be a non-empty set of token ids")
+        self.boundary = np.zeros(boundary_ids[-1] + 1, dtype=bool)
+        self.boundary[boundary_ids] = True
+        self.log_lam = float(np.log(lam))
+        self.min_match = min_match
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        import numpy as np
+
+        out = scores.clone()
+        if self.log_lam == 0.0:
+            return out
+        for row in range(input_ids.shape[0]):
+            ids = _row_ids(input_ids, row)
+            ends = np.flatnonzero(self.boundary[np.minimum(ids, len(self.boundary) - 1)] & (ids < len(self.boundary)))
+            start = int(ends[-1]) + 1 if len(ends) else 0  # where the sentence being written began
+            current = ids[start:]
+            m = len(current)
+            if m < self.min_match or start == 0:
+                continue
+            starts = np.concatenate([[0], ends + 1])  # where each earlier sentence began
+            starts = starts[starts + m < start]  # with room for the copy and its next token before `start`
+            if not len(starts):
+                continue
+            windows = np.lib.stride_tricks.sliding_window_view(ids[:start], m)[starts]
+            copies = starts[(windows == current).all(axis=1)]
+            if len(copies):
+                tokens, counts = np.unique(ids[copies + m], return_counts=True)
+                out[row, torch.as_tensor(tokens)] += torch.as_tensor(counts, dtype=out.dtype) * self.log_lam
+        return out
+
+
+class DRY(LogitsProcessor):
+    """"Don't Repeat Yourself" (p-e-w, 2024): a token that would extend a sequence already in the
+    context gets its logit lowered by multiplier * base ** (n - allowed_length), n being the
+    length of the longest such repeated sequence it would continue (n >= allowed_length).
+    Matching does not cross `breaker_ids` (newlines, quotes), so dialogue can repeat names."""
+
+    def __init__(self, multiplier: float = 0.8, base: float = 1.75, allowed_length: int = 2,
+                 breaker_ids=(), max_match: int = 64):
+        if multiplier < 0 or base < 1 or allowed_length < 1 or max_match < allowed_length:
+            raise ValueError("DRY needs multiplier >= 0, base >= 1, allowed_length >= 1 and "
+                             f"max_match >= allowed_length (got {multiplier}, {base}, {allowed_length}, {max_match})")
+        self.multiplier, self.base, self.allowed_length = multiplier, base, allowed_length
+        self.breakers = frozenset(int(t) for t in breaker_ids)
+        self.max_match = max_match
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        import numpy as np
+
+        out = scores.clone()
+        if self.multiplier == 0:
+            return out
+        for row in range(input_ids.shape[0]):
+            ids = _row_ids(input_ids, row)
+            if len(ids) < 2 or int(ids[-1]) in self.breakers:
+                continue
+            longest: dict[int, int] = {}  # next token -> the longest match it would continue
+            for i in np.flatnonzero(ids[:-1] == ids[-1]):
+                n = 0
+                while (n < self.max_match and i - n >= 0 and ids[i - n] == ids[len(ids) - 1 - n]
+                       and int(ids[i - n]) not in self.breakers and i - n != len(ids) - 1 - n):
+                    n += 1
+                token = int(ids[i + 1])
+                if n >= self.allowed_length and n > longest.get(token, 0):
+                    longest[token] = n
+            for token, n in longest.items():
+                out[row, token] -= self.multiplier * self.base ** (n - self.allowed_length)
+        return out
+
+
+def sentence_end_ids(tokenizer) -> list[int]:
+    """The ids of tokens whose text ends a sentence (., !, ?, … maybe followed by a closing quote
+    or bracket) or holds a line break."""
+    import re
+
+    ending = re.compile(r"[.!?…][\"'”’)\]]*\s*$|\n")
+    found = []
+    for token, token_id in tokenizer.get_vocab().items():
+        text = tokenizer.convert_tokens_to_string([token])
+        if ending.search(text):
+            found.append(token_id)
+    return sorted(found)
