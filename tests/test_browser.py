@@ -223,8 +223,10 @@ def test_11_memory_desk_edits_reach_the_next_prompt(page):
     page.locator("#step").click()
     wait_paragraphs(page, 5)
     tab(page, "Inspect")
+    before = page.locator("#inspected").inner_text()  # the inspector still shows the step of test 09
     page.locator("#inspect").click()
-    page.locator("#inspected").get_by_text("Raw output:").first.wait_for(timeout=30_000)
+    page.wait_for_function("(before) => document.querySelector('#inspected').innerText != before", arg=before,
+                           timeout=30_000)
     text = page.locator("#inspected").inner_text()
     assert f"Summary of the story so far: {remembered}" in text  # the edited memory is what the model saw
     assert "Facts to keep in mind:" in text and "key: Ilse" in text
