@@ -149,8 +149,7 @@ def _memory(service, args: argparse.Namespace) -> None:
             print(f"{r.id}\t{r.kind}\t{r.where}\t{flags or '-'}\t{keys}{r.text}")
         return
     found = memories.search(args.story_id, args.query, args.k)
-    rows = memories.entries(args.story_id, ids=[h.entry_id for h in found.hits] + [e.entry_id for e in found.by_rule])
-    where = {r.id: r.where for r in rows}
+    where = found.where
     if args.json:
         print(json.dumps({"query": args.query, "k": args.k,
                           "by_meaning": [{**asdict(h), "where": where.get(h.entry_id)} for h in found.hits],

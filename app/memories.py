@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.service import StoryService, checked_text
-from memory.longterm import Hit, Lore
+from memory.longterm import Hit, Lore, Query
 from storage import repo
 from storage.errors import InvalidInput, NotFound
 from storage.models import MemoryEntry
@@ -42,6 +42,7 @@ class Found:
 
     hits: list[Hit]
     by_rule: list[Lore]
+    where: dict[int, str]  # entry id -> where it comes from, as in EntryRow.where
 
 
 class Memories:
@@ -68,7 +69,8 @@ class Memories:
 
     def add(self, story_id: int, text: str, kind: str = "note", keys: list[str] | None = None,
             pinned: bool = False) -> EntryRow:
-        """A note (found by meaning) or a lore entry (found by its trigger keys, and by meaning)."""
+        """A note (found by meaning) or a lore entry (put in the prompt by its trigger keys; found by
+        meaning only when it has none)."""
         if kind not in PERSON_KINDS:
             raise InvalidInput(f"you can add a {' or a '.join(PERSON_KINDS)}; {kind!r} entries come from the story's steps")
         text = checked_text(text, f"{kind} entry", self.limits.memory_chars)
@@ -112,10 +114,10 @@ class Memories:
         with self.db.Session() as session:
             story = repo.get_story(session, story_id)
             branch = repo.path_ids(session, story.head_step_id)
-            lore = self.memory.by_rule(session, story_id, query, only_steps=branch, limit=self.limits.lore)
-            hits = self.memory.search(session, story_id, query, k, only_steps=branch,
-                                      exclude_ids={e.entry_id for e in lore})
-            return Found(hits, lore)
+            found = self.memory.gather(session, story_id, Query(query), k, lore_limit=self.limits.lore,
+                                       only_steps=branch)
+        ids = [h.entry_id for h in found.hits] + [e.entry_id for e in found.lore]
+        return Found(found.hits, found.lore, {r.id: r.where for r in self.entries(story_id, ids=ids)})
 
 
 def _row(e: MemoryEntry, numbers: dict[int, int], scenes: set[int]) -> EntryRow:

@@ -190,10 +190,9 @@ class StoryService:
             parent = repo.get_step(session, parent_id)
             recent, shown = self._recent_text(session, parent)
             branch = repo.path_ids(session, parent.id)
-            matched = self.memory.by_rule(session, story_id, f"{plan}\n{recent}", only_steps=branch)
-            lore = matched[:self.limits.lore]
-            hits = self.memory.search(session, story_id, Query(plan, recent), self.limits.top_k,
-                                      only_steps=branch, exclude_steps=shown, exclude_ids={e.entry_id for e in matched})
+            found = self.memory.gather(session, story_id, Query(plan, recent), self.limits.top_k,
+                                       lore_limit=self.limits.lore, only_steps=branch, exclude_steps=shown)
+            hits, lore = found.hits, found.lore
             context = StepContext(story.premise, story.outline, parent.short_memory, recent,
                                   plan, [h.text for h in hits], [e.text for e in lore])
         result = self.writer.step(context, on_text, reader=reader)
@@ -209,7 +208,7 @@ class StoryService:
         filed = self._derive(result.paragraph, result.short_memory)
         with self.db.Session.begin() as session:
             self._commit_step(session, story_id, add, parent, plan, result, hits, filed, lore,
-                              lore_left_out=len(matched) - len(lore))
+                              lore_left_out=found.left_out + len(found.lore) - len(lore))
 
     def edit_paragraph(self, story_id: int, step_id: int, text: str, chapter: str | None = None,
                        seen_head: int | None = None, on_text: OnText | None = None) -> StoryView:

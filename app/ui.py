@@ -393,8 +393,7 @@ def build_app(service: StoryService) -> gr.Blocks:
                 result = memories.search(int(sid), query, int(k or 8))
             except StoryloomError as e:
                 return problem(str(e))
-            where = {r.id: r.where for r in memories.entries(
-                int(sid), ids=[h.entry_id for h in result.hits] + [e.entry_id for e in result.by_rule])}
+            where = result.where
             rows = [[f"{h.score:.3f}", f"{h.cosine:.3f}", f"{h.words:.1f}", h.entry_id, h.kind,
                      where.get(h.entry_id, ""), h.text] for h in result.hits]
             rows += [[e.reason, "", "", e.entry_id, e.kind, where.get(e.entry_id, ""), e.text] for e in result.by_rule]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -41,8 +42,6 @@ DIM = 384
 
 def rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
-        import os
-
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -51,17 +50,11 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 
 def paragraphs(count: int) -> list[str]:
-    """`count` filler paragraphs, the available ones repeated when the story is longer."""
-    available = filler_cache()
+    """`count` filler paragraphs, all the shared texts give, repeated when the story is longer."""
+    from benchmarks.longstory import gatsby_paragraphs, wikitext_paragraphs
+
+    available = gatsby_paragraphs() + wikitext_paragraphs()
     return [available[i % len(available)] for i in range(count)]
-
-
-def filler_cache(_cache: list = []) -> list[str]:  # noqa: B006 (a cache on purpose)
-    if not _cache:
-        from benchmarks.longstory import gatsby_paragraphs, wikitext_paragraphs
-
-        _cache.extend(gatsby_paragraphs() + wikitext_paragraphs())
-    return _cache
 
 
 def per_step(lengths: list[int], out: dict, save) -> None:
@@ -102,9 +95,8 @@ def per_step(lengths: list[int], out: dict, save) -> None:
         def retrieve(plan: str) -> None:
             with db.Session() as session:
                 branch = repo.path_ids(session, step_ids[-1])
-                lore = memory.by_rule(session, story_id, f"{plan}\n{recent}", only_steps=branch)
-                memory.search(session, story_id, Query(plan, recent), 4, only_steps=branch,
-                              exclude_steps=set(step_ids[-2:]), exclude_ids={e.entry_id for e in lore})
+                memory.gather(session, story_id, Query(plan, recent), 4, lore_limit=8, only_steps=branch,
+                              exclude_steps=set(step_ids[-2:]))
 
         retrieve(FACTS[0][1])  # warm
         ours = []
@@ -152,7 +144,7 @@ def per_step(lengths: list[int], out: dict, save) -> None:
 
 def clustered(embedder, count: int, rng) -> np.ndarray:
     """Vectors shaped like a story's passages: pairs of real embeddings mixed, then scattered."""
-    base = embedder.encode([" ".join(p.split()[:60]) for p in filler_cache()[:2000]])
+    base = embedder.encode([" ".join(p.split()[:60]) for p in dict.fromkeys(paragraphs(2000))])
     centres = unit(base[rng.integers(0, len(base), 50_000)] + base[rng.integers(0, len(base), 50_000)])
     out = np.empty((count, DIM), dtype=np.float32)
     for start in range(0, count, 100_000):
@@ -227,7 +219,7 @@ def main() -> None:
     quiet_libraries()
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out: dict = {"machine": f"{__import__('os').cpu_count()} cores"}
+    out: dict = {"machine": f"{os.cpu_count()} cores"}
 
     def save() -> None:
         out_path.write_text(json.dumps(out, indent=1))

@@ -3,6 +3,7 @@ __call__(input_ids, scores) returns a new tensor."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor
 
@@ -22,9 +23,7 @@ class AllowOnly(LogitsProcessor):
         return allowed
 
 
-def _row_ids(input_ids: torch.LongTensor, row: int):
-    import numpy as np
-
+def _row_ids(input_ids: torch.LongTensor, row: int) -> np.ndarray:
     return np.asarray(input_ids[row].tolist(), dtype=np.int64)
 
 
@@ -39,8 +38,6 @@ class SentenceRepetitionGuard(LogitsProcessor):
     sentence_end_ids), so the split follows the text, not one token id."""
 
     def __init__(self, boundary_ids, lam: float = 0.5, min_match: int = 2):
-        import numpy as np
-
         if not 0 < lam <= 1:
             raise ValueError(f"lambda must be in (0, 1], got {lam}")
         if min_match < 1:
@@ -54,14 +51,13 @@ class SentenceRepetitionGuard(LogitsProcessor):
         self.min_match = min_match
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        import numpy as np
-
         out = scores.clone()
         if self.log_lam == 0.0:
             return out
         for row in range(input_ids.shape[0]):
             ids = _row_ids(input_ids, row)
-            ends = np.flatnonzero(self.boundary[np.minimum(ids, len(self.boundary) - 1)] & (ids < len(self.boundary)))
+            known = ids < len(self.boundary)  # ids above the highest boundary id end nothing
+            ends = np.flatnonzero(known)[self.boundary[ids[known]]]
             start = int(ends[-1]) + 1 if len(ends) else 0  # where the sentence being written began
             current = ids[start:]
             m = len(current)
@@ -95,8 +91,6 @@ class DRY(LogitsProcessor):
         self.max_match = max_match
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        import numpy as np
-
         out = scores.clone()
         if self.multiplier == 0:
             return out

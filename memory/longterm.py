@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from memory.embedder import Embedder
 from memory.index import VectorIndex, gpu_count
-from memory.lexical import LexicalIndex
+from memory.lexical import STOP_WORDS, LexicalIndex
 from storage import repo
 from storage.errors import InvalidInput, NotFound, StoryloomError
 from storage.models import MEMORY_KINDS, MemoryEntry
@@ -65,12 +65,15 @@ class Lore:
     reason: str  # "pinned" or "key: NAME"
 
 
+@dataclass(frozen=True)
+class Gathered:
+    hits: list[Hit]  # found by search, best first
+    lore: list[Lore]  # in by rule
+    left_out: int  # entries that matched a rule but found no room
+
+
 # Two hits at least this similar (cosine of their vectors) say the same thing: only the better one is kept.
 DUPLICATE = 0.95
-# Words that occur in almost every paragraph: as lore keys they would trigger on everything.
-COMMON_WORDS = frozenset("""a an and are as at be been but by for from had has have he her hers him his i if in into
-is it its me my no not of on or our she so that the their them then there they this to up was we were what when where
-which who will with would you your said one all out about over just like""".split())
 MAX_KEYS = 20
 MAX_KEY_CHARS = 60
 
@@ -236,10 +239,19 @@ class LongTermMemory:
                 break
         return hits
 
-    def by_rule(self, session: Session, story_id: int, text: str, *, only_steps: set[int] | None = None,
-                limit: int | None = None) -> list[Lore]:
+    def gather(self, session: Session, story_id: int, query: Query, k: int, *, lore_limit: int,
+               only_steps: set[int] | None = None, exclude_steps: set[int] = frozenset()) -> Gathered:
+        """What a prompt gets from long-term memory for `query`: the entries that enter by rule
+        (pinned, or lore with a key in the query's text or context), at most lore_limit, and the
+        k best others by search; entries matched by rule are never searched for again."""
+        matched = self.by_rule(session, story_id, f"{query.text}\n{query.context}", only_steps=only_steps)
+        hits = self.search(session, story_id, query, k, only_steps=only_steps, exclude_steps=exclude_steps,
+                           exclude_ids={e.entry_id for e in matched})
+        return Gathered(hits, matched[:lore_limit], len(matched) - len(matched[:lore_limit]))
+
+    def by_rule(self, session: Session, story_id: int, text: str, *, only_steps: set[int] | None = None) -> list[Lore]:
         """The entries that enter the prompt whatever the query: pinned ones first, then lore
-        entries with a trigger key in `text` (whole words, any case), oldest first (at most `limit`)."""
+        entries with a trigger key in `text` (whole words, any case), oldest first."""
         found: list[Lore] = []
         for e in repo.memory_entries(session, story_id, rule_based=True, live=True, vectors=False):
             if e.stale or not (only_steps is None or e.step_id is None or e.step_id in only_steps):
@@ -252,7 +264,7 @@ class LongTermMemory:
                 if key:
                     found.append(Lore(e.id, e.text, e.kind, f"key: {key}"))
         found.sort(key=lambda lore: lore.reason != "pinned")  # stable: pinned first, each group oldest first
-        return found[:limit] if limit is not None else found
+        return found
 
     def mark_retrieved(self, session: Session, ids: list[int]) -> None:
         if ids:
@@ -332,7 +344,7 @@ def clean_keys(keys: list[str]) -> list[str]:
             continue
         if not re.search(r"\w", key):
             raise InvalidInput(f"the lore key {key!r} has no letters or digits; use a name or a distinctive word")
-        if len(key) < 2 or key.lower() in COMMON_WORDS:
+        if len(key) < 2 or key.lower() in STOP_WORDS:  # words in almost every paragraph
             raise InvalidInput(f"the lore key {key!r} would match almost every paragraph; "
                                "use a name or a distinctive word")
         if len(key) > MAX_KEY_CHARS:
