@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     memory.add_argument("--k", type=int, default=8, help="how many entries a search returns (default 8)")
     memory.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    from app.ditto_cli import add_parser as add_ditto
+
+    add_ditto(sub)
+
     serve = sub.add_parser("serve", help="serve the web app")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -80,6 +84,10 @@ def run(args: argparse.Namespace) -> None:
 
     settings = Settings()
     quiet_libraries()
+    if args.command == "ditto":
+        from app.ditto_cli import run as run_ditto
+
+        return run_ditto(args, settings)
     if args.command == "serve":
         from app.ui import serve
 

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     retries: int = Field(3, ge=1, le=10, description="tries per model call before a step fails")
     top_k: int = Field(4, ge=0, le=32, description="long-term memories retrieved per step")
     stream_timeout: float = Field(120.0, gt=0, description="seconds without a new token before giving up")
+    ditto: bool = Field(True, description="write with the DITTO adapter when there is one (off: the base model)")
+    ditto_adapter: Path | None = Field(None, description="a DITTO LoRA adapter folder; default: the one in assets/ "
+                                       "for the embedded model")
+    guard: bool = Field(True, description="new stories decode with the sentence-repetition guard")
+    guard_lambda: float = Field(0.5, gt=0, le=1, description="the guard's lambda: a sentence seen k times "
+                                "is continued with its probability times lambda**k")
     max_premise_chars: int = 4000
     max_plan_chars: int = 2000
 

@@ -11,12 +11,24 @@ def _fence(text: str) -> str:
     return "````text\n" + text.replace("````", "'''") + "\n````"
 
 
+def decoding_line(d: dict) -> str:
+    penalty = d.get("repetition_penalty")
+    parts = [f"DITTO adapter {'on' if d.get('ditto') else 'off'}" + (f" ({d['adapter']})" if d.get("adapter") else ""),
+             f"sentence guard λ {d.get('guard_lambda')}" if d.get("guard") else "sentence guard off",
+             f"repetition penalty {penalty if penalty is not None else 'as each call sets it'}",
+             f"no-repeat {d['no_repeat_ngram_size']}-grams" if d.get("no_repeat_ngram_size") else "no-repeat n-grams off",
+             f"DRY ×{d['dry_multiplier']}" if d.get("dry_multiplier") else "DRY off"]
+    return "**Decoding:** " + " · ".join(parts)
+
+
 def inspector_markdown(trace: dict) -> str:
     lines = [f"**Step {trace['step_id']}** · {trace.get('model', '')} · {trace.get('seconds', 0):.1f} s · "
              f"{trace.get('prompt_tokens', 0)} prompt + {trace.get('completion_tokens', 0)} completion tokens · "
              f"{trace.get('retries', 0)} retries", ""]
     if trace.get("plan"):
         lines += [f"**Followed:** {trace['plan']}", ""]
+    if trace.get("decoding"):
+        lines += [decoding_line(trace["decoding"]), ""]
     parts = trace.get("parts") or {}
     if parts:
         total = sum(p["tokens"] for p in parts.values())

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
+from generation.backend import Decoding
 from generation.recurrence import Continuation, OnText, Opening, StepContext, Usage, Writer
 from memory.longterm import Embedded, LongTermMemory, Query, chunks
 from storage import repo
@@ -57,11 +58,13 @@ class Cancelled(StoryloomError):
 
 
 class StoryService:
-    def __init__(self, db: Database, memory: LongTermMemory, writer: Writer, limits: Limits = Limits()):
+    def __init__(self, db: Database, memory: LongTermMemory, writer: Writer, limits: Limits = Limits(),
+                 decoding: Decoding = Decoding()):
         self.db = db
         self.memory = memory
         self.writer = writer
         self.limits = limits
+        self.default_decoding = decoding  # for stories whose decoding settings were never changed
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -106,12 +109,43 @@ class StoryService:
             repo.get_story(session, story_id)
             return self.memory.search(session, story_id, query, k)
 
+    def decoding(self, story_id: int) -> Decoding:
+        """The story's anti-repetition settings (the defaults until the person changes them)."""
+        with self.db.Session() as session:
+            saved = (repo.get_story(session, story_id).settings or {}).get("decoding")
+        return Decoding.from_dict({**asdict(self.default_decoding), **saved}) if saved else self.default_decoding
+
+    def set_decoding(self, story_id: int, decoding: Decoding) -> Decoding:
+        """Save the story's anti-repetition settings; later steps of this story decode with them."""
+        decoding.check()
+        with self.db.Session.begin() as session:
+            story = repo.get_story(session, story_id)
+            story.settings = {**(story.settings or {}), "decoding": asdict(decoding)}  # a new dict: JSON change seen
+        return decoding
+
+    def repetition(self, story_id: int) -> list[dict]:
+        """Per paragraph of the current branch: rep-4 over its words, and how many of its sentences
+        repeat an earlier sentence of the story (for the repetition chart)."""
+        from generation.ditto import rep_n, repeated_sentences
+
+        rows, before = [], ""
+        for number, paragraph in enumerate(self.view(story_id).paragraphs, 1):
+            words = [w.strip(".,;:!?\"'“”‘’()").lower() for w in paragraph.split()]
+            rows.append({"paragraph": number, "rep_4": round(rep_n(words, 4), 4),
+                         "repeated_sentences": repeated_sentences(paragraph, before)})
+            before += "\n" + paragraph
+        return rows
+
+    def _writer(self, story_id: int | None) -> Writer:
+        """The writer with this story's decoding settings (a shallow copy: the backend is shared)."""
+        return replace(self.writer, decoding=self.default_decoding if story_id is None else self.decoding(story_id))
+
     # -- writing ---------------------------------------------------------------------
 
     def new_story(self, premise: str, title: str | None = None, on_text: OnText | None = None) -> StoryView:
         premise = checked_text(premise, "premise", self.limits.premise_chars)
         title = checked_text(title, "title", self.limits.title_chars) if title and title.strip() else None
-        opening = self.writer.init(premise, title, on_text)
+        opening = self._writer(None).init(premise, title, on_text)
         filed = self._derive(opening.paragraph, opening.short_memory)
         with self.db.Session.begin() as session:
             story = repo.create_story(session, title=opening.title, premise=premise, outline=opening.outline)
@@ -141,7 +175,7 @@ class StoryService:
                 head = self.head(session, story_id, seen_head)
                 premise, title, outline = story.premise, story.title, story.outline
             if head.parent_id is None:  # the opening: write it again from the premise
-                opening = self.writer.init(premise, title, on_text, outline=outline)
+                opening = self._writer(story_id).init(premise, title, on_text, outline=outline)
                 filed = self._derive(opening.paragraph, opening.short_memory)
                 with self.db.Session.begin() as session:
                     self._commit_step(session, story_id, self._as_head(story_id, head.id), None, "", opening, [],
@@ -172,7 +206,7 @@ class StoryService:
                 with self.lock(story_id):
                     with self.db.Session() as session:
                         head = self.head(session, story_id)
-                    choice = self.writer.choose(head.short_memory, head.paragraph, list(head.plans), watched)
+                    choice = self._writer(story_id).choose(head.short_memory, head.paragraph, list(head.plans), watched)
                     self.write(story_id, head.id, choice.instruction, self._as_head(story_id, head.id),
                                 watched, prelude=choice.usage)
                 if on_step:
@@ -195,7 +229,7 @@ class StoryService:
             hits, lore = found.hits, found.lore
             context = StepContext(story.premise, story.outline, parent.short_memory, recent,
                                   plan, [h.text for h in hits], [e.text for e in lore])
-        result = self.writer.step(context, on_text, reader=reader)
+        result = self._writer(story_id).step(context, on_text, reader=reader)
         # what reached the prompt: the allowances may have left the last passages out
         parts = result.usage.parts
         hits = hits[:len(parts["memories"]["each"])] if parts else hits
@@ -230,7 +264,7 @@ class StoryService:
         memory, notes = None, []
         if changed:
             try:
-                memory, _ = self.writer.summarize(before, text, on_text)
+                memory, _ = self._writer(story_id).summarize(before, text, on_text)
             except StoryloomError as e:  # the model failed or could not load: the edit itself is kept
                 notes.append(f"The paragraph was saved, but the model could not rewrite its summary ({e}). The "
                              "old summary is kept and may still describe the old text: correct it in the Memory tab.")
@@ -373,6 +407,9 @@ class StoryService:
                                 "text": h.text} for h in hits],
                  "lore": [{"id": e.entry_id, "reason": e.reason, "text": e.text} for e in lore],
                  "lore_left_out": lore_left_out}
+        if usage.decoding:
+            describe = getattr(self.writer.backend, "describe_adapter", None)
+            trace["decoding"] = {**usage.decoding, "adapter": describe() if describe else None}
         step = add(session, parent, dict(
             plan=plan, paragraph=result.paragraph, short_memory=result.short_memory, plans=result.plans,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,

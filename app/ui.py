@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import gradio as gr
 
+from app import repetition_tab
 from app.inspector import inspector_markdown
 from app.memories import EntryRow, Memories
 from app.reading import Reading, ReaderView
@@ -182,12 +183,14 @@ def build_app(service: StoryService) -> gr.Blocks:
                         memory_table = gr.Dataframe(headers=MEMORY_HEADERS, value=[], interactive=False, wrap=True,
                                                     max_height=600, elem_id="memory-table",
                                                     column_widths=["6%", "9%", "11%", "7%", "6%", "10%", "11%", "40%"])
+                    repetition = repetition_tab.build(service, story_id)
                     with gr.Tab("Inspect", id="inspect"):
                         inspect_number = gr.Number(label="Paragraph number (0 or empty: the last)", precision=0,
                                                    elem_id="inspect-number")
                         inspect_button = gr.Button("Show what the model saw", elem_id="inspect")
                         inspected = gr.Markdown(elem_id="inspected")
                 status = gr.Markdown(elem_id="status")
+                repetition.wire(status)
 
         # -- how results reach the page ------------------------------------------------
 
@@ -458,7 +461,8 @@ def build_app(service: StoryService) -> gr.Blocks:
 
         def then_table(event) -> None:
             """After an action that changes the story (or opens another), the Memory tab follows."""
-            event.then(refresh_table, [story_id, show_stale], table)
+            event.then(refresh_table, [story_id, show_stale], table).then(
+                repetition.refresh, story_id, repetition.outputs)
 
         then_table(stories.input(open_story, stories, page))
         then_table(start_button.click(start, [premise, title], page))

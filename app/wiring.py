@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from app.config import Settings
 from app.service import Limits, StoryService
+from generation.backend import Decoding
+from generation.ditto import DEFAULT_ADAPTER
 from generation.local import TransformersBackend
 from generation.recurrence import Writer
 from memory.embedder import Embedder
@@ -18,11 +22,23 @@ def build_service(settings: Settings) -> StoryService:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DatabaseUnavailable(f"cannot create the data directory {settings.data_dir}: {e.strerror}") from e
-    backend = TransformersBackend(settings.model, settings.device, settings.stream_timeout)
+    backend = TransformersBackend(settings.model, settings.device, settings.stream_timeout, adapter=ditto_adapter(settings))
     db = open_database(settings.database())
     embedder = Embedder(settings.embedder, device=None if settings.device == "auto" else settings.device)
     limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k)
-    return StoryService(db, LongTermMemory(embedder), Writer(backend, retries=settings.retries, one_call=settings.one_call), limits)
+    decoding = Decoding(ditto=settings.ditto, guard=settings.guard, guard_lambda=settings.guard_lambda)
+    writer = Writer(backend, retries=settings.retries, one_call=settings.one_call)
+    return StoryService(db, LongTermMemory(embedder), writer, limits, decoding)
+
+
+def ditto_adapter(settings: Settings) -> Path | None:
+    """The adapter to load: the configured one, or the embedded model's own from assets/; none
+    when DITTO is switched off."""
+    if not settings.ditto:
+        return None
+    if settings.ditto_adapter:
+        return settings.ditto_adapter
+    return DEFAULT_ADAPTER if not settings.model else None
 
 
 def quiet_libraries() -> None:

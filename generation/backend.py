@@ -6,6 +6,62 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from storage.errors import InvalidInput
+
+
+def check_lambda(lam: float) -> float:
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 < lam <= 1:
+        raise InvalidInput(f"lambda must be in (0, 1], got {lam}")
+    return float(lam)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """The anti-repetition controls of free-text calls: the DITTO adapter (when the backend has
+    one), DITTO's decode-time companion (the sentence-repetition guard), transformers'
+    repetition_penalty and no_repeat_ngram_size, and DRY."""
+
+    ditto: bool = True  # use the DITTO adapter when one is loaded
+    guard: bool = True
+    guard_lambda: float = 0.5
+    repetition_penalty: float | None = None  # None: each call's own (1.1 for story text)
+    no_repeat_ngram_size: int = 0  # 0: off
+    dry_multiplier: float = 0.0  # 0: off
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+
+    def check(self) -> "Decoding":
+        check_lambda(self.guard_lambda)
+        if self.repetition_penalty is not None and not 1.0 <= self.repetition_penalty <= 2.0:
+            raise InvalidInput(f"repetition penalty must be in [1, 2], got {self.repetition_penalty}")
+        if not 0 <= self.no_repeat_ngram_size <= 10:
+            raise InvalidInput(f"no-repeat n-gram size must be 0 (off) to 10, got {self.no_repeat_ngram_size}")
+        if not 0 <= self.dry_multiplier <= 5 or not 1 <= self.dry_base <= 4 or not 1 <= self.dry_allowed_length <= 10:
+            raise InvalidInput("DRY needs a multiplier in [0, 5], a base in [1, 4] and an allowed length of 1 to 10")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Decoding":
+        """Settings saved with a story; unknown keys (from another version) are ignored."""
+        known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
+        try:
+            return cls(**known).check()
+        except (TypeError, InvalidInput):
+            return cls()
+
+    def processors(self, sentence_end_ids, breaker_ids) -> list:
+        """The storyloom LogitsProcessors these settings ask for; transformers' own controls
+        (repetition_penalty, no_repeat_ngram_size) go to generate() as arguments."""
+        from generation.processors import DRY, SentenceRepetitionGuard
+
+        self.check()
+        out = []
+        if self.guard and self.guard_lambda < 1:
+            out.append(SentenceRepetitionGuard(sentence_end_ids, self.guard_lambda))
+        if self.dry_multiplier > 0:
+            out.append(DRY(self.dry_multiplier, self.dry_base, self.dry_allowed_length, breaker_ids))
+        return out
+
 
 @dataclass(frozen=True)
 class Request:
@@ -20,6 +76,7 @@ class Request:
     repetition_penalty: float = 1.1
     seed: int | None = None
     options: tuple[str, ...] = ()  # when set, the reply is exactly one of these (constrained choice)
+    decoding: Decoding | None = None  # anti-repetition controls; None: the backend's plain decoding
     extra: dict = field(default_factory=dict)
 
 

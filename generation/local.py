@@ -4,8 +4,10 @@ Hugging Face model folder or GGUF file. CUDA and bf16 when a GPU is there, CPU o
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from queue import Empty
@@ -14,6 +16,7 @@ from generation.backend import Request
 from generation.errors import GenerationFailed, ModelUnavailable
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,16 +62,41 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def load_model(source: ModelSource, device: str = "auto"):
+    """(model, tokenizer) in eval mode: bf16 on CUDA, fp32 on the CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device(device)
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.folder, local_files_only=True, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.folder, local_files_only=True,
+            dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+            device_map=device if device == "cuda" else None, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelUnavailable(f"cannot load model {source}: {str(e).splitlines()[0]}") from e
+    model.eval()
+    if device != "cuda":
+        model.to(device)
+    return model, tokenizer
+
+
 class TransformersBackend:
     """Loads on first use; one generation at a time (requests queue on a lock)."""
 
-    def __init__(self, model: str | None = None, device: str = "auto", stream_timeout: float = 120.0):
+    def __init__(self, model: str | None = None, device: str = "auto", stream_timeout: float = 120.0,
+                 adapter: str | Path | None = None):
         self.source = resolve_model(model)  # fails fast on a bad path, before any loading
         self.name = str(self.source) if model else f"SmolLM2-135M-Instruct (embedded, {EMBEDDED_GGUF})"
         self.device = device
         self.stream_timeout = stream_timeout
+        self.adapter = Path(adapter) if adapter else None  # a DITTO LoRA adapter, used when it loads
+        self.adapter_problem: str | None = None  # why the adapter is not in use, once loading tried
         self._model = None
         self._tokenizer = None
+        self._token_sets: dict[str, list[int]] = {}
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()
 
@@ -79,23 +107,38 @@ class TransformersBackend:
         return self._model, self._tokenizer
 
     def _load(self):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from generation.ditto import AdapterUnavailable, attach_adapter
 
-        device = pick_device(self.device)
-        kwargs = {"gguf_file": self.source.gguf_file} if self.source.gguf_file else {}
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(self.source.folder, local_files_only=True, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(
-                self.source.folder, local_files_only=True,
-                dtype=torch.bfloat16 if device == "cuda" else torch.float32,
-                device_map=device if device == "cuda" else None, **kwargs)
-        except (OSError, ValueError) as e:
-            raise ModelUnavailable(f"cannot load model {self.source}: {str(e).splitlines()[0]}") from e
-        model.eval()
-        if device != "cuda":
-            model.to(device)
+        model, tokenizer = load_model(self.source, self.device)
+        if self.adapter:
+            try:
+                model = attach_adapter(model, self.adapter)
+            except AdapterUnavailable as e:  # a missing adapter never stops the writing
+                self.adapter_problem = f"{e}; writing with the base model"
+                log.warning("%s", self.adapter_problem)
         return model, tokenizer
+
+    @property
+    def has_adapter(self) -> bool:
+        """Whether the DITTO adapter is in use (loads the model)."""
+        model, _ = self.load()
+        return hasattr(model, "disable_adapter")
+
+    def describe_adapter(self) -> str:
+        if not self.adapter:
+            return "no DITTO adapter configured"
+        if self._model is None:
+            return f"DITTO adapter {self.adapter} (loads with the model)"
+        return self.adapter_problem or f"DITTO adapter {self.adapter} in use"
+
+    def _tokens(self, name: str) -> list[int]:
+        """sentence_end_ids / breaker_ids of the tokenizer, computed once."""
+        from generation import processors
+
+        if name not in self._token_sets:
+            _, tokenizer = self.load()
+            self._token_sets[name] = getattr(processors, name)(tokenizer)
+        return self._token_sets[name]
 
     def render(self, request: Request) -> str:
         _, tokenizer = self.load()
@@ -126,9 +169,18 @@ class TransformersBackend:
         model, tokenizer = self.load()
         inputs = tokenizer(self.render(request), return_tensors="pt", add_special_tokens=False).to(model.device)
         extra = dict(request.extra)
+        decoding = request.decoding
         if request.options:  # one token, chosen greedily among the options' tokens
             extra["logits_processor"] = LogitsProcessorList([AllowOnly(self._option_tokens(request.options))])
             request = replace(request, max_new_tokens=1, min_new_tokens=0, temperature=0)
+        elif decoding:
+            extra["logits_processor"] = LogitsProcessorList(
+                decoding.processors(self._tokens("sentence_end_ids"), self._tokens("breaker_ids")))
+            if decoding.repetition_penalty is not None:
+                request = replace(request, repetition_penalty=decoding.repetition_penalty)
+            if decoding.no_repeat_ngram_size:
+                extra["no_repeat_ngram_size"] = decoding.no_repeat_ngram_size
+        plain = decoding is not None and not decoding.ditto and hasattr(model, "disable_adapter")
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
                                         timeout=self.stream_timeout)
         cancel = threading.Event()
@@ -142,7 +194,7 @@ class TransformersBackend:
             try:
                 if request.seed is not None:
                     torch.manual_seed(request.seed)
-                with torch.inference_mode():
+                with torch.inference_mode(), (model.disable_adapter() if plain else nullcontext()):
                     model.generate(
                         **inputs, streamer=streamer, max_new_tokens=request.max_new_tokens,
                         min_new_tokens=request.min_new_tokens or None,

@@ -124,3 +124,14 @@ def sentence_end_ids(tokenizer) -> list[int]:
         if ending.search(text):
             found.append(token_id)
     return sorted(found)
+
+
+def breaker_ids(tokenizer) -> list[int]:
+    """The ids of tokens holding a line break or a quotation mark: DRY's sequence breakers, so
+    dialogue and paragraph starts may repeat."""
+    found = []
+    for token, token_id in tokenizer.get_vocab().items():
+        text = tokenizer.convert_tokens_to_string([token])
+        if any(c in text for c in "\n\"“”"):
+            found.append(token_id)
+    return sorted(found)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 
 from generation import parse, prompts
-from generation.backend import Backend, Request
+from generation.backend import Backend, Decoding, Request
 from generation.errors import GenerationFailed, ParseError
 from generation.prompts import Budget, fit
 
@@ -35,6 +35,7 @@ class Usage:
     retries: int = 0
     calls: list[dict] = field(default_factory=list)  # the trace: prompt, raw output, problem
     parts: dict = field(default_factory=dict)  # tokens of each part of the paragraph prompt, and its budget
+    decoding: dict | None = None  # the anti-repetition settings the calls used
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Writer:
     min_words: int = 60
     max_words: int = 200
     one_call: bool = False  # the whole step in one call (RecurrentGPT's format), for capable models
+    decoding: Decoding | None = None  # anti-repetition settings for every free-text call
 
     def init(self, premise: str, title: str | None = None, on_text: OnText | None = None,
              outline: str | None = None) -> Opening:
@@ -235,6 +237,9 @@ class Writer:
              on_text: OnText | None, stop: Callable[[str], bool] | None = None, tries: int | None = None):
         """One focused call, parsed strictly; a bounded number of tries (default self.retries)."""
         tries = tries or self.retries
+        if self.decoding and request.decoding is None and not request.options:
+            request = replace(request, decoding=self.decoding)
+            usage.decoding = asdict(self.decoding)
         prompt = self.backend.render(request)
         problem: ParseError | None = None
         for attempt in range(1, tries + 1):

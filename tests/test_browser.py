@@ -231,3 +231,29 @@ def test_11_memory_desk_edits_reach_the_next_prompt(page):
     assert f"Summary of the story so far: {remembered}" in text  # the edited memory is what the model saw
     assert "Facts to keep in mind:" in text and "key: Ilse" in text
     shot(page, "13-memory-in-prompt")
+
+
+def test_12_repetition_settings_are_saved_and_used_by_the_next_step(page):
+    tab(page, "Repetition")
+    page.locator("#adapter-status").get_by_text("DITTO adapter").wait_for(timeout=30_000)
+    page.locator("#repetition-chart").wait_for(timeout=30_000)
+    guard = page.locator("#set-guard input")
+    assert guard.is_checked()  # the default for a new story
+    guard.uncheck()
+    page.locator("#set-ngram input").fill("4")
+    page.locator("#set-save").click()
+    status_says(page, "Repetition settings saved", 30_000)
+    shot(page, "14-repetition")
+    tab(page, "Write")
+    page.locator("#instruction textarea").fill("Mara climbs to the lamp room and waits for the ferry.")
+    page.locator("#step").click()
+    wait_paragraphs(page, 6)
+    tab(page, "Inspect")
+    before = page.locator("#inspected").inner_text()
+    page.locator("#inspect").click()
+    page.wait_for_function("(before) => document.querySelector('#inspected').innerText != before", arg=before,
+                           timeout=30_000)
+    text = page.locator("#inspected").inner_text()
+    assert "sentence guard off" in text and "no-repeat 4-grams" in text and "DITTO adapter on" in text
+    tab(page, "Repetition")
+    assert not page.locator("#set-guard input").is_checked()  # saved with the story

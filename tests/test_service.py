@@ -348,3 +348,43 @@ def test_a_ten_thousand_character_plan_is_refused(db, embedder):
     with pytest.raises(InvalidInput, match="10,000 characters; the limit is 2,000"):
         service.step(story.id, instruction="x" * 10_000)
     assert len(backend.requests) == asked
+
+
+def test_decoding_settings_are_saved_per_story_and_reach_every_free_text_call(db, embedder):
+    from generation.backend import Decoding
+
+    service, backend = make_service(db, embedder)
+    first = service.new_story("A keeper finds a letter from the future.")
+    other = service.new_story("Two bakers share one oven.")
+    assert all(r.decoding == Decoding() for r in backend.requests)  # the defaults before any change
+    chosen = Decoding(guard=False, repetition_penalty=1.3, no_repeat_ngram_size=4, dry_multiplier=0.8)
+    service.set_decoding(first.id, chosen)
+    assert service.decoding(first.id) == chosen and service.decoding(other.id) == Decoding()
+    backend.requests.clear()
+    service.step(first.id, plan=1)
+    assert backend.requests and all(r.decoding == chosen for r in backend.requests)
+    backend.requests.clear()
+    service.step(other.id, plan=1)
+    assert all(r.decoding == Decoding() for r in backend.requests)
+    with pytest.raises(InvalidInput, match="lambda"):
+        service.set_decoding(first.id, Decoding(guard_lambda=0))
+    assert service.decoding(first.id) == chosen  # the refused settings changed nothing
+    with pytest.raises(NotFound):
+        service.set_decoding(999, chosen)
+
+
+def test_repetition_chart_counts_repeated_sentences_per_paragraph(db, embedder):
+    looping = "The tide came in again over the rocks. " * 3 + "Mara watched it rise and fall below the tower."
+
+    def override(request):
+        asked = request.messages[-1]["content"]
+        filler = " ".join(f"w{i}" for i in range(60)) + "."
+        return filler + " " + looping if "paragraph of the story" in asked else None
+
+    service, _ = make_service(db, embedder, override)
+    view = service.new_story("A keeper finds a letter from the future.")
+    service.step(view.id, plan=1)
+    rows = service.repetition(view.id)
+    assert [r["paragraph"] for r in rows] == [1, 2]
+    assert rows[0]["repeated_sentences"] == 0 and rows[1]["repeated_sentences"] == 2
+    assert rows[1]["rep_4"] > 0.1 > rows[0]["rep_4"]

@@ -47,6 +47,8 @@ def test_inspector_shows_parts_scores_and_raw_calls():
              "retrieved": [{"id": 3, "score": 0.1818, "cosine": 0.8123, "words": 4.25,
                             "text": "The north road is flooded."}],
              "lore": [{"id": 4, "reason": "key: Tomas", "text": "Tomas is the baker."}],
+             "decoding": {"ditto": True, "adapter": "DITTO adapter a in use", "guard": False, "guard_lambda": 0.5,
+                          "repetition_penalty": None, "no_repeat_ngram_size": 3, "dry_multiplier": 0.8},
              "calls": [{"part": "paragraph", "attempt": 1, "prompt": "PROMPT", "output": "bad", "problem": "too short"},
                        {"part": "paragraph", "attempt": 2, "prompt": "PROMPT", "output": "RAW OUT"}]}
     text = inspector_markdown(trace)
@@ -54,3 +56,5 @@ def test_inspector_shows_parts_scores_and_raw_calls():
     assert "`0.182` · `0.812` · `4.2` The north road is flooded." in text
     assert "*key: Tomas* Tomas is the baker." in text
     assert "refused: too short" in text and "RAW OUT" in text and text.count("PROMPT") == 2
+    assert ("**Decoding:** DITTO adapter on (DITTO adapter a in use) · sentence guard off · repetition penalty as "
+            "each call sets it · no-repeat 3-grams · DRY ×0.8") in text

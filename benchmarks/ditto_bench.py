@@ -1,0 +1,120 @@
+"""DITTO and its decode-time companion against repetition, on the embedded SmolLM2-135M.
+
+Held-out prefixes: 100 from the held-out quarter of WikiText-2 valid (never trained on) and 100
+from The Great Gatsby (never trained on); 50-token prefix, 100-token greedy continuation. Four
+ways of decoding, in one process on the same samples: the base model, the DITTO adapter, the
+sentence-repetition guard alone, and guard + DITTO. Then the speed of one sequence at a time (as
+the app writes), base vs guard and base vs DITTO, alternated so noise hits both alike.
+
+    .venv/bin/python benchmarks/ditto_bench.py [--adapter DIR] [--samples 100]
+
+Prints a table and writes benchmarks/results/ditto.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.longstory import shared_data_dir  # noqa: E402
+from generation.backend import Decoding  # noqa: E402
+from generation.ditto import (  # noqa: E402
+    DEFAULT_ADAPTER, PLAIN, attach_adapter, eval_samples, evaluate, paragraphs_of, read_corpus,
+)
+from generation.local import load_model, resolve_model  # noqa: E402
+
+GUARD = Decoding(guard=True, guard_lambda=0.5, repetition_penalty=1.0)
+WAYS = [("base", False, PLAIN), ("DITTO", True, PLAIN), ("guard", False, GUARD), ("guard+DITTO", True, GUARD)]
+
+
+def speed(model, tokenizer, samples, pairs, rounds: int) -> dict:
+    """Tokens per second generating one sequence at a time, for each (name, ditto, decoding),
+    alternated round by round."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from generation.processors import breaker_ids, sentence_end_ids
+
+    ends, breakers = sentence_end_ids(tokenizer), breaker_ids(tokenizer)
+    totals = {name: [0, 0.0] for name, _, _ in pairs}
+    for r in range(rounds):
+        for name, ditto, decoding in pairs:
+            sample = samples[r % len(samples)]
+            ids = torch.tensor([sample.prefix])
+            with torch.inference_mode(), (nullcontext() if ditto else model.disable_adapter()):
+                started = time.perf_counter()
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                     max_new_tokens=100, min_new_tokens=100,
+                                     logits_processor=LogitsProcessorList(decoding.processors(ends, breakers)),
+                                     pad_token_id=tokenizer.eos_token_id)
+                totals[name][1] += time.perf_counter() - started
+            totals[name][0] += out.shape[1] - ids.shape[1]
+    return {name: round(n / s, 2) for name, (n, s) in totals.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adapter", default=str(DEFAULT_ADAPTER))
+    parser.add_argument("--samples", type=int, default=100, help="per corpus")
+    parser.add_argument("--speed-rounds", type=int, default=12)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ditto.json"))
+    args = parser.parse_args()
+
+    data = shared_data_dir()
+    started = time.perf_counter()
+    model, tokenizer = load_model(resolve_model(None), "auto")
+    model = attach_adapter(model, args.adapter)
+    wiki = read_corpus(data / "wikitext-2-valid.txt")  # the adapter's split: the last quarter is held out
+    samples = (eval_samples(tokenizer, wiki.held_out, "wikitext (held out)", args.samples)
+               + eval_samples(tokenizer, paragraphs_of((data / "the-great-gatsby.txt").read_text()), "gatsby",
+                              args.samples))
+    print(f"{len(samples)} samples; model loaded in {time.perf_counter() - started:.0f} s", flush=True)
+    results = {}
+    for name, ditto, decoding in WAYS:
+        t = time.perf_counter()
+        with nullcontext() if ditto else model.disable_adapter():
+            results[name] = evaluate(model, tokenizer, samples, decoding)
+        results[name]["seconds"] = round(time.perf_counter() - t, 1)
+        r = results[name]
+        print(f"{name:12s} rep-2 {r['rep_2']:.3f} rep-3 {r['rep_3']:.3f} rep-4 {r['rep_4']:.3f} "
+              f"sentence rep {r['sentence_repetition']:.3f} ppl {r['perplexity']:.2f} "
+              f"rep-w {r['rep_w']:.3f} rep-r {r['rep_r']:.3f} ({r['seconds']:.0f} s)", flush=True)
+    base = results["base"]
+    targets = {}
+    for name in ("DITTO", "guard", "guard+DITTO"):
+        r = results[name]
+        ratios = {"rep_4": r["rep_4"] / base["rep_4"],
+                  "sentence_repetition": r["sentence_repetition"] / base["sentence_repetition"],
+                  "perplexity": r["perplexity"] / base["perplexity"]}
+        targets[name] = {"ratios_to_base": {k: round(v, 3) for k, v in ratios.items()},
+                         "met": {"rep_4 <= 1/2 base": ratios["rep_4"] <= 0.5,
+                                 "sentence repetition <= 1/3 base": ratios["sentence_repetition"] <= 1 / 3,
+                                 "perplexity <= 1.1 x base": ratios["perplexity"] <= 1.1}}
+        print(f"{name:12s} vs base: rep-4 x{ratios['rep_4']:.2f}, sentence rep x{ratios['sentence_repetition']:.2f}, "
+              f"ppl x{ratios['perplexity']:.3f}", flush=True)
+    print("speed, one sequence at a time ...", flush=True)
+    tps = speed(model, tokenizer, samples, [("base", False, PLAIN), ("guard", False, GUARD), ("DITTO", True, PLAIN),
+                                            ("guard+DITTO", True, GUARD)], args.speed_rounds)
+    speed_ratios = {k: round(v / tps["base"], 3) for k, v in tps.items()}
+    print(f"tokens/s {tps}; ratios to base {speed_ratios}")
+    meta = json.loads((Path(args.adapter) / "storyloom-ditto.json").read_text())
+    out = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "adapter": args.adapter,
+           "adapter_training": {k: meta.get(k) for k in ("command", "seconds", "config", "loss", "device")},
+           "samples": len(samples), "prefix_tokens": 50, "continuation_tokens": 100,
+           "results": results, "targets": targets,
+           "speed_tokens_per_second": tps, "speed_ratio_to_base": speed_ratios,
+           "seconds": round(time.perf_counter() - started, 1)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,534 @@
+"""DITTO (Xu et al., NeurIPS 2022, "Learning to Break the Loop"): teach a model that a sentence
+it has already written should become less likely, not more, each time it comes back.
+
+- Pseudo-repetitive data: a sentence of the corpus, after the sentence before it as a prefix,
+  repeated up to the training length.
+- The loss, on every token of repetitions 2..N: -log(1 - |p_n - lam * sg(p_{n-1})|), p_n being
+  the model's probability of the token in repetition n and sg(p_{n-1}) the same token's
+  probability one repetition earlier, detached. No loss on the prefix and the first copy.
+- Training mixes it with ordinary language modelling: each batch is a DITTO batch with
+  probability `mix`, otherwise an MLE batch of plain text from the same corpus.
+
+Also here: the repetition metrics and the self-reinforcement analysis (the probability of a
+repeated sentence's tokens, repetition after repetition)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from generation.backend import Decoding, check_lambda
+from storage.errors import InvalidInput, StoryloomError
+
+LAMBDA = 0.5
+PLAIN = Decoding(guard=False, repetition_penalty=1.0)  # greedy decoding with no anti-repetition control
+DEFAULT_ADAPTER = Path(__file__).resolve().parents[1] / "assets" / "ditto-smollm2-135m"  # for the embedded model
+META = "storyloom-ditto.json"  # written beside the adapter: what it was trained from and how
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MIN_SENTENCES = 20  # distinct usable sentences a training corpus must have
+
+
+class AdapterUnavailable(StoryloomError):
+    """A DITTO adapter is missing, unreadable or made for another model."""
+
+
+# --- text -------------------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)]))\s+")
+_HEADING = re.compile(r"^\s*=+.*=+\s*$")  # WikiText section titles: " = = Name = = "
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a paragraph, split on the text (end punctuation then space)."""
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(" ".join(text.split()))) if s]
+
+
+def usable(sentence: str) -> bool:
+    """A sentence worth repeating in training: 5 to 60 words, mostly letters, ended properly."""
+    words = sentence.split()
+    letters = sum(c.isalpha() for c in sentence)
+    return 5 <= len(words) <= 60 and letters >= 0.6 * len(sentence.replace(" ", "")) and sentence[-1] in ".!?\"'”’)"
+
+
+def paragraphs_of(text: str) -> list[str]:
+    """Paragraphs (blank-line separated, hard wraps joined), without headings and without a Project
+    Gutenberg header or licence."""
+    start, end = text.find("*** START OF"), text.find("*** END OF")
+    if start >= 0:
+        text = text[text.find("\n", start) + 1:end if end > start else None]
+    out = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [ln for ln in block.splitlines() if ln.strip() and not _HEADING.match(ln)]
+        if lines:
+            out.append(" ".join(" ".join(lines).split()))
+    return out
+
+
+@dataclass(frozen=True)
+class Corpus:
+    path: str
+    sha256: str
+    train: list[str]  # paragraphs
+    held_out: list[str]  # the last `holdout` share of the paragraphs, never trained on
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """(previous sentence, sentence) for every usable sentence of the training part that has
+        one before it in its paragraph."""
+        out = []
+        for para in self.train:
+            sentences = split_sentences(para)
+            out += [(prev, s) for prev, s in zip(sentences, sentences[1:]) if usable(s)]
+        return out
+
+
+def read_corpus(path: str | Path, holdout: float = 0.25) -> Corpus:
+    """A text file read as paragraphs; the last `holdout` share is kept out of training."""
+    path = Path(path)
+    if not 0 <= holdout < 1:
+        raise InvalidInput(f"holdout must be in [0, 1), got {holdout}")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"cannot read corpus {path}: {e.strerror}") from e
+    text = raw.decode("utf-8", errors="replace")
+    paragraphs = paragraphs_of(text)
+    cut = len(paragraphs) - int(len(paragraphs) * holdout)
+    corpus = Corpus(str(path), hashlib.sha256(raw).hexdigest(), paragraphs[:cut], paragraphs[cut:])
+    distinct = {s for _, s in corpus.pairs}
+    if len(distinct) < MIN_SENTENCES:
+        raise InvalidInput(
+            f"corpus {path} has {len(distinct)} distinct usable sentences in its training part "
+            f"(need at least {MIN_SENTENCES}: sentences of 5 to 60 words, each after another sentence "
+            "of its paragraph, paragraphs separated by blank lines)")
+    return corpus
+
+
+# --- data -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Repeated:
+    """One pseudo-repetitive sample: `ids` is prefix + sentence + sentence + ... (cut to length);
+    the first copy starts at `start` and each copy is `period` tokens long."""
+
+    ids: list[int]
+    start: int
+    period: int
+
+
+def repeat_sample(prefix_ids: Sequence[int], sentence_ids: Sequence[int], length: int) -> Repeated | None:
+    """None when not even two copies fit after the prefix."""
+    period = len(sentence_ids)
+    if period == 0 or len(prefix_ids) + 2 * period > length:
+        return None
+    ids = list(prefix_ids)
+    while len(ids) < length:
+        ids += sentence_ids
+    return Repeated(ids[:length], len(prefix_ids), period)
+
+
+def encode_sentence(tokenizer, text: str) -> list[int]:
+    """Token ids of a sentence as it appears after another (with its leading space), so every copy
+    tokenizes the same way."""
+    return tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+
+
+# --- losses -----------------------------------------------------------------------------------
+
+def token_logprobs(logits, ids):
+    """log p(ids[:, t] | ids[:, :t]) for t = 1..T-1, shape [B, T-1]."""
+    import torch.nn.functional as F
+
+    return -F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+
+
+def ditto_loss(logits, ids, starts: Sequence[int], periods: Sequence[int], lam: float = LAMBDA):
+    """Mean of -log(1 - |p_n - lam * sg(p_{n-1})|) over the tokens of repetitions 2..N."""
+    import torch
+
+    p = token_logprobs(logits, ids).exp()  # p[:, t - 1] is the probability of ids[:, t]
+    losses = []
+    for row, (start, period) in enumerate(zip(starts, periods)):
+        now = p[row, start + period - 1:]  # tokens start+period .. T-1: repetitions 2..N
+        before = p[row, start - 1:start - 1 + len(now)].detach()  # the same tokens one copy earlier
+        gap = (now - lam * before).abs()
+        losses.append(-torch.log((1 - gap).clamp(min=1e-5)))
+    return torch.cat(losses).mean()
+
+
+def mle_loss(logits, ids):
+    return -token_logprobs(logits, ids).mean()
+
+
+# --- training ---------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    lr: float = 1e-3
+    batch: int = 8
+    length: int = 128  # tokens per training sequence
+    lam: float = LAMBDA
+    mix: float = 0.5  # the share of DITTO batches; the rest are MLE
+    lora: bool = True
+    lora_rank: int = 8
+    holdout: float = 0.25
+    seed: int = 0
+
+    def check(self) -> None:
+        check_lambda(self.lam)
+        if self.steps < 1 or self.batch < 1 or self.length < 32:
+            raise InvalidInput("steps and batch must be at least 1 and length at least 32")
+        if not 0 < self.lr < 1:
+            raise InvalidInput(f"the learning rate must be in (0, 1), got {self.lr}")
+        if not 0 <= self.mix <= 1:
+            raise InvalidInput(f"mix must be in [0, 1], got {self.mix}")
+
+
+class Batches:
+    """Random DITTO and MLE batches from one corpus, reproducible from a seed."""
+
+    def __init__(self, tokenizer, corpus: Corpus, config: TrainConfig):
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.samples = []
+        for prev, sentence in corpus.pairs:
+            sample = repeat_sample(encode_sentence(tokenizer, prev)[-config.length // 4:],
+                                   encode_sentence(tokenizer, sentence), config.length)
+            if sample:
+                self.samples.append(sample)
+        if len({tuple(s.ids[s.start:s.start + s.period]) for s in self.samples}) < MIN_SENTENCES:
+            raise InvalidInput(f"fewer than {MIN_SENTENCES} distinct sentences fit twice in {config.length} "
+                               "tokens; use a longer --length or a corpus with shorter sentences")
+        self.text_ids = tokenizer("\n\n".join(corpus.train), add_special_tokens=False)["input_ids"]
+        if len(self.text_ids) < config.length * 4:
+            raise InvalidInput(f"the corpus's training part has {len(self.text_ids)} tokens; "
+                               f"need at least {config.length * 4} for language-modelling batches")
+
+    def next(self):
+        """("ditto", ids, starts, periods) or ("mle", ids, None, None); ids a [B, length] tensor."""
+        import torch
+
+        c = self.config
+        if self.rng.random() < c.mix:
+            picked = [self.samples[self.rng.randrange(len(self.samples))] for _ in range(c.batch)]
+            return ("ditto", torch.tensor([s.ids for s in picked]),
+                    [s.start for s in picked], [s.period for s in picked])
+        offsets = [self.rng.randrange(len(self.text_ids) - c.length) for _ in range(c.batch)]
+        return "mle", torch.tensor([self.text_ids[o:o + c.length] for o in offsets]), None, None
+
+
+Progress = Callable[[int, int, dict], None]  # (step, steps, {"loss": ..., "kind": ...})
+
+
+def model_fingerprint(model) -> dict:
+    """What an adapter must match: the architecture and its sizes."""
+    c = model.config
+    return {k: getattr(c, k, None) for k in
+            ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "intermediate_size")}
+
+
+def train(model_spec: str | None, corpus_path: str | Path, out: str | Path, config: TrainConfig,
+          device: str = "auto", progress: Progress | None = None, command: str = "") -> dict:
+    """Fine-tune with DITTO + MLE and save to `out`: a LoRA adapter (config.lora) or a whole model
+    folder. Returns the metadata written to out/storyloom-ditto.json."""
+    import torch
+    from accelerate import Accelerator
+
+    from generation.local import load_model, pick_device, resolve_model
+
+    config.check()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise InvalidInput(f"{out} exists and is not empty; give a new folder")
+    corpus = read_corpus(corpus_path, config.holdout)
+    source = resolve_model(model_spec)
+    model, tokenizer = load_model(source, "cpu")  # accelerate places it
+    batches = Batches(tokenizer, corpus, config)
+    torch.manual_seed(config.seed)
+    cuda = pick_device(device) == "cuda"
+    accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no")
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                                                 lora_dropout=0.0, target_modules=LORA_TARGETS,
+                                                 task_type="CAUSAL_LM"))
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
+    warmup = max(1, config.steps // 20)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (config.steps - s) / max(1, config.steps - warmup)))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    history = {"ditto": [], "mle": []}
+    started = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        kind, ids, starts, periods = batches.next()
+        ids = ids.to(accelerator.device)
+        logits = model(input_ids=ids).logits
+        loss = ditto_loss(logits, ids, starts, periods, config.lam) if kind == "ditto" else mle_loss(logits, ids)
+        if not torch.isfinite(loss):
+            raise StoryloomError(f"the loss became {loss.item()} at step {step}; try a lower --lr")
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        history[kind].append(round(loss.item(), 4))
+        if progress:
+            progress(step, config.steps, {"kind": kind, "loss": loss.item()})
+    seconds = time.perf_counter() - started
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    if config.lora:
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.data = p.data.to(torch.float16)  # half the size on disk; upcast again on load
+    else:
+        tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    meta = {
+        "kind": "lora" if config.lora else "full",
+        "base_model": str(source) if model_spec else "embedded",
+        "base_fingerprint": model_fingerprint(model),
+        "corpus": corpus.path, "corpus_sha256": corpus.sha256,
+        "train_paragraphs": len(corpus.train), "held_out_paragraphs": len(corpus.held_out),
+        "ditto_samples": len(batches.samples), "config": asdict(config),
+        "device": str(accelerator.device), "seconds": round(seconds, 1),
+        "loss": {k: {"first_10": _mean(v[:10]), "last_10": _mean(v[-10:]), "batches": len(v)}
+                 for k, v in history.items()},
+        "command": command,
+    }
+    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+def read_meta(adapter: str | Path) -> dict:
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").is_file():
+        raise AdapterUnavailable(f"no DITTO adapter at {folder} (adapter_config.json missing)")
+    try:
+        return json.loads((folder / META).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise AdapterUnavailable(f"cannot read {folder / META}: {e}") from e
+
+
+def attach_adapter(model, adapter: str | Path):
+    """The model wrapped with the LoRA adapter at `adapter`; AdapterUnavailable when the folder
+    is missing, unreadable, or made for a model of another shape."""
+    from peft import PeftModel
+
+    meta = read_meta(adapter)
+    want = meta.get("base_fingerprint")
+    have = model_fingerprint(model)
+    if want and want != have:
+        diff = ", ".join(f"{k} {want.get(k)} != {have.get(k)}" for k in have if want.get(k) != have.get(k))
+        raise AdapterUnavailable(f"the DITTO adapter at {adapter} was made for another model ({diff})")
+    try:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise AdapterUnavailable(f"cannot load the DITTO adapter at {adapter}: {str(e).splitlines()[0]}") from e
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+def rep_n(tokens: Sequence, n: int) -> float:
+    """1 - distinct n-grams / n-grams (Welleck et al., 2020): 0 when no n-gram repeats."""
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def rep_w(tokens: Sequence, w: int = 16) -> float:
+    """The share of tokens that already occur among the w tokens before them (Fu et al., 2021)."""
+    if not tokens:
+        return 0.0
+    return sum(tokens[i] in tokens[max(0, i - w):i] for i in range(len(tokens))) / len(tokens)
+
+
+def rep_r(tokens: Sequence) -> float:
+    """The share of tokens inside a repeated snippet: positions i whose bigram (t_i, t_i+1) occurs
+    at another position too (Fu et al., 2021)."""
+    if len(tokens) < 2:
+        return 0.0
+    seen: dict[tuple, int] = {}
+    for i in range(len(tokens) - 1):
+        seen[(tokens[i], tokens[i + 1])] = seen.get((tokens[i], tokens[i + 1]), 0) + 1
+    inside = set()
+    for i in range(len(tokens) - 1):
+        if seen[(tokens[i], tokens[i + 1])] > 1:
+            inside.update((i, i + 1))
+    return len(inside) / len(tokens)
+
+
+def _norm(sentence: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", sentence.lower()).split())
+
+
+def repeated_sentences(text: str, before: str = "", min_words: int = 3) -> int:
+    """How many complete sentences of `text` (of at least min_words words) repeat a sentence that
+    came earlier, in `before` or in `text`. An unfinished last sentence is not counted."""
+    seen = {_norm(s) for s in split_sentences(before)}
+    sentences = split_sentences(text)
+    if sentences and sentences[-1][-1] not in ".!?\"'”’)":
+        sentences = sentences[:-1]
+    count = 0
+    for s in sentences:
+        key = _norm(s)
+        if len(key.split()) < min_words:
+            continue
+        count += key in seen
+        seen.add(key)
+    return count
+
+
+def continuation_metrics(tokens: Sequence[int], text: str, prefix_text: str = "") -> dict:
+    return {"rep_2": rep_n(tokens, 2), "rep_3": rep_n(tokens, 3), "rep_4": rep_n(tokens, 4),
+            "rep_w": rep_w(tokens), "rep_r": rep_r(tokens),
+            "sentence_repetition": float(repeated_sentences(text, prefix_text) > 0)}
+
+
+@dataclass(frozen=True)
+class Sample:
+    source: str
+    prefix: list[int]
+    reference: list[int]  # the true continuation, for perplexity
+
+
+def eval_samples(tokenizer, paragraphs: Sequence[str], source: str, count: int,
+                 prefix_len: int = 50, continuation_len: int = 100) -> list[Sample]:
+    """Up to `count` windows of prefix + true continuation, evenly spaced over the running text
+    (paragraphs joined by blank lines) and not overlapping."""
+    ids = tokenizer("\n\n".join(paragraphs), add_special_tokens=False)["input_ids"]
+    size = prefix_len + continuation_len
+    fit = len(ids) // size
+    if fit == 0 or count < 1:
+        return []
+    step = max(1, fit // count)
+    starts = [i * step * size for i in range(min(count, fit))]
+    return [Sample(source, ids[s:s + prefix_len], ids[s + prefix_len:s + size]) for s in starts]
+
+
+def evaluate(model, tokenizer, samples: Sequence[Sample], decoding: Decoding | None = None,
+             batch: int = 16, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Greedy continuations of every sample's prefix (as long as its reference), their repetition
+    metrics, the perplexity of the true continuations, and tokens per second of generation."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from generation.processors import breaker_ids, sentence_end_ids
+
+    decoding = decoding or PLAIN
+    processors = LogitsProcessorList(decoding.processors(sentence_end_ids(tokenizer), breaker_ids(tokenizer)))
+    rows, nll, counted, gen_tokens, gen_seconds = [], 0.0, 0, 0, 0.0
+    device = model.device
+    for i in range(0, len(samples), batch):
+        group = samples[i:i + batch]
+        prefixes = torch.tensor([s.prefix for s in group], device=device)  # all prefixes are one length
+        new = len(group[0].reference)
+        with torch.inference_mode():
+            full = torch.tensor([s.prefix + s.reference for s in group], device=device)
+            logp = token_logprobs(model(input_ids=full).logits, full)[:, len(group[0].prefix) - 1:]
+            nll -= logp.sum().item()
+            counted += logp.numel()
+            started = time.perf_counter()
+            output = model.generate(
+                input_ids=prefixes, attention_mask=torch.ones_like(prefixes), do_sample=False,
+                max_new_tokens=new, min_new_tokens=new, logits_processor=processors,
+                repetition_penalty=decoding.repetition_penalty if decoding.repetition_penalty not in (None, 1.0) else None,
+                no_repeat_ngram_size=decoding.no_repeat_ngram_size or None,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            gen_seconds += time.perf_counter() - started
+        for sample, out in zip(group, output[:, prefixes.shape[1]:].tolist()):
+            gen_tokens += len(out)
+            text = tokenizer.decode(out, skip_special_tokens=True)
+            rows.append({"source": sample.source, "text": text,
+                         **continuation_metrics(out, text, tokenizer.decode(sample.prefix))})
+        if progress:
+            progress(min(i + batch, len(samples)), len(samples))
+    return summarize(rows, math.exp(nll / max(counted, 1)), gen_tokens / max(gen_seconds, 1e-9))
+
+
+METRICS = ("rep_2", "rep_3", "rep_4", "rep_w", "rep_r", "sentence_repetition")
+
+
+def summarize(rows: list[dict], perplexity: float, tokens_per_second: float) -> dict:
+    def mean(rs, key):
+        return round(sum(r[key] for r in rs) / len(rs), 4) if rs else None
+
+    sources = sorted({r["source"] for r in rows})
+    return {"samples": len(rows), **{k: mean(rows, k) for k in METRICS},
+            "perplexity": round(perplexity, 3), "tokens_per_second": round(tokens_per_second, 2),
+            "by_source": {s: {k: mean([r for r in rows if r["source"] == s], k) for k in METRICS}
+                          for s in sources},
+            "examples": rows[:3]}
+
+
+# --- the self-reinforcement analysis ----------------------------------------------------------
+
+def repetition_curve(model, tokenizer, pairs: Sequence[tuple[str, str]], repeats: int = 20,
+                     progress: Callable[[int, int], None] | None = None) -> dict:
+    """For each (prefix sentence, sentence), the sentence repeated `repeats` times after the prefix:
+    the mean probability of its tokens in repetition 1, 2, ... (TP), and the share of tokens more
+    likely than one repetition earlier (IP), as in DITTO's analysis. One forward pass per sentence."""
+    import torch
+
+    tp = [0.0] * repeats
+    ip = [0.0] * repeats
+    used = 0
+    for done, (prev, sentence) in enumerate(pairs, 1):
+        prefix, s = encode_sentence(tokenizer, prev), encode_sentence(tokenizer, sentence)
+        ids = torch.tensor([prefix + s * repeats], device=model.device)
+        with torch.inference_mode():
+            p = token_logprobs(model(input_ids=ids).logits, ids).exp()[0].float().cpu()
+        per = [p[len(prefix) - 1 + n * len(s):len(prefix) - 1 + (n + 1) * len(s)] for n in range(repeats)]
+        for n in range(repeats):
+            tp[n] += per[n].mean().item()
+            if n:
+                ip[n] += (per[n] > per[n - 1]).float().mean().item()
+        used += 1
+        if progress:
+            progress(done, len(pairs))
+    return {"repetition": list(range(1, repeats + 1)),
+            "token_probability": [round(v / max(used, 1), 4) for v in tp],
+            "increasing_share": [None] + [round(v / max(used, 1), 4) for v in ip[1:]],
+            "sentences": used}
+
+
+def plot_curves(curves: dict[str, dict], path: str | Path, title: str = "Self-reinforcement of repetition") -> None:
+    """A PNG of token probability per repetition, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
+    for name, curve in curves.items():
+        ax.plot(curve["repetition"], curve["token_probability"], marker="o", markersize=3, label=name)
+    ax.set_xlabel("repetition of the sentence")
+    ax.set_ylabel("mean probability of its tokens")
+    ax.set_ylim(0, 1)
+    ax.set_xticks(range(1, len(next(iter(curves.values()))["repetition"]) + 1, 2))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
