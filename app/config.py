@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     ditto_adapter: Path | None = Field(None, description="a DITTO LoRA adapter folder; default: the one in assets/ "
                                        "for the embedded model")
     guard: bool = Field(True, description="new stories decode with the sentence-repetition guard")
-    guard_lambda: float = Field(0.5, gt=0, le=1, description="the guard's lambda: a sentence seen k times "
+    guard_lambda: float = Field(0.01, gt=0, le=1, description="the guard's lambda: a sentence seen k times "
                                 "is continued with its probability times lambda**k")
     max_premise_chars: int = 4000
     max_plan_chars: int = 2000

@@ -53,7 +53,7 @@ def add_parser(sub) -> None:
     ev.add_argument("--prefix", type=int, default=50, help="prefix tokens")
     ev.add_argument("--continuation", type=int, default=100, help="tokens written greedily")
     ev.add_argument("--guard", action="store_true", help="decode with the sentence-repetition guard")
-    ev.add_argument("--guard-lambda", type=_lam, default=0.5)
+    ev.add_argument("--guard-lambda", type=_lam, default=0.01)
     ev.add_argument("--repetition-penalty", type=float, default=1.0)
     ev.add_argument("--no-repeat-ngram-size", type=int, default=0)
     ev.add_argument("--dry", type=float, default=0.0, help="DRY multiplier (0: off)")

@@ -63,7 +63,7 @@ def build(service: StoryService, story_id: gr.State) -> RepetitionTab:
         with gr.Row():
             ditto = gr.Checkbox(label="DITTO adapter (trained against repetition loops)", elem_id="set-ditto")
             guard = gr.Checkbox(label="Sentence-repetition guard", elem_id="set-guard")
-            guard_lambda = gr.Slider(0.05, 1.0, step=0.05, label="Guard λ: a sentence seen k times is continued "
+            guard_lambda = gr.Slider(0.01, 1.0, step=0.01, label="Guard λ: a sentence seen k times is continued "
                                      "with probability × λ^k", elem_id="set-guard-lambda")
         with gr.Row():
             penalty = gr.Slider(1.0, 2.0, step=0.05, label="Repetition penalty (1: off)", elem_id="set-penalty")

@@ -22,7 +22,8 @@ def build_service(settings: Settings) -> StoryService:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DatabaseUnavailable(f"cannot create the data directory {settings.data_dir}: {e.strerror}") from e
-    backend = TransformersBackend(settings.model, settings.device, settings.stream_timeout, adapter=ditto_adapter(settings))
+    backend = TransformersBackend(settings.model, settings.device, settings.stream_timeout,
+                                  adapter=ditto_adapter(settings))
     db = open_database(settings.database())
     embedder = Embedder(settings.embedder, device=None if settings.device == "auto" else settings.device)
     limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k)

@@ -30,7 +30,7 @@ from generation.ditto import (  # noqa: E402
 )
 from generation.local import load_model, resolve_model  # noqa: E402
 
-GUARD = Decoding(guard=True, guard_lambda=0.5, repetition_penalty=1.0)
+GUARD = Decoding(guard=True, guard_lambda=Decoding().guard_lambda, repetition_penalty=1.0)  # the app's default λ
 WAYS = [("base", False, PLAIN), ("DITTO", True, PLAIN), ("guard", False, GUARD), ("guard+DITTO", True, GUARD)]
 
 
@@ -42,7 +42,7 @@ def speed(model, tokenizer, samples, pairs, rounds: int) -> dict:
 
     from generation.processors import breaker_ids, sentence_end_ids
 
-    ends, breakers = sentence_end_ids(tokenizer), breaker_ids(tokenizer)
+    ends, breakers = sentence_end_ids(tokenizer, clauses=True), breaker_ids(tokenizer)
     totals = {name: [0, 0.0] for name, _, _ in pairs}
     for r in range(rounds):
         for name, ditto, decoding in pairs:
@@ -86,6 +86,9 @@ def main() -> None:
         print(f"{name:12s} rep-2 {r['rep_2']:.3f} rep-3 {r['rep_3']:.3f} rep-4 {r['rep_4']:.3f} "
               f"sentence rep {r['sentence_repetition']:.3f} ppl {r['perplexity']:.2f} "
               f"rep-w {r['rep_w']:.3f} rep-r {r['rep_r']:.3f} ({r['seconds']:.0f} s)", flush=True)
+        for src, b in r["by_source"].items():
+            print(f"    {src:20s} rep-4 {b['rep_4']:.3f} sentence rep {b['sentence_repetition']:.3f} "
+                  f"ppl {b['perplexity']:.2f}", flush=True)
     base = results["base"]
     targets = {}
     for name in ("DITTO", "guard", "guard+DITTO"):
@@ -93,12 +96,15 @@ def main() -> None:
         ratios = {"rep_4": r["rep_4"] / base["rep_4"],
                   "sentence_repetition": r["sentence_repetition"] / base["sentence_repetition"],
                   "perplexity": r["perplexity"] / base["perplexity"]}
+        per_source = {src: round(r["by_source"][src]["perplexity"] / base["by_source"][src]["perplexity"], 3)
+                      for src in base["by_source"]}
         targets[name] = {"ratios_to_base": {k: round(v, 3) for k, v in ratios.items()},
+                         "perplexity_ratio_by_source": per_source,
                          "met": {"rep_4 <= 1/2 base": ratios["rep_4"] <= 0.5,
                                  "sentence repetition <= 1/3 base": ratios["sentence_repetition"] <= 1 / 3,
                                  "perplexity <= 1.1 x base": ratios["perplexity"] <= 1.1}}
         print(f"{name:12s} vs base: rep-4 x{ratios['rep_4']:.2f}, sentence rep x{ratios['sentence_repetition']:.2f}, "
-              f"ppl x{ratios['perplexity']:.3f}", flush=True)
+              f"ppl x{ratios['perplexity']:.3f} (by source: {per_source})", flush=True)
     print("speed, one sequence at a time ...", flush=True)
     tps = speed(model, tokenizer, samples, [("base", False, PLAIN), ("guard", False, GUARD), ("DITTO", True, PLAIN),
                                             ("guard+DITTO", True, GUARD)], args.speed_rounds)

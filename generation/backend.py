@@ -23,7 +23,7 @@ class Decoding:
 
     ditto: bool = True  # use the DITTO adapter when one is loaded
     guard: bool = True
-    guard_lambda: float = 0.5
+    guard_lambda: float = 0.01  # greedy loops hold the copy at p > 0.99: a mild lambda does not break them
     repetition_penalty: float | None = None  # None: each call's own (1.1 for story text)
     no_repeat_ngram_size: int = 0  # 0: off
     dry_multiplier: float = 0.0  # 0: off
@@ -49,15 +49,24 @@ class Decoding:
         except (TypeError, InvalidInput):
             return cls()
 
-    def processors(self, sentence_end_ids, breaker_ids) -> list:
-        """The storyloom LogitsProcessors these settings ask for; transformers' own controls
-        (repetition_penalty, no_repeat_ngram_size) go to generate() as arguments."""
+    def processors(self, boundary_ids, breaker_ids, default_penalty: float = 1.0, context_start: int = 0) -> list:
+        """These settings as LogitsProcessors, in the order they apply: transformers' repetition
+        penalty (this one, or `default_penalty` when it is None) and no-repeat n-grams, then the
+        sentence-repetition guard (sentences and clauses split at `boundary_ids`, the text from
+        `context_start` on) and DRY (matches broken at `breaker_ids`)."""
+        from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
         from generation.processors import DRY, SentenceRepetitionGuard
 
         self.check()
+        penalty = default_penalty if self.repetition_penalty is None else self.repetition_penalty
         out = []
+        if penalty != 1.0:
+            out.append(RepetitionPenaltyLogitsProcessor(penalty))
+        if self.no_repeat_ngram_size:
+            out.append(NoRepeatNGramLogitsProcessor(self.no_repeat_ngram_size))
         if self.guard and self.guard_lambda < 1:
-            out.append(SentenceRepetitionGuard(sentence_end_ids, self.guard_lambda))
+            out.append(SentenceRepetitionGuard(boundary_ids, self.guard_lambda, context_start=context_start))
         if self.dry_multiplier > 0:
             out.append(DRY(self.dry_multiplier, self.dry_base, self.dry_allowed_length, breaker_ids))
         return out

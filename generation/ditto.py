@@ -429,15 +429,18 @@ def eval_samples(tokenizer, paragraphs: Sequence[str], source: str, count: int,
 def evaluate(model, tokenizer, samples: Sequence[Sample], decoding: Decoding | None = None,
              batch: int = 16, progress: Callable[[int, int], None] | None = None) -> dict:
     """Greedy continuations of every sample's prefix (as long as its reference), their repetition
-    metrics, the perplexity of the true continuations, and tokens per second of generation."""
+    metrics, the perplexity of the true continuations under the decoding distribution (the model's
+    probabilities after the decoding's processors, so a processor that hurts real text shows),
+    and tokens per second of generation."""
     import torch
     from transformers import LogitsProcessorList
 
     from generation.processors import breaker_ids, sentence_end_ids
 
     decoding = decoding or PLAIN
-    processors = LogitsProcessorList(decoding.processors(sentence_end_ids(tokenizer), breaker_ids(tokenizer)))
-    rows, nll, counted, gen_tokens, gen_seconds = [], 0.0, 0, 0, 0.0
+    processors = LogitsProcessorList(
+        decoding.processors(sentence_end_ids(tokenizer, clauses=True), breaker_ids(tokenizer)))
+    rows, gen_tokens, gen_seconds, impossible = [], 0, 0.0, 0
     device = model.device
     for i in range(0, len(samples), batch):
         group = samples[i:i + batch]
@@ -445,40 +448,66 @@ def evaluate(model, tokenizer, samples: Sequence[Sample], decoding: Decoding | N
         new = len(group[0].reference)
         with torch.inference_mode():
             full = torch.tensor([s.prefix + s.reference for s in group], device=device)
-            logp = token_logprobs(model(input_ids=full).logits, full)[:, len(group[0].prefix) - 1:]
-            nll -= logp.sum().item()
-            counted += logp.numel()
+            logp = reference_logprobs(model(input_ids=full).logits, full, len(group[0].prefix), processors)
+            impossible += int((logp < FLOOR).sum())
+            nll = (-logp.clamp(min=FLOOR)).sum(dim=1).tolist()
             started = time.perf_counter()
             output = model.generate(
                 input_ids=prefixes, attention_mask=torch.ones_like(prefixes), do_sample=False,
                 max_new_tokens=new, min_new_tokens=new, logits_processor=processors,
-                repetition_penalty=decoding.repetition_penalty if decoding.repetition_penalty not in (None, 1.0) else None,
-                no_repeat_ngram_size=decoding.no_repeat_ngram_size or None,
                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
             gen_seconds += time.perf_counter() - started
-        for sample, out in zip(group, output[:, prefixes.shape[1]:].tolist()):
+        for sample, out, row_nll in zip(group, output[:, prefixes.shape[1]:].tolist(), nll):
             gen_tokens += len(out)
             text = tokenizer.decode(out, skip_special_tokens=True)
-            rows.append({"source": sample.source, "text": text,
+            rows.append({"source": sample.source, "text": text, "nll": row_nll, "tokens": len(sample.reference),
                          **continuation_metrics(out, text, tokenizer.decode(sample.prefix))})
         if progress:
             progress(min(i + batch, len(samples)), len(samples))
-    return summarize(rows, math.exp(nll / max(counted, 1)), gen_tokens / max(gen_seconds, 1e-9))
+    result = summarize(rows, gen_tokens / max(gen_seconds, 1e-9))
+    result["impossible_reference_tokens"] = impossible
+    return result
+
+
+FLOOR = math.log(1e-9)  # a true token the decoding rules out counts as this unlikely in perplexity
+
+
+def reference_logprobs(logits, ids, start: int, processors):
+    """log p(ids[:, t]) for the true continuation (t >= start) under the decoding distribution:
+    the model's logits after `processors` (empty: the model's own), [B, T - start]."""
+    import torch
+
+    if not processors:
+        return token_logprobs(logits, ids)[:, start - 1:]
+    out = []
+    for t in range(start - 1, ids.shape[1] - 1):
+        scores = logits[:, t].float()
+        for processor in processors:
+            scores = processor(ids[:, :t + 1], scores)
+        out.append(torch.log_softmax(scores, dim=-1).gather(1, ids[:, t + 1:t + 2]))
+    return torch.cat(out, dim=1)
 
 
 METRICS = ("rep_2", "rep_3", "rep_4", "rep_w", "rep_r", "sentence_repetition")
 
 
-def summarize(rows: list[dict], perplexity: float, tokens_per_second: float) -> dict:
+def summarize(rows: list[dict], tokens_per_second: float) -> dict:
+    """Means of the metrics over all rows and per source; perplexity from the rows' summed
+    negative log-likelihood ("nll") over their reference tokens ("tokens")."""
     def mean(rs, key):
         return round(sum(r[key] for r in rs) / len(rs), 4) if rs else None
 
+    def perplexity(rs):
+        return round(math.exp(sum(r["nll"] for r in rs) / max(1, sum(r["tokens"] for r in rs))), 3)
+
     sources = sorted({r["source"] for r in rows})
-    return {"samples": len(rows), **{k: mean(rows, k) for k in METRICS},
-            "perplexity": round(perplexity, 3), "tokens_per_second": round(tokens_per_second, 2),
-            "by_source": {s: {k: mean([r for r in rows if r["source"] == s], k) for k in METRICS}
-                          for s in sources},
-            "examples": rows[:3]}
+    by_source = {s: [r for r in rows if r["source"] == s] for s in sources}
+    return {"samples": len(rows), **{k: mean(rows, k) for k in METRICS}, "perplexity": perplexity(rows),
+            "tokens_per_second": round(tokens_per_second, 2),
+            "by_source": {s: {**{k: mean(rs, k) for k in METRICS}, "perplexity": perplexity(rs), "samples": len(rs)}
+                          for s, rs in by_source.items()},
+            "examples": [{k: r[k] for k in ("source", "text", "rep_4", "sentence_repetition")}
+                         for rs in by_source.values() for r in rs[:2]]}
 
 
 # --- the self-reinforcement analysis ----------------------------------------------------------

@@ -94,6 +94,7 @@ class TransformersBackend:
         self.stream_timeout = stream_timeout
         self.adapter = Path(adapter) if adapter else None  # a DITTO LoRA adapter, used when it loads
         self.adapter_problem: str | None = None  # why the adapter is not in use, once loading tried
+        self._adapter_in_use = False
         self._model = None
         self._tokenizer = None
         self._token_sets: dict[str, list[int]] = {}
@@ -113,6 +114,7 @@ class TransformersBackend:
         if self.adapter:
             try:
                 model = attach_adapter(model, self.adapter)
+                self._adapter_in_use = True
             except AdapterUnavailable as e:  # a missing adapter never stops the writing
                 self.adapter_problem = f"{e}; writing with the base model"
                 log.warning("%s", self.adapter_problem)
@@ -121,8 +123,8 @@ class TransformersBackend:
     @property
     def has_adapter(self) -> bool:
         """Whether the DITTO adapter is in use (loads the model)."""
-        model, _ = self.load()
-        return hasattr(model, "disable_adapter")
+        self.load()
+        return self._adapter_in_use
 
     def describe_adapter(self) -> str:
         if not self.adapter:
@@ -132,18 +134,23 @@ class TransformersBackend:
         return self.adapter_problem or f"DITTO adapter {self.adapter} in use"
 
     def _tokens(self, name: str) -> list[int]:
-        """sentence_end_ids / breaker_ids of the tokenizer, computed once."""
-        from generation import processors
+        """The tokenizer's sentence-and-clause ends ("boundaries") or DRY breakers, computed once."""
+        from generation.processors import breaker_ids, sentence_end_ids
 
         if name not in self._token_sets:
             _, tokenizer = self.load()
-            self._token_sets[name] = getattr(processors, name)(tokenizer)
+            find = {"boundaries": lambda: sentence_end_ids(tokenizer, clauses=True),
+                    "breakers": lambda: breaker_ids(tokenizer)}[name]
+            self._token_sets[name] = find()
         return self._token_sets[name]
 
     def render(self, request: Request) -> str:
+        return self._chat(request) + request.reply_prefix
+
+    def _chat(self, request: Request) -> str:
+        """The prompt up to where the reply starts (before any reply prefix)."""
         _, tokenizer = self.load()
-        prompt = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-        return prompt + request.reply_prefix
+        return tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
 
     def _option_tokens(self, options: tuple[str, ...]) -> list[int]:
         _, tokenizer = self.load()
@@ -167,20 +174,19 @@ class TransformersBackend:
         from generation.processors import AllowOnly
 
         model, tokenizer = self.load()
-        inputs = tokenizer(self.render(request), return_tensors="pt", add_special_tokens=False).to(model.device)
+        chat = self._chat(request)
+        inputs = tokenizer(chat + request.reply_prefix, return_tensors="pt", add_special_tokens=False).to(model.device)
         extra = dict(request.extra)
         decoding = request.decoding
         if request.options:  # one token, chosen greedily among the options' tokens
             extra["logits_processor"] = LogitsProcessorList([AllowOnly(self._option_tokens(request.options))])
             request = replace(request, max_new_tokens=1, min_new_tokens=0, temperature=0)
-        elif decoding:
-            extra["logits_processor"] = LogitsProcessorList(
-                decoding.processors(self._tokens("sentence_end_ids"), self._tokens("breaker_ids")))
-            if decoding.repetition_penalty is not None:
-                request = replace(request, repetition_penalty=decoding.repetition_penalty)
-            if decoding.no_repeat_ngram_size:
-                extra["no_repeat_ngram_size"] = decoding.no_repeat_ngram_size
-        plain = decoding is not None and not decoding.ditto and hasattr(model, "disable_adapter")
+        elif decoding:  # every anti-repetition control as a processor; none left to generate()'s arguments
+            extra["logits_processor"] = LogitsProcessorList(decoding.processors(
+                self._tokens("boundaries"), self._tokens("breakers"), request.repetition_penalty,
+                context_start=self.count_tokens(chat)))  # the guard watches the reply (with its prefix) for loops
+            request = replace(request, repetition_penalty=None)
+        plain = decoding is not None and not decoding.ditto and self._adapter_in_use
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
                                         timeout=self.stream_timeout)
         cancel = threading.Event()

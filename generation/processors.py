@@ -35,9 +35,19 @@ class SentenceRepetitionGuard(LogitsProcessor):
     repeats, the harder copying it again becomes, which is the self-reinforcement DITTO breaks.
 
     Sentences are told apart by `boundary_ids`: the tokens whose text ends a sentence (see
-    sentence_end_ids), so the split follows the text, not one token id."""
+    sentence_end_ids), so the split follows the text, not one token id. Given the tokens that
+    end clauses too (sentence_end_ids(..., clauses=True)), clauses count as sentences: a loop
+    that comes back mid-sentence is caught as well. Only text from position `context_start` on
+    counts (the app passes the prompt's length: a reply may restate its prompt, not itself).
 
-    def __init__(self, boundary_ids, lam: float = 0.5, min_match: int = 2):
+    A loop with no sentence or clause mark in it ("a woman who is a woman who is ...") has no
+    earlier sentence to match, so a second rule, in the same spirit, treats the repeating span
+    as the sentence: when the text ends with a span of `period` tokens (at most `max_period`)
+    written k times in a row (at least `min_loop` tokens in the repeats), the token that would
+    start it once more gets lam**k. Set max_period to 0 for the sentence rule alone."""
+
+    def __init__(self, boundary_ids, lam: float = 0.5, min_match: int = 2, context_start: int = 0,
+                 max_period: int = 32, min_loop: int = 6):
         if not 0 < lam <= 1:
             raise ValueError(f"lambda must be in (0, 1], got {lam}")
         if min_match < 1:
@@ -49,13 +59,19 @@ class SentenceRepetitionGuard(LogitsProcessor):
         self.boundary[boundary_ids] = True
         self.log_lam = float(np.log(lam))
         self.min_match = min_match
+        self.context_start = max(0, int(context_start))
+        if max_period < 0 or min_loop < 2:
+            raise ValueError(f"max_period must be >= 0 and min_loop >= 2, got {max_period}, {min_loop}")
+        self.max_period, self.min_loop = max_period, min_loop
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         out = scores.clone()
         if self.log_lam == 0.0:
             return out
         for row in range(input_ids.shape[0]):
-            ids = _row_ids(input_ids, row)
+            ids = _row_ids(input_ids, row)[self.context_start:]
+            for token, k in self._loops(ids):
+                out[row, token] += k * self.log_lam
             known = ids < len(self.boundary)  # ids above the highest boundary id end nothing
             ends = np.flatnonzero(known)[self.boundary[ids[known]]]
             start = int(ends[-1]) + 1 if len(ends) else 0  # where the sentence being written began
@@ -73,6 +89,18 @@ class SentenceRepetitionGuard(LogitsProcessor):
                 tokens, counts = np.unique(ids[copies + m], return_counts=True)
                 out[row, torch.as_tensor(tokens)] += torch.as_tensor(counts, dtype=out.dtype) * self.log_lam
         return out
+
+
+    def _loops(self, ids: np.ndarray) -> list[tuple[int, int]]:
+        """(token that would start the repeating span again, times the span was repeated) for
+        the shortest period the text ends repeating, if any."""
+        tail = ids[-(self.max_period * 8):]
+        for period in range(1, min(self.max_period, len(tail) // 2) + 1):
+            same = tail[period:] == tail[:-period]  # same[i]: tail[i + period] repeats tail[i]
+            run = len(same) - int(np.flatnonzero(~same)[-1]) - 1 if not same.all() else len(same)
+            if run >= max(period, self.min_loop):
+                return [(int(tail[-period]), run // period)]
+        return []
 
 
 class DRY(LogitsProcessor):
@@ -112,12 +140,12 @@ class DRY(LogitsProcessor):
         return out
 
 
-def sentence_end_ids(tokenizer) -> list[int]:
+def sentence_end_ids(tokenizer, clauses: bool = False) -> list[int]:
     """The ids of tokens whose text ends a sentence (., !, ?, … maybe followed by a closing quote
-    or bracket) or holds a line break."""
+    or bracket) or holds a line break; with `clauses`, also those ending a clause (, ; :)."""
     import re
 
-    ending = re.compile(r"[.!?…][\"'”’)\]]*\s*$|\n")
+    ending = re.compile(r"[.!?…" + (",;:" if clauses else "") + r"][\"'”’)\]]*\s*$|\n")
     found = []
     for token, token_id in tokenizer.get_vocab().items():
         text = tokenizer.convert_tokens_to_string([token])

@@ -8,7 +8,7 @@ import torch
 
 from generation.backend import Decoding, check_lambda
 from generation.ditto import (
-    MIN_SENTENCES, Corpus, ditto_loss, mle_loss, paragraphs_of, read_corpus, rep_n, rep_r, rep_w,
+    MIN_SENTENCES, Corpus, reference_logprobs, ditto_loss, mle_loss, paragraphs_of, read_corpus, rep_n, rep_r, rep_w,
     repeat_sample, repeated_sentences, split_sentences, summarize, usable,
 )
 from storage.errors import InvalidInput
@@ -133,12 +133,14 @@ def test_repetition_metrics_on_hand_examples():
 
 def test_summary_averages_per_source():
     rows = [{"source": "a", "rep_2": 0.2, "rep_3": 0.1, "rep_4": 0.0, "rep_w": 0.1, "rep_r": 0.1,
-             "sentence_repetition": 1.0, "text": "x"},
+             "sentence_repetition": 1.0, "text": "x", "nll": 2 * math.log(4), "tokens": 2},
             {"source": "b", "rep_2": 0.4, "rep_3": 0.3, "rep_4": 0.2, "rep_w": 0.3, "rep_r": 0.3,
-             "sentence_repetition": 0.0, "text": "y"}]
-    out = summarize(rows, 12.3456, 50.0)
-    assert out["rep_4"] == 0.1 and out["sentence_repetition"] == 0.5 and out["perplexity"] == 12.346
-    assert out["by_source"]["b"]["rep_2"] == 0.4
+             "sentence_repetition": 0.0, "text": "y", "nll": 2 * math.log(16), "tokens": 2}]
+    out = summarize(rows, 50.0)
+    assert out["rep_4"] == 0.1 and out["sentence_repetition"] == 0.5
+    assert out["perplexity"] == 8.0  # exp of the mean nll per token: (log 4 + log 16) / 2
+    assert out["by_source"]["a"]["perplexity"] == 4.0 and out["by_source"]["b"]["rep_2"] == 0.4
+    assert [e["source"] for e in out["examples"]] == ["a", "b"]
 
 
 @pytest.mark.parametrize("lam", [0, -0.5, 1.01, float("nan"), True, "0.5"])
@@ -166,3 +168,20 @@ def test_decoding_settings_are_checked_and_read_back_safely():
 def test_corpus_is_a_plain_value():
     corpus = Corpus("p", "h", ["A b c d e. F g h i j."], [])
     assert corpus.pairs == [("A b c d e.", "F g h i j.")]
+
+
+def test_reference_perplexity_is_taken_under_the_decoding_distribution():
+    ids = torch.tensor([[0, 1, 2, 1]])
+    logits = torch.zeros(1, 4, 4)  # uniform over 4 tokens everywhere
+
+    class BanTwo:
+        def __call__(self, input_ids, scores):
+            out = scores.clone()
+            out[:, 2] = float("-inf")
+            return out
+
+    plain = reference_logprobs(logits, ids, 2, [])
+    assert plain.shape == (1, 2) and torch.allclose(plain, torch.full((1, 2), math.log(0.25)))
+    banned = reference_logprobs(logits, ids, 2, [BanTwo()])
+    assert banned[0, 0] == float("-inf")  # the true token 2 was ruled out
+    assert banned[0, 1].item() == pytest.approx(math.log(1 / 3))  # token 1 shares what 2 lost

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -94,9 +96,10 @@ def test_sentence_end_ids_follow_the_tokens_text():
     from generation.processors import sentence_end_ids
 
     class Tokenizer:  # the two methods sentence_end_ids uses, over a tiny vocabulary
-        vocab = {"Ġthe": 0, ".": 1, "Ġcat": 2, '."': 3, "?”": 4, "Ċ": 5, "Mr.": 6, "e.g": 7, "!)": 8}
+        vocab = {"Ġthe": 0, ".": 1, "Ġcat": 2, '."': 3, "?”": 4, "Ċ": 5, "Mr.": 6, "e.g": 7, "!)": 8, ",": 9,
+                 ";Ġ": 10, "Ġ,Ġa": 11}
         text = {"Ġthe": " the", ".": ".", "Ġcat": " cat", '."': '."', "?”": "?”", "Ċ": "\n", "Mr.": "Mr.",
-                "e.g": "e.g", "!)": "!)"}
+                "e.g": "e.g", "!)": "!)", ",": ",", ";Ġ": "; ", "Ġ,Ġa": " , a"}
 
         def get_vocab(self):
             return dict(self.vocab)
@@ -105,3 +108,45 @@ def test_sentence_end_ids_follow_the_tokens_text():
             return "".join(self.text[t] for t in tokens)
 
     assert sentence_end_ids(Tokenizer()) == [1, 3, 4, 5, 6, 8]  # "Mr." ends like a sentence: a known limit
+    assert sentence_end_ids(Tokenizer(), clauses=True) == [1, 3, 4, 5, 6, 8, 9, 10]
+
+
+def test_the_guard_watches_only_the_text_from_context_start():
+    ids = torch.tensor([[1, 2, 3, DOT, 1, 2]])  # "1 2 3 ." is in the prompt; the reply is "1 2"
+    scores = torch.zeros(1, 10)
+    assert SentenceRepetitionGuard([DOT], lam=0.5)(ids, scores)[0, 3] < 0  # the whole context: 3 is held back
+    assert torch.equal(SentenceRepetitionGuard([DOT], lam=0.5, context_start=4)(ids, scores), scores)
+
+
+def test_decoding_settings_become_processors_in_order_on_hand_built_tensors():
+    from generation.backend import Decoding
+
+    ids = torch.tensor([[1, 2, 3, 1, 2]])
+    scores = torch.tensor([[0.0, 2.0, -1.0, 4.0, 1.0, 1.0]])
+    processors = Decoding(guard=False, repetition_penalty=2.0, no_repeat_ngram_size=3).processors([], [])
+    out = scores
+    for p in processors:
+        out = p(ids, out)
+    # the penalty divides the positive scores of tokens already written and multiplies the negative
+    # ones; then "1 2 3" may not be written again, so after "1 2" token 3 is banned
+    assert out.tolist() == [[0.0, 1.0, -2.0, float("-inf"), 1.0, 1.0]]
+    kinds = lambda d, default=1.0: [type(p).__name__ for p in d.processors([9], [8], default)]  # noqa: E731
+    assert kinds(Decoding(guard=False)) == []
+    assert kinds(Decoding(guard=False), 1.1) == ["RepetitionPenaltyLogitsProcessor"]  # the call's own penalty
+    assert kinds(Decoding(guard=False, repetition_penalty=1.0), 1.1) == []  # the story's 1.0 wins
+    assert kinds(Decoding(dry_multiplier=0.8, no_repeat_ngram_size=2)) == [
+        "NoRepeatNGramLogitsProcessor", "SentenceRepetitionGuard", "DRY"]
+
+
+def test_the_guard_holds_back_a_loop_with_no_sentence_mark():
+    ids = torch.tensor([[5, 1, 2, 3, 1, 2, 3, 1, 2, 3]])  # "1 2 3" three times, no sentence end anywhere
+    scores = torch.zeros(1, 10)
+    out = SentenceRepetitionGuard([DOT], lam=0.5)(ids, scores)
+    expected = torch.zeros(1, 10)
+    expected[0, 1] = 2 * math.log(0.5)  # repeated twice after the first: starting it again gets lam**2
+    assert torch.allclose(out, expected)
+    assert torch.equal(SentenceRepetitionGuard([DOT], lam=0.5, max_period=0)(ids, scores), scores)  # rule off
+    short = torch.tensor([[5, 1, 2, 1, 2]])  # one repeat of a 2-token span: 4 tokens, under min_loop
+    assert torch.equal(SentenceRepetitionGuard([DOT], lam=0.5)(short, scores), scores)
+    with pytest.raises(ValueError, match="max_period"):
+        SentenceRepetitionGuard([DOT], max_period=-1)
