@@ -294,7 +294,12 @@ def train(model_spec: str | None, corpus_path: str | Path, out: str | Path, conf
         for name, p in model.named_parameters():
             if "lora_" in name:
                 p.data = p.data.to(torch.float16)  # half the size on disk; upcast again on load
-    else:
+    else:  # a model read from GGUF refuses save_pretrained: copy its (dequantized) weights into a plain one
+        from transformers import AutoModelForCausalLM
+
+        plain = AutoModelForCausalLM.from_config(model.config)
+        plain.load_state_dict(model.state_dict())
+        model = plain
         tokenizer.save_pretrained(out)
     model.save_pretrained(out)
     meta = {
@@ -335,6 +340,7 @@ def attach_adapter(model, adapter: str | Path):
     """The model wrapped with the LoRA adapter at `adapter`; AdapterUnavailable when the folder
     is missing, unreadable, or made for a model of another shape."""
     from peft import PeftModel
+    from safetensors import SafetensorError, safe_open
 
     meta = read_meta(adapter)
     want = meta.get("base_fingerprint")
@@ -342,9 +348,12 @@ def attach_adapter(model, adapter: str | Path):
     if want and want != have:
         diff = ", ".join(f"{k} {want.get(k)} != {have.get(k)}" for k in have if want.get(k) != have.get(k))
         raise AdapterUnavailable(f"the DITTO adapter at {adapter} was made for another model ({diff})")
+    weights = Path(adapter) / "adapter_model.safetensors"
     try:
+        with safe_open(str(weights), "pt") as f:  # a broken file is refused before peft changes the model
+            f.keys()
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise AdapterUnavailable(f"cannot load the DITTO adapter at {adapter}: {str(e).splitlines()[0]}") from e
 
 
