@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from storage.errors import InvalidInput
@@ -173,14 +174,9 @@ def _analyze(args, settings) -> None:
     curves = {}
     runs = [("base model", None)] + ([("DITTO", args.adapter)] if args.adapter else [])
     for name, adapter in runs:
-        with _bar(len(pairs), "sentence", name) as bar:
-            if adapter is None and args.adapter:
-                with model.disable_adapter():
-                    curves[name] = repetition_curve(model, tokenizer, pairs, args.repeats,
-                                                    lambda d, t: bar.update(d - bar.n))
-            else:
-                curves[name] = repetition_curve(model, tokenizer, pairs, args.repeats,
-                                                lambda d, t: bar.update(d - bar.n))
+        base_only = adapter is None and args.adapter
+        with _bar(len(pairs), "sentence", name) as bar, (model.disable_adapter() if base_only else nullcontext()):
+            curves[name] = repetition_curve(model, tokenizer, pairs, args.repeats, lambda d, t: bar.update(d - bar.n))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, out / "repetition.png")

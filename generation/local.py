@@ -139,9 +139,8 @@ class TransformersBackend:
 
         if name not in self._token_sets:
             _, tokenizer = self.load()
-            find = {"boundaries": lambda: sentence_end_ids(tokenizer, clauses=True),
-                    "breakers": lambda: breaker_ids(tokenizer)}[name]
-            self._token_sets[name] = find()
+            self._token_sets[name] = (sentence_end_ids(tokenizer, clauses=True) if name == "boundaries"
+                                      else breaker_ids(tokenizer))
         return self._token_sets[name]
 
     def render(self, request: Request) -> str:
