@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     cmds = ditto.add_subparsers(dest="ditto_command", required=True)
 
     train = cmds.add_parser("train", help="fine-tune with DITTO + language modelling; writes a model or adapter")
-    train.add_argument("--corpus", required=True, help="a plain-text file; its last --holdout share is not trained on")
+    train.add_argument("--corpus", required=True, action="append",
+                       help="a plain-text file; its last --holdout share is not trained on (repeat to mix corpora)")
     train.add_argument("--out", required=True, help="a new folder for the result")
     train.add_argument("--model", help="base model (default: the embedded SmolLM2)")
     train.add_argument("--steps", type=int, default=300)

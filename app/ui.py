@@ -3,6 +3,7 @@ every action is one service call, run in a worker thread so its text can stream 
 
 from __future__ import annotations
 
+import html
 import logging
 import queue
 import threading
@@ -71,12 +72,19 @@ def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[t
     yield Problem(outcome["error"]) if "error" in outcome else outcome["view"]
 
 
+def literal(text: str, tag: str = "p") -> str:
+    """Model text as an HTML block for a Markdown component: shown as written, never read as Markdown
+    or HTML (a stray `<unk>`, `#` or `---` in a paragraph would otherwise eat it or split it)."""
+    return f"<{tag}>{html.escape(text.strip()).replace(chr(10), '<br>')}</{tag}>"
+
+
 def manuscript_markdown(view: StoryView) -> str:
-    parts = [f"## {view.title}"]
+    """One <h2> title, then one <p> per paragraph (the page counts them) with chapter titles as <h3>."""
+    parts = [literal(view.title, "h2")]
     for paragraph, chapter in zip(view.paragraphs, view.chapters):
         if chapter:
-            parts.append(f"### {chapter}")
-        parts.append(paragraph)
+            parts.append(literal(chapter, "h3"))
+        parts.append(literal(paragraph))
     return "\n\n".join(parts)
 
 
@@ -216,7 +224,7 @@ def build_app(service: StoryService) -> gr.Blocks:
                 _, number, total, view = event
                 return {**show(view, ""), auto_progress: f"**Step {number} of {total} written.**"}
             _, part, text = event
-            return {writing: f"*Writing {PART_NAMES.get(part, part)}…*\n\n{text}"}
+            return {writing: f"*Writing {PART_NAMES.get(part, part)}…*\n\n{literal(text)}"}
 
         def run(action, sid, *args, **kwargs) -> Iterator[dict]:
             for event in stream(action, sid, *args, **kwargs):
@@ -420,10 +428,10 @@ def build_app(service: StoryService) -> gr.Blocks:
         # -- reader mode ------------------------------------------------------------------
 
         def show_play(play: ReaderView) -> dict:
-            scenes = "\n\n".join(play.scenes[:-1])
-            recent = f"{scenes}\n\n---\n\n**{play.scenes[-1]}**" if scenes else f"**{play.scenes[-1]}**"
+            scenes = "\n\n".join(literal(s) for s in play.scenes[:-1])
+            recent = f"{scenes}\n\n---\n\n{literal(play.scenes[-1])}" if scenes else literal(play.scenes[-1])
             options = [(f"{p[1]} ({p[2]} scenes)", p[0]) for p in reading.playthroughs(play.story_id)]
-            return {scene: f"## {play.title} · played by {play.reader}\n\n{recent}", writing: "",
+            return {scene: f"{literal(f'{play.title} · played by {play.reader}', 'h2')}\n\n{recent}", writing: "",
                     choices: gr.update(choices=[(c, n) for n, c in enumerate(play.choices, 1)], value=None),
                     playthrough: gr.update(choices=options, value=play.playthrough_id),
                     status: f"Scene {len(play.scenes)}."}

@@ -57,17 +57,40 @@ def usable(sentence: str) -> bool:
     return 5 <= len(words) <= 60 and letters >= 0.6 * len(sentence.replace(" ", "")) and sentence[-1] in ".!?\"'”’)"
 
 
+_WIKITEXT_JOINS = [(re.compile(a), b) for a, b in [
+    (r" @([-,.])@ ", r"\1"),  # "north @-@ eastern", "1 @,@ 000", "2 @.@ 5"
+    (r" ([.,;:!?%)\]}])", r"\1"),  # no space before closing punctuation
+    (r"([(\[{$£]) ", r"\1"),  # nor after opening punctuation
+    (r" (['’](?:s|re|ve|ll|d|m|t)\b|n['’]t\b)", r"\1"),  # "city 's", "don 't"
+    (r'" ([^"]*?) "', r'"\1"'),  # quotes hug what they quote
+]]
+
+
+def is_wikitext(text: str) -> bool:
+    """Word-level tokenized text in WikiText's style: `@-@` for hyphens, `<unk>` for rare words."""
+    return " @-@ " in text or " <unk> " in text
+
+
+def detokenize(paragraph: str) -> str:
+    """A WikiText paragraph as ordinary prose, without its sentences that have a `<unk>` in them:
+    the model should never learn to write `<unk>`, ` , ` or ` @-@ ` (storyloom writes fiction)."""
+    for pattern, repl in _WIKITEXT_JOINS:
+        paragraph = pattern.sub(repl, paragraph)
+    return " ".join(s for s in split_sentences(paragraph) if "<unk>" not in s)
+
+
 def paragraphs_of(text: str) -> list[str]:
     """Paragraphs (blank-line separated, hard wraps joined), without headings and without a Project
-    Gutenberg header or licence."""
+    Gutenberg header or licence; WikiText is turned back into prose (see `detokenize`)."""
     start, end = text.find("*** START OF"), text.find("*** END OF")
     if start >= 0:
         text = text[text.find("\n", start) + 1:end if end > start else None]
+    clean = detokenize if is_wikitext(text) else (lambda paragraph: paragraph)
     out = []
     for block in re.split(r"\n\s*\n", text):
         lines = [ln for ln in block.splitlines() if ln.strip() and not _HEADING.match(ln)]
-        if lines:
-            out.append(" ".join(" ".join(lines).split()))
+        if lines and (paragraph := clean(" ".join(" ".join(lines).split()))):
+            out.append(paragraph)
     return out
 
 
@@ -236,10 +259,11 @@ def model_fingerprint(model) -> dict:
              "num_key_value_heads", "intermediate_size")}
 
 
-def train(model_spec: str | None, corpus_path: str | Path, out: str | Path, config: TrainConfig,
+def train(model_spec: str | None, corpus_paths: Sequence[str | Path], out: str | Path, config: TrainConfig,
           device: str = "auto", progress: Progress | None = None, command: str = "") -> dict:
-    """Fine-tune with DITTO + MLE and save to `out`: a LoRA adapter (config.lora) or a whole model
-    folder. Returns the metadata written to out/storyloom-ditto.json."""
+    """Fine-tune with DITTO + MLE on the training parts of one or more corpora and save to `out`: a
+    LoRA adapter (config.lora) or a whole model folder. Returns the metadata written to
+    out/storyloom-ditto.json."""
     import torch
     from accelerate import Accelerator
 
@@ -249,7 +273,11 @@ def train(model_spec: str | None, corpus_path: str | Path, out: str | Path, conf
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise InvalidInput(f"{out} exists and is not empty; give a new folder")
-    corpus = read_corpus(corpus_path, config.holdout)
+    corpora = [read_corpus(path, config.holdout) for path in corpus_paths]
+    if not corpora:
+        raise InvalidInput("give at least one corpus")
+    corpus = Corpus(" + ".join(c.path for c in corpora), ",".join(c.sha256 for c in corpora),
+                    [p for c in corpora for p in c.train], [p for c in corpora for p in c.held_out])
     source = resolve_model(model_spec)
     model, tokenizer = load_model(source, "cpu")  # accelerate places it
     batches = Batches(tokenizer, corpus, config)
@@ -306,8 +334,8 @@ def train(model_spec: str | None, corpus_path: str | Path, out: str | Path, conf
         "kind": "lora" if config.lora else "full",
         "base_model": str(source) if model_spec else "embedded",
         "base_fingerprint": model_fingerprint(model),
-        "corpus": corpus.path, "corpus_sha256": corpus.sha256,
-        "train_paragraphs": len(corpus.train), "held_out_paragraphs": len(corpus.held_out),
+        "corpora": [{"path": c.path, "sha256": c.sha256, "train_paragraphs": len(c.train),
+                     "held_out_paragraphs": len(c.held_out)} for c in corpora],
         "ditto_samples": len(batches.samples), "config": asdict(config),
         "device": str(accelerator.device), "seconds": round(seconds, 1),
         "loss": {k: {"first_10": _mean(v[:10]), "last_10": _mean(v[-10:]), "batches": len(v)}

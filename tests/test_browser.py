@@ -151,7 +151,8 @@ def test_07_edit_a_paragraph_and_title_a_chapter(page):
     page.locator("#save").click()
     status_says(page, "paragraph is empty", 30_000)  # an empty paragraph is refused, nothing lost
     assert paragraphs(page) == 2
-    edited = "Mara painted the lighthouse door violet, ate a jar of pickled herring on the step, and read the letter again."
+    edited = ("Mara painted the lighthouse door violet, ate a jar of *pickled* herring on the step, "
+              "and read the <unk> letter again.")  # shown as written: not Markdown, not HTML
     page.locator("#edit-text textarea").fill(edited)
     page.locator("#chapter textarea").fill("Chapter Two: The Door")
     page.locator("#save").click()  # the model writes the paragraph's summary again: streamed, then saved

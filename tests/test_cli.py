@@ -70,16 +70,17 @@ def test_a_second_process_retrieves_from_the_rebuilt_index(written):
         "import sys\n"
         "service = build_service(Settings())\n"
         f"hits = service.search_memory({story_id}, sys.stdin.read(), k=3)\n"
-        "print(len(hits)); print(hits[0].score); print(hits[0].text)\n"
+        "import json; print(json.dumps([[h.score, h.text] for h in hits]))\n"
     )
     query = " ".join(second_paragraph.split()[:40])
     out = subprocess.run([sys.executable, "-c", probe], env=env, input=query, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    count, score, text = out.stdout.strip().split("\n", 2)
-    assert int(count) == 3
-    assert float(score) > 0.1  # the fused rank score: this paragraph ranks first by meaning and by words
-    assert text.split()[:10] == second_paragraph.split()[:10]
+    hits = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(hits) == 3
+    assert hits[0][0] > 0.1  # the fused rank score of a hit found by meaning and by words
+    # the paragraph's own chunk is among them (its summary, which shares its words, may rank above it)
+    assert any(text.split()[:10] == second_paragraph.split()[:10] for _, text in hits)
 
 
 @pytest.mark.slow

@@ -28,10 +28,20 @@ def test_sentences_are_split_on_the_text_and_headings_dropped():
     assert len(paragraphs) == 2 and not any("=" in p for p in paragraphs)
     sentences = split_sentences(paragraphs[0])
     assert len(sentences) == 3
-    assert sentences[1].startswith("He had a guest @-@ starring role") and sentences[1].endswith("2000 .")
+    assert sentences[1] == "He had a guest-starring role on the television series The Bill in 2000."  # prose again
     assert split_sentences('She said "Go." Then he left! Why? ') == ['She said "Go."', "Then he left!", "Why?"]
-    assert usable("This was followed by a starring role .") and not usable("Why?")
+    assert usable("This was followed by a starring role.") and not usable("Why?")
     assert not usable("1 , 2 , 3 , 4 , 5 , 6 .")  # numbers, not prose
+
+
+def test_wikitext_becomes_prose_without_its_unknown_word_sentences():
+    tokenized = (' It was the city \'s first 1 @,@ 000 @-@ seat hall ( built in 1902 ) . The <unk> sat there . '
+                 'He called it " the barn " ; nobody don \'t agree , 2 @.@ 5 % more or less !')
+    assert paragraphs_of(tokenized) == [
+        "It was the city's first 1,000-seat hall (built in 1902). "
+        'He called it "the barn"; nobody don\'t agree, 2.5% more or less!']
+    prose = 'He said " wait " , like that . The <b> tag stays .'  # text not in WikiText's style is left alone
+    assert paragraphs_of(prose) == [prose]
 
 
 def test_gutenberg_header_and_licence_are_left_out():

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 WIKI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2-valid.txt"
 if not WIKI.is_file():
     WIKI = Path("/work/shared/data/wikitext-2-valid.txt")
+GATSBY = WIKI.with_name("the-great-gatsby.txt")
 
 
 def storyloom(*args, timeout=600):
@@ -32,7 +33,8 @@ def storyloom(*args, timeout=600):
 def trained(tmp_path_factory):
     """An adapter from a real (tiny) training run through `storyloom ditto train`."""
     out = tmp_path_factory.mktemp("ditto") / "adapter"
-    done = storyloom("ditto", "train", "--corpus", str(WIKI), "--out", str(out), "--steps", "4", "--batch", "2",
+    done = storyloom("ditto", "train", "--corpus", str(WIKI), "--corpus", str(GATSBY), "--out", str(out),
+                     "--steps", "4", "--batch", "2",
                      "--length", "64", "--lora", "--lr", "1e-2")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "DITTO training" in done.stderr and "4/4" in done.stderr  # the progress bar
@@ -51,7 +53,8 @@ def test_training_writes_a_small_adapter_with_its_record(trained):
     meta = json.loads((trained / "storyloom-ditto.json").read_text())
     assert meta["kind"] == "lora" and meta["config"]["steps"] == 4 and meta["config"]["lam"] == 0.5
     assert meta["command"].startswith("storyloom ditto train --corpus") and meta["seconds"] > 0
-    assert meta["held_out_paragraphs"] > 0 and meta["ditto_samples"] > 1000
+    assert [Path(c["path"]).name for c in meta["corpora"]] == [WIKI.name, GATSBY.name]
+    assert all(c["held_out_paragraphs"] > 0 for c in meta["corpora"]) and meta["ditto_samples"] > 1000
     assert sum(v["batches"] for v in meta["loss"].values()) == 4
 
 

@@ -58,3 +58,19 @@ def test_inspector_shows_parts_scores_and_raw_calls():
     assert "refused: too short" in text and "RAW OUT" in text and text.count("PROMPT") == 2
     assert ("**Decoding:** DITTO adapter on (DITTO adapter a in use) · sentence guard off · repetition penalty as "
             "each call sets it · no-repeat 3-grams · DRY ×0.8") in text
+
+
+def test_the_manuscript_shows_model_text_as_written_one_block_per_paragraph():
+    from markdown_it import MarkdownIt  # a CommonMark renderer, as the page's Markdown component is
+
+    from app.service import StoryView
+    from app.ui import manuscript_markdown
+
+    odd = ["It was <unk> at the <b>pier</b> .", "# not a heading\n\n---\n\n1. not a list *or* emphasis",
+           "A plain & ordinary paragraph."]
+    view = StoryView(1, "The <Lamp>", "", "", odd, "", [], None, {}, chapters=(None, "Chapter *Two*", None))
+    rendered = MarkdownIt("commonmark").render(manuscript_markdown(view))
+    assert rendered.count("<p>") == 3 and "<h1>" not in rendered and "<hr" not in rendered and "<ol>" not in rendered
+    assert "<h2>The &lt;Lamp&gt;</h2>" in rendered and "<h3>Chapter *Two*</h3>" in rendered
+    assert "It was &lt;unk&gt; at the &lt;b&gt;pier&lt;/b&gt; ." in rendered
+    assert "# not a heading<br><br>---<br><br>1. not a list *or* emphasis" in rendered
