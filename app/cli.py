@@ -32,6 +32,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list the stories")
 
+    export = sub.add_parser("export", help="write a story to a file: md, txt, epub, docx, pdf, or a json backup")
+    export.add_argument("story_id", type=int)
+    export.add_argument("--format", required=True, choices=["md", "txt", "epub", "docx", "pdf", "json"])
+    export.add_argument("--out", required=True, help="a file, or a folder to write a file named after the title")
+    export.add_argument("--no-vectors", action="store_true", help="json: leave the memory vectors out (smaller)")
+
+    imp = sub.add_parser("import", help="a json backup, or a .md/.txt draft, as a new story; prints its id last")
+    imp.add_argument("path")
+    imp.add_argument("--premise", help="a draft: what the story is about (default: its first sentences)")
+
     memory = sub.add_parser("memory", help="list a story's long-term memory, or search it as a step would")
     memory.add_argument("story_id", type=int)
     memory.add_argument("--query", help="show what retrieval returns for this text, with scores")
@@ -100,6 +110,10 @@ def run(args: argparse.Namespace) -> None:
         sys.stdout.write(service.manuscript(args.story_id))
     elif args.command == "memory":
         _memory(service, args)
+    elif args.command == "export":
+        _export(service, args)
+    elif args.command == "import":
+        _import(service, args)
     elif args.command == "new":
         progress = Progress()
         view = service.new_story(args.premise, args.title, on_text=progress)
@@ -119,6 +133,45 @@ def run(args: argparse.Namespace) -> None:
             progress.done(f"step {number}/{args.count}: paragraph {len(view.paragraphs)} written ({_cost(view)})")
             print(f"\n{view.paragraphs[-1]}")
             _print_plans(view.plans)
+
+
+def _export(service, args) -> None:
+    import time
+    from pathlib import Path
+
+    from app.manuscripts import Manuscripts
+
+    started = time.perf_counter()
+    done = Manuscripts(service).export(args.story_id, args.format, vectors=not args.no_vectors)
+    out = Path(args.out)
+    if out.is_dir():
+        out = out / done.filename
+    try:
+        out.write_bytes(done.data)
+    except OSError as e:
+        raise StoryloomError(f"cannot write {out}: {e.strerror}") from None
+    if done.notice:
+        print(f"note: {done.notice}", file=sys.stderr)
+    print(f"{len(done.data):,} bytes written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(out)
+
+
+def _import(service, args) -> None:
+    from pathlib import Path
+
+    from app.manuscripts import Manuscripts
+
+    path = Path(args.path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise StoryloomError(f"cannot read {path}: {e.strerror}") from None
+    view = Manuscripts(service).import_file(path.name, raw, premise=args.premise,
+                                            on_progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if view.notice:
+        print(f"note: {view.notice}", file=sys.stderr)
+    print(f"story {view.id}: {view.title!r}, {len(view.paragraphs)} paragraphs", file=sys.stderr)
+    print(view.id)
 
 
 def _auto(service, story_id: int, steps: int) -> None:

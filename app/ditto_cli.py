@@ -159,7 +159,7 @@ def _public(decoding) -> dict:
 
 
 def _analyze(args, settings) -> None:
-    from generation.ditto import read_corpus, repetition_curve, plot_curves, split_sentences, usable
+    from generation.ditto import adapter_off, plot_curves, read_corpus, repetition_curve, split_sentences, usable
 
     if not 1 <= args.repeats <= 50 or args.sentences < 1:
         raise InvalidInput("--repeats must be 1 to 50 and --sentences at least 1")
@@ -176,7 +176,7 @@ def _analyze(args, settings) -> None:
     runs = [("base model", None)] + ([("DITTO", args.adapter)] if args.adapter else [])
     for name, adapter in runs:
         base_only = adapter is None and args.adapter
-        with _bar(len(pairs), "sentence", name) as bar, (model.disable_adapter() if base_only else nullcontext()):
+        with _bar(len(pairs), "sentence", name) as bar, (adapter_off(model) if base_only else nullcontext()):
             curves[name] = repetition_curve(model, tokenizer, pairs, args.repeats, lambda d, t: bar.update(d - bar.n))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,13 +6,17 @@ from __future__ import annotations
 import html
 import logging
 import queue
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import gradio as gr
 
 from app import repetition_tab
 from app.inspector import inspector_markdown
+from app.manuscripts import Manuscripts
 from app.memories import EntryRow, Memories
 from app.reading import Reading, ReaderView
 from app.service import StoryService, StoryView
@@ -88,6 +92,39 @@ def manuscript_markdown(view: StoryView) -> str:
     return "\n\n".join(parts)
 
 
+EXPORT_CHOICES = [("EPUB (e-book)", "epub"), ("DOCX (Word)", "docx"), ("PDF", "pdf"), ("Markdown", "md"),
+                  ("Plain text", "txt"), ("JSON backup (whole story)", "json")]
+MAX_UPLOAD = 500_000_000
+
+
+class ExportFolder:
+    """Where exports wait to be downloaded: a temporary folder per app, each export in its own
+    subfolder (two stories may share a title); exports older than an hour are removed."""
+
+    def __init__(self, keep_seconds: float = 3600):
+        self.root = Path(tempfile.mkdtemp(prefix="storyloom-exports-"))
+        self.keep_seconds = keep_seconds
+
+    def save(self, filename: str, data: bytes) -> Path:
+        cutoff = time.time() - self.keep_seconds
+        for old in self.root.glob("*/*"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+                old.parent.rmdir()
+        target = Path(tempfile.mkdtemp(dir=self.root)) / filename
+        target.write_bytes(data)
+        return target
+
+
+def read_upload(path: Path) -> bytes:
+    try:
+        if path.stat().st_size > MAX_UPLOAD:
+            raise InvalidInput(f"{path.name} is larger than {MAX_UPLOAD:,} bytes")
+        return path.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"cannot read the uploaded file: {e.strerror}") from None
+
+
 def cost_line(view: StoryView) -> str:
     c = view.last_step
     return (f"Paragraph {len(view.paragraphs)} written in {c['seconds']:.1f} s "
@@ -97,6 +134,8 @@ def cost_line(view: StoryView) -> str:
 def build_app(service: StoryService) -> gr.Blocks:
     reading = Reading(service)
     memories = Memories(service)
+    manuscripts = Manuscripts(service)
+    exports = ExportFolder()
     runs: dict[int, threading.Event] = {}  # story id -> the stop signal of its running auto mode
 
     def story_choices() -> list[tuple[str, int]]:
@@ -197,6 +236,29 @@ def build_app(service: StoryService) -> gr.Blocks:
                                                    elem_id="inspect-number")
                         inspect_button = gr.Button("Show what the model saw", elem_id="inspect")
                         inspected = gr.Markdown(elem_id="inspected")
+                    with gr.Tab("Files", id="files"):
+                        gr.Markdown("**Export** the manuscript (the current branch, with its chapters) for "
+                                    "readers and publishers, or the whole story as a JSON backup: every branch, "
+                                    "the memories and the settings.")
+                        with gr.Row():
+                            export_format = gr.Radio(label="Format", choices=EXPORT_CHOICES, value="epub",
+                                                     elem_id="export-format", scale=3)
+                            export_vectors = gr.Checkbox(label="JSON: include memory vectors (larger file, "
+                                                         "no re-embedding on import)", value=True,
+                                                         elem_id="export-vectors", scale=1)
+                        with gr.Row():
+                            export_button = gr.Button("Export", variant="primary", elem_id="export")
+                            download = gr.DownloadButton("Download", visible=False, elem_id="download")
+                        gr.Markdown("**Import** a storyloom JSON backup (restored exactly, as a new story), or a "
+                                    "Markdown / plain-text draft written elsewhere: it becomes a new story, one "
+                                    "step per paragraph, with chapters from its headings and its memory built "
+                                    "from the text, so you can write on from where it ends.")
+                        import_file = gr.File(label="A .json backup, or a .md / .txt draft",
+                                              file_types=[".json", ".md", ".markdown", ".txt"], type="filepath",
+                                              elem_id="import-file")
+                        import_premise = gr.Textbox(label="Premise of a draft (optional; default: its first "
+                                                    "sentences)", lines=2, elem_id="import-premise")
+                        import_button = gr.Button("Import as a new story", variant="primary", elem_id="import")
                 status = gr.Markdown(elem_id="status")
                 repetition.wire(status)
 
@@ -224,6 +286,8 @@ def build_app(service: StoryService) -> gr.Blocks:
                 _, number, total, view = event
                 return {**show(view, ""), auto_progress: f"**Step {number} of {total} written.**"}
             _, part, text = event
+            if part == "import":
+                return {writing: f"*Importing…* {literal(text)}"}
             return {writing: f"*Writing {PART_NAMES.get(part, part)}…*\n\n{literal(text)}"}
 
         def run(action, sid, *args, **kwargs) -> Iterator[dict]:
@@ -461,6 +525,44 @@ def build_app(service: StoryService) -> gr.Blocks:
             except StoryloomError as e:
                 return problem(str(e))
 
+        # -- files -------------------------------------------------------------------------
+
+        def export(sid, fmt, with_vectors):
+            hidden = {download: gr.update(visible=False)}
+            if (missing := needs_story(sid)) is not None:
+                return {**missing, **hidden}
+            try:
+                done = manuscripts.export(int(sid), fmt, vectors=bool(with_vectors))
+            except StoryloomError as e:
+                return {**problem(str(e)), **hidden}
+            path = exports.save(done.filename, done.data)
+            note = f"{done.filename}: {len(done.data):,} bytes, ready to download." + (
+                f" {done.notice}" if done.notice else "")
+            return {download: gr.update(value=str(path), label=f"⬇ Download {done.filename}", visible=True),
+                    status: note, writing: ""}
+
+        def import_story(path, premise_text):
+            if not path:
+                yield problem("Choose a file to import first.")
+                return
+            try:
+                raw = read_upload(Path(path))
+            except StoryloomError as e:
+                yield problem(str(e))
+                return
+            name = Path(path).name
+
+            def action(on_text):
+                return manuscripts.import_file(name, raw, premise_text or None,
+                                               on_progress=lambda line: on_text("import", line))
+
+            def imported(view: StoryView) -> str:
+                return (f"Imported **{name}** as story {view.id}, {len(view.paragraphs)} paragraphs."
+                        + (f" {view.notice}" if view.notice else ""))
+
+            for event in stream(action):
+                yield render(event, note=imported)
+
         # -- wiring ------------------------------------------------------------------------
 
         page = {story_id, seen_head, stories, manuscript, memory, plans, instruction, writing, version, status}
@@ -498,6 +600,8 @@ def build_app(service: StoryService) -> gr.Blocks:
         memory_table.select(pick_entry, story_id, {*entry_fields, memory_table, status, writing})
         memory_search_button.click(search_memory, [story_id, memory_query, memory_k], {found, status, writing})
         inspect_button.click(inspect, [story_id, inspect_number], {inspected, writing, status})
+        export_button.click(export, [story_id, export_format, export_vectors], {download, status, writing})
+        then_table(import_button.click(import_story, [import_file, import_premise], page))
         reading_page = {scene, choices, playthrough, writing, status}
         read_button.click(start_reading, [story_id, reader_name], reading_page)
         choose_button.click(choose, [playthrough, choices], reading_page)

@@ -21,6 +21,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -364,9 +365,10 @@ def read_meta(adapter: str | Path) -> dict:
         raise AdapterUnavailable(f"cannot read {folder / META}: {e}") from e
 
 
-def attach_adapter(model, adapter: str | Path):
-    """The model wrapped with the LoRA adapter at `adapter`; AdapterUnavailable when the folder
-    is missing, unreadable, or made for a model of another shape."""
+def attach_adapter(model, adapter: str | Path, merge: bool = True):
+    """The model wrapped with the LoRA adapter at `adapter`, its update folded into the weights
+    (`merge`) so decoding costs what the base model's does; AdapterUnavailable when the folder is
+    missing, unreadable, or made for a model of another shape. `adapter_off` gives the base back."""
     from peft import PeftModel
     from safetensors import SafetensorError, safe_open
 
@@ -380,9 +382,27 @@ def attach_adapter(model, adapter: str | Path):
     try:
         with safe_open(str(weights), "pt") as f:  # a broken file is refused before peft changes the model
             f.keys()
-        return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+        wrapped = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise AdapterUnavailable(f"cannot load the DITTO adapter at {adapter}: {str(e).splitlines()[0]}") from e
+    if merge:
+        wrapped.merge_adapter()
+    return wrapped
+
+
+@contextmanager
+def adapter_off(model):
+    """The base model inside the block: a merged adapter's update is taken out of the weights for it
+    and folded back in after (peft would otherwise leave it unmerged, the slower way)."""
+    merged = any(getattr(m, "merged", False) for m in model.modules())  # peft's LoRA layers say
+    if merged:
+        model.unmerge_adapter()
+    try:
+        with model.disable_adapter():
+            yield model
+    finally:
+        if merged:
+            model.merge_adapter()
 
 
 # --- metrics ----------------------------------------------------------------------------------

@@ -170,6 +170,7 @@ class TransformersBackend:
         import torch
         from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+        from generation.ditto import adapter_off
         from generation.processors import AllowOnly
 
         model, tokenizer = self.load()
@@ -199,7 +200,7 @@ class TransformersBackend:
             try:
                 if request.seed is not None:
                     torch.manual_seed(request.seed)
-                with torch.inference_mode(), (model.disable_adapter() if plain else nullcontext()):
+                with torch.inference_mode(), (adapter_off(model) if plain else nullcontext()):
                     model.generate(
                         **inputs, streamer=streamer, max_new_tokens=request.max_new_tokens,
                         min_new_tokens=request.min_new_tokens or None,

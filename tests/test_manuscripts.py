@@ -1,0 +1,178 @@
+"""Export and import through the service: a JSON backup restores a story exactly, a draft becomes
+a story that can go on, and bad files change nothing. Real SQLite, embedder and FAISS; scripted model."""
+
+import json
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from app.manuscripts import Manuscripts
+from app.memories import Memories
+from app.reading import Reading
+from generation.backend import Decoding
+from generation.errors import GenerationFailed
+from storage import backup
+from storage.errors import InvalidInput
+from storage.models import MemoryEntry, Playthrough, Step, Story
+from tests.test_service import make_service
+
+DRAFT = """# The Lighthouse at Greyhaven
+
+## Chapter One
+
+Mara kept the light on Greyhaven for thirty years. Nobody had written to her in ten.
+
+One morning a bottle washed up on the shingle with a letter inside, addressed to her in her own hand.
+
+## Chapter Two
+
+She rowed to the village with the letter in her oilskin pocket. Tomas the baker read it twice.
+
+"It is dated fifty years from now," he said, and gave it back as if it were hot.
+"""
+
+
+def counts(db):
+    with db.Session() as s:
+        return tuple(s.scalar(select(func.count()).select_from(m)) for m in (Story, Step, MemoryEntry, Playthrough))
+
+
+@pytest.fixture
+def written(db, embedder):
+    """A story with branches, a reader's playthrough, lore, edited memory and its own settings."""
+    service, _ = make_service(db, embedder)
+    view = service.new_story("A keeper finds a letter from the future.")
+    service.step(view.id, plan=1)
+    service.regenerate(view.id)  # a second version: the tree branches
+    view = service.step(view.id, instruction="Mara burns the letter.")
+    service.set_chapter(view.id, view.step_ids[1], "Chapter Two: The Reef")
+    Memories(service).add(view.id, "Ilse is Mara's twin sister.", kind="lore", keys=["Ilse"])
+    reading = Reading(service)
+    reading.choose(reading.start(view.id, "Ben").playthrough_id, 1)  # a reader's scene: a step off the manuscript
+    service.set_decoding(view.id, Decoding(guard_lambda=0.2, repetition_penalty=1.1))
+    return service, view.id
+
+
+def test_a_backup_restores_the_story_exactly(written, db):
+    service, story_id = written
+    manuscripts = Manuscripts(service)
+    first = manuscripts.export(story_id, "json")
+    assert first.filename == "The Keeper's Letter.json" and first.media_type == "application/json"
+    before = counts(db)
+    restored = manuscripts.import_file(first.filename, first.data)
+    assert restored.id != story_id
+    assert counts(db) == tuple(2 * n for n in before)  # every step, entry and playthrough, once more
+    again = manuscripts.export(restored.id, "json")
+    assert json.loads(again.data) == json.loads(first.data)  # the same document, ids included (they are its own)
+    document = json.loads(first.data)
+    assert len(document["steps"]) == 5 and len(document["playthroughs"]) == 1  # both versions, the reader's scene
+    assert {m["kind"] for m in document["memories"]} >= {"paragraph", "summary", "lore"}
+    original, copy = service.view(story_id), service.view(restored.id)
+    assert (copy.title, copy.paragraphs, copy.chapters, copy.plans, copy.short_memory) == \
+        (original.title, original.paragraphs, original.chapters, original.plans, original.short_memory)
+    assert service.decoding(restored.id) == service.decoding(story_id)
+    hits = service.search_memory(restored.id, "the reef where the Kestrel sank", k=3)  # an index from the vectors
+    assert hits and "Kestrel" in hits[0].text
+    assert len(service.step(restored.id, plan=1).paragraphs) == len(copy.paragraphs) + 1  # and writing goes on
+
+
+def test_a_backup_without_vectors_is_embedded_again_on_import(written, db):
+    service, story_id = written
+    manuscripts = Manuscripts(service)
+    slim = manuscripts.export(story_id, "json", vectors=False)
+    assert json.loads(slim.data)["vectors"] is None and len(slim.data) < len(manuscripts.export(story_id, "json").data)
+    lines = []
+    restored = manuscripts.import_file("slim.json", slim.data, on_progress=lines.append)
+    assert any("Embedding" in line for line in lines)
+    with db.Session() as s:
+        def vectors(sid):
+            rows = s.scalars(select(MemoryEntry).where(MemoryEntry.story_id == sid).order_by(MemoryEntry.id)).all()
+            return np.stack([np.frombuffer(e.vector, dtype=np.float32) for e in rows])
+        assert np.allclose(vectors(story_id), vectors(restored.id), atol=1e-5)
+
+
+def _resealed(document: dict) -> bytes:
+    document["sha256"] = backup.checksum(document)
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda raw, d: raw[:len(raw) // 2], "not complete JSON.*truncated"),
+    (lambda raw, d: raw.replace(b"Mara", b"Mira", 1), "changed after it was exported"),
+    (lambda raw, d: _resealed({**d, "version": 2}), "newer storyloom.*version 2"),
+    (lambda raw, d: _resealed({**d, "steps": [{**d["steps"][0], "parent": 3}] + d["steps"][1:]}),
+     "damaged: step 1 has parent 3"),
+    (lambda raw, d: _resealed({**d, "memories": [{**d["memories"][0], "kind": "gossip"}] + d["memories"][1:]}),
+     "damaged: memory entry 1 kind 'gossip'"),
+    (lambda raw, d: _resealed({k: v for k, v in d.items() if k != "playthroughs"}), "damaged: missing field 'playthroughs'"),
+    (lambda raw, d: b"[1, 2, 3]", "not a storyloom backup"),
+    (lambda raw, d: b"\xff\xfe\x00garbage", "not UTF-8"),
+])
+def test_bad_backups_are_refused_and_nothing_is_written(written, db, spoil, message):
+    service, story_id = written
+    manuscripts = Manuscripts(service)
+    raw = manuscripts.export(story_id, "json").data
+    before = counts(db)
+    with pytest.raises(InvalidInput, match=message):
+        manuscripts.import_file("story.json", spoil(raw, json.loads(raw)))
+    assert counts(db) == before
+
+
+def test_a_markdown_draft_becomes_a_story_that_can_go_on(db, embedder):
+    service, backend = make_service(db, embedder)
+    manuscripts = Manuscripts(service)
+    lines = []
+    view = manuscripts.import_file("greyhaven.md", DRAFT.encode(), on_progress=lines.append)
+    assert view.title == "The Lighthouse at Greyhaven" and len(view.paragraphs) == 4
+    assert view.chapters == ("Chapter One", None, "Chapter Two", None)
+    assert view.paragraphs[3].startswith('"It is dated fifty years from now," he said')
+    assert "Mara, a lighthouse keeper" in view.short_memory  # written by the model from the draft's end
+    assert len(view.plans) == 3 and any("Read 4 paragraphs in 2 chapters" in line for line in lines)
+    with db.Session() as s:
+        entries = s.scalars(select(MemoryEntry).where(MemoryEntry.story_id == view.id)).all()
+        story = s.get(Story, view.id)
+        assert story.premise.startswith("Mara kept the light on Greyhaven")
+    assert {e.kind for e in entries} == {"paragraph", "summary"}
+    assert {e.step_id for e in entries if e.kind == "paragraph"} == set(view.step_ids)
+    hits = service.search_memory(view.id, "a bottle with a letter on the shingle", k=2)
+    assert "bottle washed up" in hits[0].text
+    assert len(service.step(view.id, plan=2).paragraphs) == 5
+    exported = manuscripts.export(view.id, "md").data.decode()
+    assert exported.startswith("# The Lighthouse at Greyhaven\n\n## Chapter One\n\nMara kept the light")
+
+
+def test_a_draft_is_imported_even_when_the_model_fails(db, embedder):
+    def broken(request):
+        raise GenerationFailed("the model is not available")
+
+    service, _ = make_service(db, embedder, override=broken)
+    view = Manuscripts(service).import_file("notes.txt", b"Chapter 1\n\nShe left the island.\n\nShe came back.\n",
+                                            premise="A keeper leaves and returns.")
+    assert view.paragraphs == ["She left the island.", "She came back."] and view.plans == []
+    assert "could not write the short-term memory" in view.notice
+    assert view.short_memory.startswith("From the draft so far: She left the island. She came back.")
+
+
+@pytest.mark.parametrize("name, raw, message", [
+    ("empty.txt", b"", "empty.txt is empty"), ("photo.md", b"\x89PNG\r\n\x1a\n\x00\x00" * 50, "binary"),
+    ("book.pdf", b"%PDF-1.7", "takes a storyloom .json backup or a .md or .txt draft"),
+])
+def test_bad_drafts_change_nothing(db, embedder, name, raw, message):
+    service, backend = make_service(db, embedder)
+    with pytest.raises(InvalidInput, match=message):
+        Manuscripts(service).import_file(name, raw)
+    assert counts(db) == (0, 0, 0, 0) and backend.requests == []
+
+
+def test_odd_titles_make_safe_file_names_and_stay_in_the_document(db, embedder):
+    service, _ = make_service(db, embedder)
+    manuscripts = Manuscripts(service)
+    view = manuscripts.import_file("x.md", b"# ../../etc/passwd \xf0\x9f\xa6\x8a\n\nA fox came to the door.\n")
+    assert view.title == "../../etc/passwd 🦊"
+    for fmt in ("md", "txt", "epub", "docx", "pdf", "json"):
+        done = manuscripts.export(view.id, fmt)
+        assert done.filename == f"etc passwd.{fmt}" and done.data
+    assert b"# ../../etc/passwd" in manuscripts.export(view.id, "md").data
+    with pytest.raises(InvalidInput, match="unknown format 'rtf'"):
+        manuscripts.export(view.id, "rtf")
