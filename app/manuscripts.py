@@ -79,11 +79,12 @@ class Manuscripts:
         plain-text draft. Nothing is written unless all of it is."""
         progress = on_progress or (lambda line: None)
         suffix = Path(name).suffix.lower()
-        if suffix == ".json" or raw.lstrip()[:1] == b"{":
+        drafts = {".md": True, ".markdown": True, ".txt": False, ".text": False}
+        if suffix == ".json" or (suffix not in drafts and raw.lstrip()[:1] == b"{"):
             return self.import_backup(raw, Path(name).name, progress)
-        if suffix not in {".md", ".markdown", ".txt", ".text", ""}:
+        if suffix not in drafts and suffix:
             raise InvalidInput(f"{Path(name).name}: import takes a storyloom .json backup or a .md or .txt draft")
-        return self.import_draft(raw, Path(name).name, premise, progress, markdown=suffix in {".md", ".markdown"})
+        return self.import_draft(raw, Path(name).name, premise, progress, markdown=drafts.get(suffix, False))
 
     def import_backup(self, raw: bytes, name: str = "the backup", progress: Progress | None = None) -> StoryView:
         progress = progress or (lambda line: None)
@@ -114,6 +115,7 @@ class Manuscripts:
         text = formats.decode_draft(raw, name)
         m = formats.read_draft(text, markdown, fallback_title=Path(name).stem or "Imported draft")
         title = m.title[:limits.title_chars].strip()
+        notices = [f"The title was cut to {limits.title_chars} characters."] if len(m.title) > limits.title_chars else []
         paragraphs = [p[:limits.paragraph_chars] for p in m.paragraphs]
         headings = [c.title if i == 0 else None for c in m.chapters for i in range(len(c.paragraphs))]
         premise = (premise or "").strip() or first_sentences(paragraphs[0], 2)
@@ -124,7 +126,6 @@ class Manuscripts:
         filed = self._embed([piece for p in paragraphs for piece in chunks(p)], progress)
         memories = [_rolling_memory(paragraphs[:i + 1], limits.memory_chars) for i in range(len(paragraphs))]
         plans: list[str] = []
-        notice = ""
         try:
             progress("The model writes the short-term memory and three plans from the end of the draft…")
             writer = self.stories._writer(None)
@@ -132,8 +133,8 @@ class Manuscripts:
             memories[-1], _ = writer.summarize(premise, recent)
             plans, _ = writer.choices(memories[-1], paragraphs[-1])
         except StoryloomError as e:  # the draft is still imported; the person can write the memory by hand
-            notice = (f"The model could not write the short-term memory or plans ({e}); the story was imported "
-                      "with a memory taken from the draft's own sentences. Check it in the Memory tab.")
+            notices.append(f"The model could not write the short-term memory or plans ({e}); the story was imported "
+                           "with a memory taken from the draft's own sentences. Check it in the Memory tab.")
         summary = self.stories.memory.embed([memories[-1]])
         started = time.perf_counter()
         with self.stories.db.Session.begin() as session:
@@ -151,7 +152,7 @@ class Manuscripts:
             story_id = story.id
         progress(f"Saved in {time.perf_counter() - started:.1f} s.")
         view = self.stories.view(story_id)
-        return replace(view, notice=notice) if notice else view
+        return replace(view, notice=" ".join(notices)) if notices else view
 
     def _embed(self, texts: list[str], progress: Progress) -> Embedded:
         """The texts embedded in batches, saying how far it got after each."""

@@ -121,10 +121,23 @@ def _xhtml_paragraphs(paragraphs: list[str]) -> str:
     return "\n".join(f"<p>{html.escape(p).replace(chr(10), '<br/>')}</p>" for p in paragraphs)
 
 
+def xml_safe(m: Manuscript) -> Manuscript:
+    """The manuscript without the control characters XML cannot hold (EPUB, DOCX; and the PDF, which
+    has no glyph for them): a tab becomes a space, a newline inside a paragraph stays."""
+    def clean(text: str | None, keep: str = "") -> str | None:
+        if text is None:
+            return None
+        return "".join(c for c in text.replace("\t", " ") if c in keep or unicodedata.category(c) != "Cc")
+
+    return Manuscript(clean(m.title), [Chapter(clean(c.title), [clean(p, "\n") for p in c.paragraphs])
+                                       for c in m.chapters], clean(m.author), m.language, m.identifier)
+
+
 def to_epub(m: Manuscript) -> bytes:
     """EPUB 3 with a title page, one document per chapter and a table of contents by chapter."""
     from ebooklib import epub
 
+    m = xml_safe(m)
     book = epub.EpubBook()
     book.set_identifier(m.identifier)
     book.set_title(m.title)
@@ -168,9 +181,10 @@ def to_docx(m: Manuscript) -> bytes:
     from docx.enum.text import WD_ALIGN_PARAGRAPH, WD_BREAK
     from docx.shared import Pt
 
+    m = xml_safe(m)
     doc = Document()
-    doc.core_properties.title = m.title
-    doc.core_properties.author = m.author
+    doc.core_properties.title = _cut(m.title, 255)  # Word's limit for a document property; the page keeps it all
+    doc.core_properties.author = _cut(m.author, 255)
     doc.core_properties.language = m.language
     normal = doc.styles["Normal"]
     normal.font.size = Pt(12)
@@ -188,15 +202,14 @@ def to_docx(m: Manuscript) -> bytes:
         if chapter.title:
             doc.add_heading(chapter.title, level=1)
         for paragraph in chapter.paragraphs:
-            doc.add_paragraph(_xml_safe(paragraph))
+            doc.add_paragraph(paragraph)
     out = io.BytesIO()
     doc.save(out)
     return out.getvalue()
 
 
-def _xml_safe(text: str) -> str:
-    """Without the control characters XML cannot hold (a tab and a newline stay)."""
-    return "".join(c for c in text if c in "\t\n" or unicodedata.category(c) != "Cc")
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 # -- PDF -------------------------------------------------------------------------------------
@@ -229,6 +242,8 @@ def to_pdf(m: Manuscript) -> bytes:
     PDF bookmark; page numbers at the foot. Text stays extractable (embedded TrueType subset)."""
     from fpdf import FPDF
 
+    m = xml_safe(m)
+
     class Book(FPDF):
         def footer(self):
             if self.page_no() > 1:
@@ -248,28 +263,24 @@ def to_pdf(m: Manuscript) -> bytes:
     pdf.add_page()
     pdf.set_y(60)
     pdf.set_font("serif", "B", 20)
-    pdf.multi_cell(0, 10, _pdf_safe(m.title), align="C")
+    pdf.multi_cell(0, 10, m.title, align="C")
     if m.author:
         pdf.ln(6)
         pdf.set_font("serif", "I", 12)
-        pdf.multi_cell(0, 7, _pdf_safe(m.author), align="C")
+        pdf.multi_cell(0, 7, m.author, align="C")
     for chapter in m.chapters:
         pdf.add_page()
         heading = chapter.title or m.title
-        pdf.start_section(_pdf_safe(heading))
+        pdf.start_section(heading)
         pdf.set_font("serif", "B", 14)
         pdf.ln(10)
-        pdf.multi_cell(0, 8, _pdf_safe(heading), align="C")
+        pdf.multi_cell(0, 8, heading, align="C")
         pdf.ln(6)
         pdf.set_font("serif", size=11)
         for paragraph in chapter.paragraphs:
-            pdf.multi_cell(0, 5.6, "    " + _pdf_safe(paragraph), align="J")
+            pdf.multi_cell(0, 5.6, "    " + paragraph, align="J")
             pdf.ln(1.5)
     return bytes(pdf.output())
-
-
-def _pdf_safe(text: str) -> str:
-    return _xml_safe(text).replace("\t", " ")
 
 
 # -- drafts written elsewhere ----------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Each export format read back by an independent tool (a CommonMark parser, epubcheck, python-docx,
 pdftotext), and drafts written elsewhere read into chapters and paragraphs."""
 
+import os
 import re
+import shutil
 import subprocess
 import zipfile
 
@@ -19,6 +21,13 @@ PARAGRAPHS = [
     "The end, for now.",
 ]
 CHAPTERS = [None, "Chapter One: The Door", None, "Chapter *Two*", None]
+
+
+def epubcheck(path) -> subprocess.CompletedProcess:
+    """Debian's epubcheck (its /usr/bin/epubcheck is the jar itself, run by java)."""
+    jar = os.path.realpath(shutil.which("epubcheck") or "/usr/bin/epubcheck")
+    command = ["java", "-jar", jar] if jar.endswith(".jar") else [jar]
+    return subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
@@ -56,7 +65,7 @@ def test_markdown_and_text_come_back_as_the_same_manuscript(book):
 def test_epub_passes_epubcheck_and_has_a_table_of_contents(book, tmp_path):
     path = tmp_path / "book.epub"
     path.write_bytes(formats.to_epub(book))
-    check = subprocess.run(["epubcheck", str(path)], capture_output=True, text=True, timeout=300)
+    check = epubcheck(path)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "No errors or warnings detected" in check.stdout + check.stderr
     with zipfile.ZipFile(path) as z:
@@ -143,3 +152,26 @@ def test_drafts_in_utf8_with_a_bom_or_windows_1252_are_read():
     assert formats.decode_draft("Zoë said “hi”".encode("cp1252"), "a.txt") == "Zoë said “hi”"
     with pytest.raises(InvalidInput, match="no paragraphs"):
         formats.read_draft("# Only a title\n", markdown=True)
+
+
+def test_a_title_with_control_characters_slashes_emoji_and_500_characters_survives_every_format(tmp_path):
+    from docx import Document
+
+    title = "../a/b\\c \x07bell\x00 🦊 " + "long " * 96 + "ok"  # 500 characters
+    assert len(title) == 500
+    m = formats.manuscript_of(title, ["A fox came to the door.\tThen it left."], [None], author="\x1bAnn")
+    epub = tmp_path / formats.safe_filename(title, "epub")
+    assert epub.name.startswith("a b c bell long long") and len(epub.name) <= 85  # no ../, slashes, controls
+    epub.write_bytes(formats.to_epub(m))
+    check = epubcheck(epub)
+    assert check.returncode == 0, check.stdout + check.stderr
+    docx = tmp_path / "t.docx"
+    docx.write_bytes(formats.to_docx(m))
+    kept = "../a/b\\c bell 🦊 " + "long " * 96 + "ok"
+    assert Document(str(docx)).paragraphs[0].text.rstrip() == kept.rstrip()  # the title kept, less its controls
+    pdf = tmp_path / "t.pdf"
+    pdf.write_bytes(formats.to_pdf(m))
+    text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    assert "../a/b\\c bell" in text and "A fox came to the door. Then it left." in " ".join(text.split())
+    assert formats.read_draft(formats.to_markdown(m).decode(), markdown=True).title == title.strip()
