@@ -117,6 +117,9 @@ def test_memory_lists_entries_with_provenance_and_searches_with_scores(written):
     (["memory", "9999"], {}, "no story with id 9999"),
     (["memory", "{id}", "--query", "harbour", "--k", "0"], {}, "ask for 1 to 50 entries"),
     (["memory", "{id}", "--query", "x" * 50_000], {}, "the query has 50,000 characters"),
+    (["import", "/no/such/draft.txt"], {}, "cannot read /no/such/draft.txt"),
+    (["import", "/dev/null"], {}, "null is empty"),
+    (["export", "{id}", "--format", "pdf", "--out", "/no/such/dir/x.pdf"], {}, "cannot write /no/such/dir/x.pdf"),
 ])
 def test_bad_input_is_one_clear_line_and_writes_nothing(written, args, extra_env, message):
     env, story_id, _, _ = written
@@ -149,3 +152,26 @@ def test_a_process_killed_mid_step_leaves_the_story_as_it_was(written):
     after = run(env, "step", story_id, "--plan", "2")  # the story still works after the crash
     assert after.returncode == 0, after.stderr
     assert len(_paragraphs(run(env, "show", story_id).stdout)) == len(_paragraphs(before)) + 1
+
+
+@pytest.mark.slow
+def test_export_a_backup_and_a_pdf_then_import_the_backup(written, tmp_path):
+    """Last: it adds a story."""
+    env, story_id, _, _ = written
+    files = {}
+    for fmt in ("json", "pdf"):
+        done = run(env, "export", story_id, "--format", fmt, "--out", str(tmp_path))
+        assert done.returncode == 0, done.stderr
+        files[fmt] = Path(done.stdout.strip().splitlines()[-1])
+        assert files[fmt].parent == tmp_path and files[fmt].suffix == f".{fmt}" and files[fmt].stat().st_size > 1000
+    text = subprocess.run(["pdftotext", str(files["pdf"]), "-"], capture_output=True, text=True, check=True).stdout
+    first = _paragraphs(run(env, "show", story_id).stdout)[0]
+    assert " ".join(first.split()[:6]) in " ".join(text.split())
+    imported = run(env, "import", str(files["json"]))
+    assert imported.returncode == 0, imported.stderr
+    copy = imported.stdout.strip().splitlines()[-1]
+    assert copy.isdigit() and copy != story_id
+    assert run(env, "show", copy).stdout == run(env, "show", story_id).stdout
+    again = run(env, "export", copy, "--format", "json", "--out", str(tmp_path / "again.json"))
+    assert json.loads((tmp_path / "again.json").read_text()) == json.loads(files["json"].read_text())
+    assert again.returncode == 0
