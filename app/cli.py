@@ -159,13 +159,10 @@ def _export(service, args) -> None:
 def _import(service, args) -> None:
     from pathlib import Path
 
-    from app.manuscripts import Manuscripts
+    from app.manuscripts import Manuscripts, read_file
 
     path = Path(args.path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise StoryloomError(f"cannot read {path}: {e.strerror}") from None
+    raw = read_file(path)
     view = Manuscripts(service).import_file(path.name, raw, premise=args.premise,
                                             on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     if view.notice:

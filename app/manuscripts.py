@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from app.service import StoryService, StoryView
+from app.service import StoryService, StoryView, checked_text
 from memory.longterm import Embedded, chunks
 from storage import backup, formats, repo
 from storage.errors import InvalidInput, StoryloomError
@@ -19,6 +20,19 @@ from storage.errors import InvalidInput, StoryloomError
 Progress = Callable[[str], None]  # a line saying how far a long import or export has got
 EMBED_BATCH = 256  # memory chunks embedded at a time when importing a draft
 RECENT_FOR_SUMMARY = 600  # words of the draft's end the model reads to write its short-term memory
+
+
+MAX_FILE = 500_000_000  # bytes of a file to import
+
+
+def read_file(path: Path) -> bytes:
+    """A file to import, refused before reading when it is too large."""
+    try:
+        if path.stat().st_size > MAX_FILE:
+            raise InvalidInput(f"{path.name} has {path.stat().st_size:,} bytes; the limit is {MAX_FILE:,}")
+        return path.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
 
 
 @dataclass(frozen=True)
@@ -40,11 +54,14 @@ class Manuscripts:
         view = self.stories.view(story_id)
         with self.stories.db.Session() as session:
             story = repo.get_story(session, story_id)
-            author, language = story.owner or "", story.language or "en"
+            author = (story.settings or {}).get("author") or story.owner or ""
+            language = story.language or "en"
+            # the same book keeps its identifier across exports; another story (or install) gets another
+            book = uuid.uuid5(uuid.NAMESPACE_URL, f"storyloom:{story.created_at.isoformat()}:{story.premise}")
         if not view.paragraphs:
             raise InvalidInput(f"story {story_id} has no paragraphs yet; there is nothing to export")
-        return formats.manuscript_of(view.title, view.paragraphs, list(view.chapters), author=author,
-                                     language=language, identifier=f"urn:storyloom:story:{story_id}")
+        return formats.manuscript_of(view.title, view.paragraphs, list(view.chapters), author=str(author),
+                                     language=language, identifier=f"urn:uuid:{book}")
 
     def export(self, story_id: int, fmt: str, vectors: bool = True) -> Exported:
         """The story in format `fmt` (one of formats.FORMATS). JSON is the whole story (every
@@ -56,9 +73,8 @@ class Manuscripts:
         if fmt == "json":
             with self.stories.db.Session() as session:
                 title = repo.get_story(session, story_id).title
-                embedder = self.stories.memory.embedder
                 document = backup.dump(session, story_id, vectors=vectors,
-                                       embedder={"name": embedder.name, "dim": embedder.dim} if vectors else None)
+                                       embedder={"name": self.stories.memory.embedder.name} if vectors else None)
             data = json.dumps(document, ensure_ascii=False, indent=1).encode()
             return Exported(formats.safe_filename(title, "json"), data, formats.MEDIA_TYPES["json"])
         m = self.manuscript(story_id)
@@ -114,17 +130,21 @@ class Manuscripts:
         limits = self.stories.limits
         text = formats.decode_draft(raw, name)
         m = formats.read_draft(text, markdown, fallback_title=Path(name).stem or "Imported draft")
-        title = m.title[:limits.title_chars].strip()
-        notices = [f"The title was cut to {limits.title_chars} characters."] if len(m.title) > limits.title_chars else []
+        title, notices = _fit(m.title, limits.title_chars, "The title")
         paragraphs = [p[:limits.paragraph_chars] for p in m.paragraphs]
-        headings = [c.title if i == 0 else None for c in m.chapters for i in range(len(c.paragraphs))]
-        premise = (premise or "").strip() or first_sentences(paragraphs[0], 2)
-        if len(premise) > limits.premise_chars:
-            raise InvalidInput(f"the premise has {len(premise):,} characters; the limit is {limits.premise_chars:,}")
+        headings: list[str | None] = []
+        for chapter in m.chapters:
+            heading, cut = _fit(chapter.title, limits.title_chars, f"Chapter title \"{(chapter.title or '')[:40]}…\"")
+            headings += [heading] + [None] * (len(chapter.paragraphs) - 1)
+            notices += cut
+        if premise and premise.strip():
+            premise = checked_text(premise, "premise", limits.premise_chars)
+        else:  # the draft's first sentences, cut to the limit at a word
+            premise, _ = _fit(first_sentences(paragraphs[0], 2), min(limits.premise_chars, 600), "")
         progress(f"Read {len(paragraphs)} paragraphs in {len(m.chapters)} chapters ({m.words:,} words).")
-        owners = [i for i, p in enumerate(paragraphs) for _ in chunks(p)]
-        filed = self._embed([piece for p in paragraphs for piece in chunks(p)], progress)
-        memories = [_rolling_memory(paragraphs[:i + 1], limits.memory_chars) for i in range(len(paragraphs))]
+        pieces = [(i, piece) for i, p in enumerate(paragraphs) for piece in chunks(p)]
+        filed = self._embed([piece for _, piece in pieces], progress)
+        memories = [_rolling_memory(paragraphs[max(0, i - 5):i + 1], limits.memory_chars) for i in range(len(paragraphs))]
         plans: list[str] = []
         try:
             progress("The model writes the short-term memory and three plans from the end of the draft…")
@@ -138,7 +158,8 @@ class Manuscripts:
         summary = self.stories.memory.embed([memories[-1]])
         started = time.perf_counter()
         with self.stories.db.Session.begin() as session:
-            story = repo.create_story(session, title=title, premise=premise, outline="")
+            story = repo.create_story(session, title=title, premise=premise, outline="",
+                                      settings={"author": m.author} if m.author else {})
             parent = None
             steps = []
             for i, paragraph in enumerate(paragraphs):
@@ -147,7 +168,7 @@ class Manuscripts:
                                        model=f"imported from {name}"[:500], chapter=headings[i],
                                        trace={"imported": name})
                 steps.append(parent.id)
-            self.stories.memory.add_many(session, story.id, filed, "paragraph", [steps[i] for i in owners])
+            self.stories.memory.add_many(session, story.id, filed, "paragraph", [steps[i] for i, _ in pieces])
             self.stories.memory.add(session, story.id, summary, "summary", step_id=steps[-1])
             story_id = story.id
         progress(f"Saved in {time.perf_counter() - started:.1f} s.")
@@ -167,16 +188,24 @@ class Manuscripts:
         return Embedded([t for p in parts for t in p.texts], np.concatenate([p.vectors for p in parts]))
 
 
-_SENTENCE = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)]))\s+")
+_SENTENCE = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)]))\s+|(?<=[。！？])")
 
 
 def first_sentences(text: str, n: int) -> str:
     return " ".join(_SENTENCE.split(" ".join(text.split()))[:n])
 
 
-def _rolling_memory(paragraphs: list[str], limit: int, last: int = 6) -> str:
-    """A short-term memory taken from the draft itself: the first sentence of each of the last
-    `last` paragraphs."""
-    text = "From the draft so far: " + " ".join(first_sentences(p, 1) for p in paragraphs[-last:])
-    return text[:limit].rsplit(" ", 1)[0] if len(text) > limit else text
+def _rolling_memory(paragraphs: list[str], limit: int) -> str:
+    """A short-term memory taken from the draft itself: the first sentence of each paragraph given
+    (the last six)."""
+    text, _ = _fit("From the draft so far: " + " ".join(first_sentences(p, 1) for p in paragraphs), limit, "")
+    return text
+
+
+def _fit(text: str | None, limit: int, what: str) -> tuple[str | None, list[str]]:
+    """`text` cut at a word to at most `limit` characters, and a notice saying so (`what` was cut)."""
+    if text is None or len(text) <= limit:
+        return text, []
+    cut = text[:limit - 1].rsplit(" ", 1)[0] if " " in text[:limit - 1] else text[:limit - 1]
+    return cut.rstrip() + "…", [f"{what} was cut to {limit} characters."] if what else []
 

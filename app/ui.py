@@ -6,9 +6,11 @@ from __future__ import annotations
 import html
 import logging
 import queue
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import gradio as gr
 
 from app import repetition_tab
 from app.inspector import inspector_markdown
-from app.manuscripts import Manuscripts
+from app.manuscripts import Manuscripts, read_file
 from app.memories import EntryRow, Memories
 from app.reading import Reading, ReaderView
 from app.service import StoryService, StoryView
@@ -94,7 +96,6 @@ def manuscript_markdown(view: StoryView) -> str:
 
 EXPORT_CHOICES = [("EPUB (e-book)", "epub"), ("DOCX (Word)", "docx"), ("PDF", "pdf"), ("Markdown", "md"),
                   ("Plain text", "txt"), ("JSON backup (whole story)", "json")]
-MAX_UPLOAD = 500_000_000
 
 
 class ExportFolder:
@@ -104,25 +105,20 @@ class ExportFolder:
     def __init__(self, keep_seconds: float = 3600):
         self.root = Path(tempfile.mkdtemp(prefix="storyloom-exports-"))
         self.keep_seconds = keep_seconds
+        weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)  # gone with the app
 
     def save(self, filename: str, data: bytes) -> Path:
         cutoff = time.time() - self.keep_seconds
-        for old in self.root.glob("*/*"):
+        for old in self.root.iterdir():
             if old.stat().st_mtime < cutoff:
-                old.unlink()
-                old.parent.rmdir()
+                shutil.rmtree(old, ignore_errors=True)
         target = Path(tempfile.mkdtemp(dir=self.root)) / filename
-        target.write_bytes(data)
+        try:
+            target.write_bytes(data)
+        except OSError as e:
+            shutil.rmtree(target.parent, ignore_errors=True)
+            raise InvalidInput(f"cannot save the export for download: {e.strerror}") from None
         return target
-
-
-def read_upload(path: Path) -> bytes:
-    try:
-        if path.stat().st_size > MAX_UPLOAD:
-            raise InvalidInput(f"{path.name} is larger than {MAX_UPLOAD:,} bytes")
-        return path.read_bytes()
-    except OSError as e:
-        raise InvalidInput(f"cannot read the uploaded file: {e.strerror}") from None
 
 
 def cost_line(view: StoryView) -> str:
@@ -533,9 +529,9 @@ def build_app(service: StoryService) -> gr.Blocks:
                 return {**missing, **hidden}
             try:
                 done = manuscripts.export(int(sid), fmt, vectors=bool(with_vectors))
+                path = exports.save(done.filename, done.data)
             except StoryloomError as e:
                 return {**problem(str(e)), **hidden}
-            path = exports.save(done.filename, done.data)
             note = f"{done.filename}: {len(done.data):,} bytes, ready to download." + (
                 f" {done.notice}" if done.notice else "")
             return {download: gr.update(value=str(path), label=f"⬇ Download {done.filename}", visible=True),
@@ -546,7 +542,7 @@ def build_app(service: StoryService) -> gr.Blocks:
                 yield problem("Choose a file to import first.")
                 return
             try:
-                raw = read_upload(Path(path))
+                raw = read_file(Path(path))
             except StoryloomError as e:
                 yield problem(str(e))
                 return

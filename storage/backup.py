@@ -104,6 +104,8 @@ def parse(raw: bytes, name: str = "the backup") -> dict:
     except json.JSONDecodeError as e:
         cut = "; it stops before its end (truncated?)" if not raw.rstrip().endswith(b"}") else ""
         raise InvalidInput(f"{name} is not complete JSON ({e.msg}: line {e.lineno}, column {e.colno}){cut}") from None
+    except (ValueError, RecursionError) as e:  # a number of thousands of digits, nesting thousands deep
+        raise InvalidInput(f"{name} is not a storyloom backup ({type(e).__name__})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise InvalidInput(f"{name} is not a storyloom backup (no \"format\": \"{FORMAT}\")")
     version = document.get("version")
@@ -112,7 +114,11 @@ def parse(raw: bytes, name: str = "the backup") -> dict:
     if version > VERSION:
         raise InvalidInput(f"{name} was written by a newer storyloom (backup version {version}); this one reads "
                            f"versions up to {VERSION}: update storyloom to import it")
-    if document.get("sha256") != checksum(document):
+    try:
+        unchanged = document.get("sha256") == checksum(document)
+    except UnicodeEncodeError:  # a lone surrogate (\\ud800) in a string: not text anyone wrote
+        raise InvalidInput(f"{name} is damaged: it holds text that is not valid Unicode") from None
+    if not unchanged:
         raise InvalidInput(f"{name} was changed after it was exported (its SHA-256 does not match the content); "
                            "use an unedited copy")
     try:
@@ -154,6 +160,7 @@ def _check(d: dict) -> None:
     _need(isinstance(story, dict), "story is not an object")
     for key, limit in _STORY_TEXT.items():
         _text(story, key, limit, "story")
+    _need(bool(story["title"].strip()), "the story's title is empty")
     _text(story, "owner", 200, "story", optional=True)
     _need(isinstance(story["settings"], dict), "story settings are not an object")
     _when(story["created_at"], "story created_at")
@@ -180,6 +187,11 @@ def _check(d: dict) -> None:
         _int(step["completion_tokens"], f"{what} completion_tokens")
         _need(isinstance(step["seconds"], (int, float)), f"{what} seconds is not a number")
         _need(isinstance(step["trace"], dict), f"{what} trace is not an object")
+        for key in ("retrieved", "lore"):
+            items = step["trace"].get(key) or []
+            _need(isinstance(items, list) and all(
+                isinstance(i, dict) and (i.get("id") is None or (isinstance(i["id"], int) and not isinstance(i["id"], bool)))
+                for i in items), f"{what} trace {key} is not a list of entries")
         _need(step["playthrough"] is None or step["playthrough"] in play_ids, f"{what} names no playthrough")
         _when(step["created_at"], f"{what} created_at")
     head = story["head"]
@@ -272,15 +284,14 @@ def restore(session: Session, document: dict, vectors: list[bytes] | None = None
         session.add(play)
         session.flush()
         play_ids[item["id"]] = play.id
-    entry_ids: dict[int, int] = {}
-    for item, vector in zip(d["memories"], vectors, strict=True):
-        entry = MemoryEntry(story_id=story.id, step_id=step_ids.get(item["step"]), kind=item["kind"],
-                            text=item["text"], pinned=item["pinned"], stale=item["stale"], keys=item["keys"],
-                            vector=vector, revision=item["revision"], **_created(item["created_at"]),
-                            last_retrieved_at=_parse_time(item["last_retrieved_at"]))
-        session.add(entry)
-        session.flush()
-        entry_ids[item["id"]] = entry.id
+    entries = [MemoryEntry(story_id=story.id, step_id=step_ids.get(item["step"]), kind=item["kind"],
+                           text=item["text"], pinned=item["pinned"], stale=item["stale"], keys=item["keys"],
+                           vector=vector, revision=item["revision"], **_created(item["created_at"]),
+                           last_retrieved_at=_parse_time(item["last_retrieved_at"]))
+               for item, vector in zip(d["memories"], vectors, strict=True)]
+    session.add_all(entries)
+    session.flush()  # ids in the order added
+    entry_ids = {item["id"]: entry.id for item, entry in zip(d["memories"], entries)}
     for step, item in zip(rows, d["steps"]):
         step.playthrough_id = play_ids.get(item["playthrough"])
         step.trace = _map_trace(item["trace"], entry_ids)

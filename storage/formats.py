@@ -52,8 +52,9 @@ def manuscript_of(title: str, paragraphs: list[str], chapters: list[str | None],
     """Chapters from a list of paragraphs and, beside each, the title of a chapter starting there."""
     parts: list[Chapter] = []
     for paragraph, heading in zip(paragraphs, chapters):
+        heading = (heading or "").strip() or None
         if heading or not parts:
-            parts.append(Chapter(heading or None, []))
+            parts.append(Chapter(heading, []))
         parts[-1].paragraphs.append(paragraph)
     extra = {"identifier": identifier} if identifier else {}
     return Manuscript(title, parts, author, language or "en", **extra)
@@ -61,13 +62,18 @@ def manuscript_of(title: str, paragraphs: list[str], chapters: list[str | None],
 
 # -- file names ----------------------------------------------------------------------------
 
-def safe_filename(title: str, ext: str, limit: int = 80) -> str:
-    """A file name from a title, safe on every system: no path separators, dots at the ends,
-    control characters or reserved names; at most `limit` characters; "story" when nothing is left
-    (a title of only emoji). The title itself is kept as it is inside the document."""
+def safe_filename(title: str, ext: str, limit: int = 80, limit_bytes: int = 200) -> str:
+    """A file name from a title, safe on every system: letters, digits (with their combining
+    marks) and a little punctuation only, so no path separators, control characters or dots at the
+    ends; no reserved names; at most `limit` characters and `limit_bytes` bytes of UTF-8; "story"
+    when nothing is left (a title of only emoji). The title itself is kept inside the document."""
     text = unicodedata.normalize("NFKC", title)
-    text = "".join(c if (c.isalnum() or c in " -_,'()") else " " for c in text)
-    text = re.sub(r"\s+", " ", text).strip(" .-_")[:limit].strip(" .-_")
+    text = "".join(c if (c.isalnum() or c in " -_,'()" or unicodedata.category(c).startswith("M")) else " "
+                   for c in text)
+    text = re.sub(r"\s+", " ", text).strip(" .-_")[:limit]
+    while len(text.encode()) > limit_bytes:
+        text = text[:-1]
+    text = text.strip(" .-_")
     if not text or text.upper() in {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)),
                                     *(f"LPT{i}" for i in range(10))}:
         text = "story"
@@ -78,7 +84,7 @@ def safe_filename(title: str, ext: str, limit: int = 80) -> str:
 
 _MD_INLINE = re.compile(r"([\\`*_\[\]<>|~])")
 _MD_ENTITY = re.compile(r"&(?=#?\w+;)")
-_MD_LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+[.)])", re.MULTILINE)
+_MD_LINE_START = re.compile(r"^([ \t]*)([#>+=-]|\d+[.)])", re.MULTILINE)
 
 
 def md_escape(text: str) -> str:
@@ -101,9 +107,19 @@ def _blocks(m: Manuscript, title, byline, heading, paragraph) -> bytes:
     return ("\n\n".join(parts) + "\n").encode()
 
 
+def _lines(paragraph: str) -> list[str]:
+    """A paragraph's lines, without blank ones (a blank line would end the paragraph in a file)."""
+    return [line.strip() for line in paragraph.split("\n") if line.strip()]
+
+
+def _md_heading(text: str) -> str:
+    escaped = md_escape(" ".join(text.split()))
+    return escaped[:-1] + "\\#" if escaped.endswith("#") else escaped  # not a closing sequence
+
+
 def to_markdown(m: Manuscript) -> bytes:
-    return _blocks(m, lambda t: f"# {md_escape(t)}", lambda a: f"*by {md_escape(a)}*", lambda c: f"## {md_escape(c)}",
-                   lambda p: md_escape(p).replace("\n", "  \n"))
+    return _blocks(m, lambda t: f"# {_md_heading(t)}", lambda a: f"*by {md_escape(a)}*",
+                   lambda c: f"## {_md_heading(c)}", lambda p: "  \n".join(md_escape(x) for x in _lines(p)))
 
 
 def to_text(m: Manuscript) -> bytes:
@@ -112,7 +128,8 @@ def to_text(m: Manuscript) -> bytes:
     def underlined(text: str, mark: str) -> str:
         return f"{text}\n{mark * max(3, len(text))}"
 
-    return _blocks(m, lambda t: underlined(t, "="), lambda a: f"by {a}", lambda c: underlined(c, "-"), lambda p: p)
+    return _blocks(m, lambda t: underlined(t, "="), lambda a: f"by {a}", lambda c: underlined(c, "-"),
+                   lambda p: "\n".join(_lines(p)))
 
 
 # -- EPUB 3 ----------------------------------------------------------------------------------
@@ -121,13 +138,17 @@ def _xhtml_paragraphs(paragraphs: list[str]) -> str:
     return "\n".join(f"<p>{html.escape(p).replace(chr(10), '<br/>')}</p>" for p in paragraphs)
 
 
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")  # a BCP 47 tag, roughly
+
+
 def xml_safe(m: Manuscript) -> Manuscript:
     """The manuscript without the control characters XML cannot hold (EPUB, DOCX; and the PDF, which
     has no glyph for them): a tab becomes a space, a newline inside a paragraph stays."""
     def clean(text: str | None, keep: str = "") -> str | None:
         if text is None:
             return None
-        return "".join(c for c in text.replace("\t", " ") if c in keep or unicodedata.category(c) != "Cc")
+        return "".join(c for c in text.replace("\t", " ")
+                       if c in keep or (unicodedata.category(c) not in ("Cc", "Cs") and c not in "\ufffe\uffff"))
 
     return Manuscript(clean(m.title), [Chapter(clean(c.title), [clean(p, "\n") for p in c.paragraphs])
                                        for c in m.chapters], clean(m.author), m.language, m.identifier)
@@ -141,7 +162,7 @@ def to_epub(m: Manuscript) -> bytes:
     book = epub.EpubBook()
     book.set_identifier(m.identifier)
     book.set_title(m.title)
-    book.set_language(m.language)
+    book.set_language(m.language if _LANGUAGE.fullmatch(m.language or "") else "und")
     if m.author:
         book.add_author(m.author)
     style = epub.EpubItem(uid="style", file_name="style.css", media_type="text/css", content=(
@@ -150,7 +171,7 @@ def to_epub(m: Manuscript) -> bytes:
         "p { text-indent: 1.5em; margin: 0; text-align: justify; }\n"
         "p.author { text-indent: 0; text-align: center; font-style: italic; }\n").encode())
     book.add_item(style)
-    title_page = epub.EpubHtml(title=m.title, file_name="title.xhtml", lang=m.language)
+    title_page = epub.EpubHtml(title=m.title, file_name="title.xhtml", lang=book.language)
     title_page.content = (f"<h1>{html.escape(m.title)}</h1>"
                           + (f'<p class="author">{html.escape(m.author)}</p>' if m.author else ""))
     title_page.add_item(style)
@@ -158,7 +179,7 @@ def to_epub(m: Manuscript) -> bytes:
     documents = []
     for number, chapter in enumerate(m.chapters, 1):
         heading = chapter.title or m.title
-        doc = epub.EpubHtml(title=heading, file_name=f"chapter-{number:04d}.xhtml", lang=m.language)
+        doc = epub.EpubHtml(title=heading, file_name=f"chapter-{number:04d}.xhtml", lang=book.language)
         doc.content = f"<h2>{html.escape(heading)}</h2>\n{_xhtml_paragraphs(chapter.paragraphs)}"
         doc.add_item(style)
         book.add_item(doc)
@@ -288,31 +309,43 @@ def to_pdf(m: Manuscript) -> bytes:
 MAX_DRAFT_BYTES = 20_000_000
 PARAGRAPH_WORDS = 250  # a draft paragraph longer than this is split at sentence ends
 PARAGRAPH_CHARS = 5000
-_CHAPTER_LINE = re.compile(r"^(chapter|part|book|prologue|epilogue)\b.{0,80}$|^[IVXLC]{1,7}\.?$", re.IGNORECASE)
+_NUMBER = (r"(?:\d{1,4}|[IVXLC]{1,7}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|"
+           r"fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|first|second|third|"
+           r"fourth|fifth|sixth|seventh|eighth|ninth|tenth|last)")
+_CHAPTER_LINE = re.compile(  # "Chapter 3", "CHAPTER THREE: The Door", "Chapter 12 The Storm", "Part II", "IV"
+    rf"(?:(?i:(?:chapter|part|book)\s+{_NUMBER})\b|(?i:prologue|epilogue)\b)"
+    rf"(?:\s*[:.—–-]\s*.{{0,80}}|\s+[A-Z0-9\"'“‘].{{0,80}})?|[IVXLC]{{1,7}}\.?")
 _SETEXT = re.compile(r"^(=+|-+)\s*$")
-_ATX = re.compile(r"^(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
-_BYLINE = re.compile(r"[*_]?by (.{1,200}?)[*_]?", re.IGNORECASE)
+_ATX = re.compile(r"(#{1,6})(?:[ \t]+(.*))?")
+_MD_BYLINE = re.compile(r"\*by (.{1,200})\*")  # what our Markdown export writes under the title
+_TEXT_BYLINE = re.compile(r"by ([^.!?]{1,200})")  # and the plain-text one
 _SCENE_BREAK = re.compile(r"^\s*([*#~-]\s*){3,}$")
 _MD_UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)]))\s+")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)]))\s+|(?<=[。！？])")
 
 
 def decode_draft(raw: bytes, name: str) -> str:
-    """A draft's bytes as text: UTF-8 (with or without a BOM) or, failing that, Windows-1252;
-    refused when empty, too large or binary."""
-    if not raw.strip():
-        raise InvalidInput(f"{name} is empty")
+    """A draft's bytes as text: UTF-16 with a byte-order mark, UTF-8 (with or without one; a few
+    bad bytes become U+FFFD) or else Windows-1252; refused when empty, too large or binary."""
     if len(raw) > MAX_DRAFT_BYTES:
         raise InvalidInput(f"{name} has {len(raw):,} bytes; a draft may have at most {MAX_DRAFT_BYTES:,}")
-    if b"\x00" in raw[:65536]:
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        text = raw.decode("utf-16", errors="replace")
+    elif b"\x00" in raw:
         raise InvalidInput(f"{name} is a binary file, not a text draft (give .md or .txt)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
-    controls = sum(1 for c in text[:65536] if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f")
-    if controls > 0.01 * min(len(text), 65536) or text.count("\ufffd") > 0.01 * len(text):
+    else:
+        text = raw.decode("utf-8-sig", errors="replace")
+        bad = text.count("\ufffd")
+        good = sum(1 for c in text if ord(c) > 127) - bad  # characters that are valid UTF-8 beyond ASCII
+        if bad and (good < 10 * bad or bad > 0.001 * len(text)):  # not UTF-8 with a stray byte: Windows-1252
+            text = raw.decode("cp1252", errors="replace")
+    if not text.strip():
+        raise InvalidInput(f"{name} is empty")
+    sample = text[:65536]
+    controls = sum(1 for c in sample if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f")
+    if "\x00" in text or controls > 0.01 * len(sample) or text.count("\ufffd") > 0.01 * len(text):
         raise InvalidInput(f"{name} does not look like text (control characters or undecodable bytes)")
+    text = "".join(c for c in text if c not in "\ufffe\uffff" and unicodedata.category(c) != "Cs")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -342,32 +375,45 @@ def read_draft(text: str, markdown: bool, fallback_title: str = "Imported draft"
         if name is not None:
             if level == 1 and title is None and not chapters and not paragraphs:
                 title = name
+            elif heading is not None and not paragraphs:  # "Part One", then "Chapter 1": one title
+                heading = f"{heading}: {name}"
             else:
                 close_chapter()
                 heading = name
         if not lines:
             continue
-        body = _md_paragraph(lines) if markdown else " ".join(" ".join(lines).split())
         if title is not None and not author and not chapters and not paragraphs and heading is None \
-                and (byline := _BYLINE.fullmatch(body)):
-            author = byline.group(1).strip()  # "by Ann" under the title, as our exports write it
+                and (byline := _byline(lines, markdown)):
+            author = byline  # "by Ann" under the title, as our exports write it
             continue
-        paragraphs.extend(_split_long(body))
+        paragraphs.extend(_split_long(_md_paragraph(lines) if markdown else " ".join(" ".join(lines).split())))
     close_chapter()
     if not chapters:
         raise InvalidInput("the draft has no paragraphs of text")
     return Manuscript((title or fallback_title).strip()[:500] or fallback_title, chapters, author[:200])
 
 
+def _byline(lines: list[str], markdown: bool) -> str | None:
+    raw = " ".join(line.strip() for line in lines)
+    found = (_MD_BYLINE if markdown else _TEXT_BYLINE).fullmatch(raw)
+    if not found or (markdown and found.group(1).endswith("\\")):
+        return None
+    return _MD_UNESCAPE.sub(r"\1", found.group(1)).strip() if markdown else found.group(1).strip()
+
+
 def _heading(lines: list[str], markdown: bool) -> tuple[int | None, str | None, list[str]]:
     """(level, heading, the block's lines after the heading) when the block starts with a heading."""
-    if markdown and (found := _ATX.match(lines[0])):
-        return len(found.group(1)), _MD_UNESCAPE.sub(r"\1", found.group(2)).strip() or None, lines[1:]
+    if markdown and (found := _ATX.fullmatch(lines[0].strip())):
+        text = (found.group(2) or "").rstrip()
+        bare = text.rstrip("#")
+        if bare != text and (not bare or bare[-1] in " \t"):  # a closing sequence: "## Title ##"
+            text = bare.rstrip()
+        return len(found.group(1)), _MD_UNESCAPE.sub(r"\1", text).strip() or None, lines[1:]
     if len(lines) == 2 and _SETEXT.match(lines[1]) and len(lines[0]) <= 200:
         name = _MD_UNESCAPE.sub(r"\1", lines[0].strip()) if markdown else lines[0].strip()
         return (1 if lines[1].lstrip().startswith("=") else 2), name, []
-    if not markdown and _CHAPTER_LINE.match(lines[0].strip()):
-        return 2, lines[0].strip(), lines[1:]
+    if not markdown and len(lines) == 1 and _CHAPTER_LINE.fullmatch(lines[0].strip()):
+        return 2, lines[0].strip(), []
     return None, None, lines
 
 

@@ -175,3 +175,34 @@ def test_a_title_with_control_characters_slashes_emoji_and_500_characters_surviv
                           check=True).stdout
     assert "../a/b\\c bell" in text and "A fox came to the door. Then it left." in " ".join(text.split())
     assert formats.read_draft(formats.to_markdown(m).decode(), markdown=True).title == title.strip()
+
+
+def test_prose_that_looks_like_a_byline_or_a_chapter_is_kept_as_prose():
+    m = formats.manuscript_of("T", ["By morning the snow had buried the road.", "Part of me knew.",
+                                    "Part-time work was all she could find.", "Book in hand, she climbed."],
+                              [None] * 4, author="Ann")
+    for write, markdown in ((formats.to_markdown, True), (formats.to_text, False)):
+        back = formats.read_draft(write(m).decode(), markdown=markdown)
+        assert back.author == "Ann" and back.paragraphs == m.paragraphs and [c.title for c in back.chapters] == [None]
+    stacked = formats.read_draft("# T\n\n## Part One\n\n## Chapter 1\n\nText.\n", markdown=True)
+    assert [(c.title, c.paragraphs) for c in stacked.chapters] == [("Part One: Chapter 1", ["Text."])]
+    hashes = formats.manuscript_of("Issue #", ["One\n\nTwo"], ["Take #2"])
+    back = formats.read_draft(formats.to_markdown(hashes).decode(), markdown=True)
+    assert (back.title, back.chapters[0].title, back.paragraphs) == ("Issue #", "Take #2", ["One\nTwo"])
+
+
+def test_a_stray_byte_in_utf8_and_utf16_drafts_are_read_and_unicode_noncharacters_do_not_break_exports(tmp_path):
+    from docx import Document
+
+    novel = ("Café — she’s naïve. " * 200).encode() + b"\xff"
+    assert formats.decode_draft(novel, "a.txt").startswith("Café — she’s naïve.")  # not mojibake
+    assert formats.decode_draft("Zoë\n".encode("utf-16"), "a.txt") == "Zoë\n"
+    with pytest.raises(InvalidInput, match="binary"):
+        formats.decode_draft(b"text " * 20_000 + b"\x00\x01", "a.txt")  # binary after the first 64 KiB
+    assert formats.decode_draft("a \ufffe b \uffff c".encode(), "a.txt") == "a  b  c"
+    odd = formats.manuscript_of("Ti\uffffle", ["Odd \ufffe text."], ["Chap\uffffter"])
+    path = tmp_path / "odd.epub"
+    path.write_bytes(formats.to_epub(odd))
+    assert epubcheck(path).returncode == 0
+    (tmp_path / "odd.docx").write_bytes(formats.to_docx(odd))
+    assert Document(str(tmp_path / "odd.docx")).paragraphs[0].text == "Tile"

@@ -106,6 +106,11 @@ def _resealed(document: dict) -> bytes:
     (lambda raw, d: _resealed({**d, "memories": [{**d["memories"][0], "kind": "gossip"}] + d["memories"][1:]}),
      "damaged: memory entry 1 kind 'gossip'"),
     (lambda raw, d: _resealed({k: v for k, v in d.items() if k != "playthroughs"}), "damaged: missing field 'playthroughs'"),
+    (lambda raw, d: _resealed({**d, "steps": [{**d["steps"][0], "trace": {"retrieved": ["x", 3]}}] + d["steps"][1:]}),
+     "damaged: step 1 trace retrieved is not a list of entries"),
+    (lambda raw, d: _resealed({**d, "story": {**d["story"], "title": "  "}}), "damaged: the story's title is empty"),
+    (lambda raw, d: b"[" * 100_000, "not a storyloom backup"),
+    (lambda raw, d: raw.replace(b'"Mara', b'"\\ud800Mara', 1), "not valid Unicode"),
     (lambda raw, d: b"[1, 2, 3]", "not a storyloom backup"),
     (lambda raw, d: b"\xff\xfe\x00garbage", "not UTF-8"),
 ])
@@ -163,6 +168,19 @@ def test_bad_drafts_change_nothing(db, embedder, name, raw, message):
     with pytest.raises(InvalidInput, match=message):
         Manuscripts(service).import_file(name, raw)
     assert counts(db) == (0, 0, 0, 0) and backend.requests == []
+
+
+def test_a_draft_keeps_its_author_and_long_headings_are_cut_with_a_notice(db, embedder):
+    service, _ = make_service(db, embedder)
+    manuscripts = Manuscripts(service)
+    heading = "The " + "very " * 100 + "long chapter"
+    view = manuscripts.import_file("a.md", f"# Title\n\n*by Ann Wren*\n\n## {heading}\n\nShe left.\n".encode())
+    assert view.chapters[0].endswith("…") and len(view.chapters[0]) <= 200
+    assert "Chapter title" in view.notice and "was cut to 200 characters" in view.notice
+    assert manuscripts.manuscript(view.id).author == "Ann Wren"
+    assert b"*by Ann Wren*" in manuscripts.export(view.id, "md").data
+    again = manuscripts.import_file("copy.json", manuscripts.export(view.id, "json").data)  # its backup imports
+    assert again.chapters == view.chapters
 
 
 def test_odd_titles_make_safe_file_names_and_stay_in_the_document(db, embedder):
