@@ -37,6 +37,9 @@ def add_parser(sub) -> None:
     train.add_argument("--steps", type=int, default=300)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--lora", action="store_true", help="train a LoRA adapter (a few MB) instead of the whole model")
+    train.add_argument("--anchor", choices=["kl", "mle"],
+                       help="on ordinary text: kl keeps the base model's distribution (LoRA; the default), "
+                            "mle learns the text itself (the paper's way; the default for full fine-tuning)")
     train.add_argument("--lora-rank", type=int, default=8)
     train.add_argument("--batch", type=int, default=8)
     train.add_argument("--length", type=int, default=128, help="tokens per training sequence")
@@ -95,7 +98,8 @@ def _train(args, settings) -> None:
     from generation.ditto import TrainConfig, train
 
     config = TrainConfig(steps=args.steps, lr=args.lr, batch=args.batch, length=args.length, lam=args.lam,
-                         lora=args.lora, lora_rank=args.lora_rank, holdout=args.holdout, seed=args.seed)
+                         lora=args.lora, lora_rank=args.lora_rank, holdout=args.holdout, seed=args.seed,
+                         anchor=args.anchor or ("kl" if args.lora else "mle"))
     config.check()
     print("loading the model and the corpus ...", file=sys.stderr, flush=True)
     with _bar(args.steps, "step", "DITTO training") as bar:

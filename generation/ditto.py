@@ -191,6 +191,15 @@ def mle_loss(logits, ids):
     return -token_logprobs(logits, ids).mean()
 
 
+def kl_loss(logits, base_logits):
+    """KL(base || model) per token, averaged: keeps the model's next-token distribution on ordinary
+    text where the base model had it, without teaching it the text itself (names, paragraphing)."""
+    import torch
+
+    base = torch.log_softmax(base_logits.float(), dim=-1)
+    return (base.exp() * (base - torch.log_softmax(logits.float(), dim=-1))).sum(-1).mean()
+
+
 # --- training ---------------------------------------------------------------------------------
 
 @dataclass
@@ -200,7 +209,10 @@ class TrainConfig:
     batch: int = 8
     length: int = 128  # tokens per training sequence
     lam: float = LAMBDA
-    mix: float = 0.5  # the share of DITTO batches; the rest are MLE
+    mix: float = 0.5  # the share of DITTO batches; the rest are ordinary text
+    # on ordinary text: "mle" learns the text (the paper's way); "kl" keeps the base model's
+    # distribution (LoRA only: the base is the model with the adapter switched off)
+    anchor: str = "kl"
     lora: bool = True
     lora_rank: int = 8
     holdout: float = 0.25
@@ -214,6 +226,11 @@ class TrainConfig:
             raise InvalidInput(f"the learning rate must be in (0, 1), got {self.lr}")
         if not 0 <= self.mix <= 1:
             raise InvalidInput(f"mix must be in [0, 1], got {self.mix}")
+        if self.anchor not in ("mle", "kl"):
+            raise InvalidInput(f"anchor must be mle or kl, got {self.anchor!r}")
+        if self.anchor == "kl" and not self.lora:
+            raise InvalidInput("--anchor kl needs --lora (the base model is the one with the adapter off); "
+                               "use --anchor mle for full fine-tuning")
 
 
 class Batches:
@@ -298,13 +315,20 @@ def train(model_spec: str | None, corpus_paths: Sequence[str | Path], out: str |
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (config.steps - s) / max(1, config.steps - warmup)))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    history = {"ditto": [], "mle": []}
+    history = {"ditto": [], config.anchor: []}
     started = time.perf_counter()
     for step in range(1, config.steps + 1):
         kind, ids, starts, periods = batches.next()
         ids = ids.to(accelerator.device)
         logits = model(input_ids=ids).logits
-        loss = ditto_loss(logits, ids, starts, periods, config.lam) if kind == "ditto" else mle_loss(logits, ids)
+        if kind == "ditto":
+            loss = ditto_loss(logits, ids, starts, periods, config.lam)
+        elif config.anchor == "kl":
+            with torch.no_grad(), accelerator.unwrap_model(model).disable_adapter():
+                base_logits = model(input_ids=ids).logits
+            loss = kl_loss(logits, base_logits)
+        else:
+            loss = mle_loss(logits, ids)
         if not torch.isfinite(loss):
             raise StoryloomError(f"the loss became {loss.item()} at step {step}; try a lower --lr")
         accelerator.backward(loss)
@@ -312,9 +336,10 @@ def train(model_spec: str | None, corpus_paths: Sequence[str | Path], out: str |
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-        history[kind].append(round(loss.item(), 4))
+        label = kind if kind == "ditto" else config.anchor
+        history[label].append(round(loss.item(), 4))
         if progress:
-            progress(step, config.steps, {"kind": kind, "loss": loss.item()})
+            progress(step, config.steps, {"kind": label, "loss": loss.item()})
     seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(model)
     model.eval()

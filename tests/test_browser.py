@@ -86,6 +86,16 @@ def tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
+def inspect_step(page, plan: str) -> str:
+    """The inspector's text for the last step, once it shows the step that followed `plan` (not the
+    one shown before, nor the queue indicator drawn over it while the new one loads)."""
+    tab(page, "Inspect")
+    page.locator("#inspect").click()
+    page.wait_for_function("(plan) => { const t = document.querySelector('#inspected').innerText;"
+                           " return t.includes(plan) && !t.includes('queue:'); }", arg=plan, timeout=30_000)
+    return page.locator("#inspected").inner_text()
+
+
 def test_01_stepping_before_a_story_exists_is_refused(page):
     page.locator("#step").click()
     status_says(page, "Start or open a story first.", 15_000)
@@ -220,15 +230,11 @@ def test_11_memory_desk_edits_reach_the_next_prompt(page):
     page.locator("#save-memory").click()
     status_says(page, "Short-term memory saved", 30_000)
     tab(page, "Write")
-    page.locator("#instruction textarea").fill("Ilse arrives on the ferry with a second letter.")
+    instruction = "Ilse arrives on the ferry with a second letter."
+    page.locator("#instruction textarea").fill(instruction)
     page.locator("#step").click()
     wait_paragraphs(page, 5)
-    tab(page, "Inspect")
-    before = page.locator("#inspected").inner_text()  # the inspector still shows the step of test 09
-    page.locator("#inspect").click()
-    page.wait_for_function("(before) => document.querySelector('#inspected').innerText != before", arg=before,
-                           timeout=30_000)
-    text = page.locator("#inspected").inner_text()
+    text = inspect_step(page, instruction)
     assert f"Summary of the story so far: {remembered}" in text  # the edited memory is what the model saw
     assert "Facts to keep in mind:" in text and "key: Ilse" in text
     shot(page, "13-memory-in-prompt")
@@ -246,15 +252,11 @@ def test_12_repetition_settings_are_saved_and_used_by_the_next_step(page):
     status_says(page, "Repetition settings saved", 30_000)
     shot(page, "14-repetition")
     tab(page, "Write")
-    page.locator("#instruction textarea").fill("Mara climbs to the lamp room and waits for the ferry.")
+    instruction = "Mara climbs to the lamp room and waits for the ferry."
+    page.locator("#instruction textarea").fill(instruction)
     page.locator("#step").click()
     wait_paragraphs(page, 6)
-    tab(page, "Inspect")
-    before = page.locator("#inspected").inner_text()
-    page.locator("#inspect").click()
-    page.wait_for_function("(before) => document.querySelector('#inspected').innerText != before", arg=before,
-                           timeout=30_000)
-    text = page.locator("#inspected").inner_text()
+    text = inspect_step(page, instruction)
     assert "sentence guard off" in text and "no-repeat 4-grams" in text and "DITTO adapter on" in text
     tab(page, "Repetition")
     assert not page.locator("#set-guard input").is_checked()  # saved with the story
@@ -301,7 +303,7 @@ def test_13_export_an_epub_and_a_backup_then_import_the_backup_and_a_draft(page,
                      "## Two\n\nBy noon the fog had swallowed the island.\n")
     page.locator("#import-premise textarea").fill("A ferry captain and her sister lose each other in the fog.")
     _upload(page, draft)
-    status_says(page, "Imported **harbour.md**")
+    status_says(page, "harbour.md")  # the draft is imported (the model writes its memory and plans)
     wait_paragraphs(page, 3)
     assert page.locator("#manuscript h2").inner_text() == "The Harbour"
     assert [h.inner_text() for h in page.locator("#manuscript h3").all()] == ["One", "Two"]

@@ -8,7 +8,7 @@ import torch
 
 from generation.backend import Decoding, check_lambda
 from generation.ditto import (
-    MIN_SENTENCES, Corpus, reference_logprobs, ditto_loss, mle_loss, paragraphs_of, read_corpus, rep_n, rep_r, rep_w,
+    MIN_SENTENCES, Corpus, TrainConfig, reference_logprobs, ditto_loss, kl_loss, mle_loss, paragraphs_of, read_corpus, rep_n, rep_r, rep_w,
     repeat_sample, repeated_sentences, split_sentences, summarize, usable,
 )
 from storage.errors import InvalidInput
@@ -127,6 +127,17 @@ def test_mle_loss_is_the_mean_negative_log_likelihood():
     ids = [0, 1, 2, 3]
     loss = mle_loss(logits_for([0.5, 0.25, 0.125], ids), torch.tensor([ids]))
     assert loss.item() == pytest.approx(-(math.log(0.5) + math.log(0.25) + math.log(0.125)) / 3, rel=1e-5)
+
+
+def test_kl_anchor_is_zero_for_the_base_distribution_and_the_kl_divergence_otherwise():
+    base = torch.log(torch.tensor([[[0.5, 0.25, 0.25]]]))
+    assert kl_loss(base, base).item() == pytest.approx(0.0, abs=1e-7)
+    moved = torch.log(torch.tensor([[[0.25, 0.5, 0.25]]]))
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.25 * math.log(0.25 / 0.5)  # sum p_base log(p_base / p_model)
+    assert kl_loss(moved, base).item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(InvalidInput, match="--anchor kl needs --lora"):
+        TrainConfig(lora=False, anchor="kl").check()
+    TrainConfig(lora=False, anchor="mle").check()
 
 
 def test_repetition_metrics_on_hand_examples():
