@@ -274,8 +274,11 @@ def _download(page, fmt: str, tmp: Path) -> Path:
 
 
 def _upload(page, path: Path) -> None:
+    clear = page.locator("#import-file button[aria-label=Clear]")
+    if clear.count():  # the file of the import before is still shown: take it away first
+        clear.first.click()
     page.locator("#import-file input[type=file]").set_input_files(str(path))
-    page.locator("#import-file").get_by_text(path.name).first.wait_for(timeout=30_000)  # uploaded
+    page.locator(f'#import-file td.filename[aria-label="{path.name}"]').wait_for(timeout=30_000)  # uploaded
     page.locator("#import").click()
 
 
