@@ -5,7 +5,6 @@ with its long-term and short-term memory built from it. An import is one transac
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -188,11 +187,8 @@ class Manuscripts:
         return Embedded([t for p in parts for t in p.texts], np.concatenate([p.vectors for p in parts]))
 
 
-_SENTENCE = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)]))\s+|(?<=[。！？])")
-
-
 def first_sentences(text: str, n: int) -> str:
-    return " ".join(_SENTENCE.split(" ".join(text.split()))[:n])
+    return " ".join(formats.sentences(text)[:n])
 
 
 def _rolling_memory(paragraphs: list[str], limit: int) -> str:

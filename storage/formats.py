@@ -430,6 +430,11 @@ def _md_paragraph(lines: list[str]) -> str:
     return _MD_UNESCAPE.sub(r"\1", out.strip())
 
 
+def sentences(text: str) -> list[str]:
+    """The sentences of a text (end punctuation then space; CJK ends need no space)."""
+    return [x for x in _SENTENCE_END.split(" ".join(text.split())) if x]
+
+
 def _split_long(paragraph: str, words: int = PARAGRAPH_WORDS, chars: int = PARAGRAPH_CHARS) -> list[str]:
     """A paragraph cut at sentence ends into pieces of at most `words` words and `chars`
     characters; a sentence too long alone is cut between words, a word too long between characters."""
