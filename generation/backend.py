@@ -85,6 +85,7 @@ class Request:
     repetition_penalty: float = 1.1
     seed: int | None = None
     options: tuple[str, ...] = ()  # when set, the reply is exactly one of these (constrained choice)
+    avoid_start: tuple[str, ...] = ()  # words the reply may not begin with (after reply_prefix), where the backend can
     decoding: Decoding | None = None  # anti-repetition controls; None: the backend's plain decoding
     extra: dict = field(default_factory=dict)
 

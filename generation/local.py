@@ -158,6 +158,14 @@ class TransformersBackend:
             raise ValueError(f"each option must be one distinct token for this model: {options!r}")
         return [i[0] for i in ids]
 
+    def _start_tokens(self, avoided: tuple[str, ...]) -> list[int]:
+        """The single tokens that spell one of the avoided words at the start of a reply, with or
+        without a leading space, lower or capitalised; words the tokenizer splits are left out."""
+        _, tokenizer = self.load()
+        forms = {f"{space}{case}" for word in avoided for space in ("", " ") for case in (word, word.capitalize())}
+        ids = [tokenizer(form, add_special_tokens=False)["input_ids"] for form in sorted(forms)]
+        return [i[0] for i in ids if len(i) == 1]
+
     def count_tokens(self, text: str) -> int:
         _, tokenizer = self.load()
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -171,7 +179,7 @@ class TransformersBackend:
         from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         from generation.ditto import adapter_off
-        from generation.processors import AllowOnly
+        from generation.processors import AllowOnly, BanAtStart
 
         model, tokenizer = self.load()
         chat = self._chat(request)
@@ -186,6 +194,9 @@ class TransformersBackend:
                 self._tokens("boundaries"), self._tokens("breakers"), request.repetition_penalty,
                 context_start=self.count_tokens(chat)))  # the guard watches the reply (with its prefix) for loops
             request = replace(request, repetition_penalty=None)
+        if request.avoid_start and not request.options:
+            ban = BanAtStart(self._start_tokens(request.avoid_start), start=inputs["input_ids"].shape[1])
+            extra["logits_processor"] = LogitsProcessorList([*extra.get("logits_processor", []), ban])
         plain = decoding is not None and not decoding.ditto and self._adapter_in_use
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
                                         timeout=self.stream_timeout)

@@ -8,6 +8,9 @@ from generation.errors import ParseError
 
 _PREAMBLE = re.compile(r"^\s*(sure|certainly|okay|ok|here('s| is| are)|of course)\b[^\n]*[:!]\s*", re.I)
 # Replies that address the person ("I'll...", "Let's...") instead of saying what happens.
+# Words a plan or a reader's choice may not start with: they begin talk about the writing
+# ("We see...", "I will...", "Here is..."); the backend keeps them from the first token too.
+META_STARTS = ("I", "we", "you", "let", "sure", "here", "this")
 _META = re.compile(r"^(i|i'll|i'd|i'm|i've|let's|let us|you|you'll|we|we'll|sure|here|this|in this)\b", re.I)
 _LABEL = re.compile(r"^\s*(title|summary|outline|paragraph|plan|next)\s*[:\-]\s*", re.I)
 _NOT_AN_END = "".join(rf"(?<!\b{a})" for a in ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Prof", "Sr", "Jr", "vs"))

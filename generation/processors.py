@@ -23,6 +23,26 @@ class AllowOnly(LogitsProcessor):
         return allowed
 
 
+class BanAtStart(LogitsProcessor):
+    """The reply's first token may not be one of `token_ids`: at the step where the sequences are
+    `start` tokens long (the prompt), those tokens get -inf; later steps are untouched. Keeps a
+    small model from opening a plan with "We see..." or "I will..." instead of the story."""
+
+    def __init__(self, token_ids: list[int], start: int):
+        if not all(isinstance(t, int) and t >= 0 for t in token_ids):
+            raise ValueError(f"token_ids must be token ids, got {token_ids!r}")
+        if start < 0:
+            raise ValueError(f"start must be at least 0, got {start}")
+        self.token_ids, self.start = sorted(set(token_ids)), start
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] != self.start or not self.token_ids:
+            return scores
+        out = scores.clone()
+        out[:, self.token_ids] = float("-inf")
+        return out
+
+
 def _row_ids(input_ids: torch.LongTensor, row: int) -> np.ndarray:
     return np.asarray(input_ids[row].tolist(), dtype=np.int64)
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from generation.backend import Request
+from generation.parse import META_STARTS
 
 SYSTEM = ("You are a skilled novelist writing a story together with a person. "
           "You write vivid, concrete prose in English.")
@@ -101,7 +102,7 @@ def plan(outline_text: str, short_memory: str, last: str) -> Request:
     """One plan per call: a small model follows this far better than a numbered list."""
     return _chat(f"Outline: {outline_text}\n\nSummary of the story so far: {short_memory}\n\n"
                  f"The last paragraph: {last}\n\nWhat happens next in the story? Answer in one sentence.",
-                 reply_prefix=PLAN_PREFIX, max_new_tokens=60, temperature=1.0)
+                 reply_prefix=PLAN_PREFIX, max_new_tokens=60, temperature=1.0, avoid_start=META_STARTS)
 
 
 CHOICE_PREFIX = "The best idea is number "
@@ -131,7 +132,8 @@ def reader_choice(short_memory: str, last: str) -> Request:
     """One choice for a reader of interactive fiction: what the main character does next."""
     return _chat(f"Summary of the story so far: {short_memory}\n\nThe last paragraph: {last}\n\n"
                  "The reader plays the main character. What could the main character do next? "
-                 "Answer with one short action.", reply_prefix=CHOICE_TEXT_PREFIX, max_new_tokens=30, temperature=1.0)
+                 "Answer with one short action.", reply_prefix=CHOICE_TEXT_PREFIX, max_new_tokens=30, temperature=1.0,
+                 avoid_start=META_STARTS)
 
 
 ONE_CALL_FORMAT = """Output Paragraph:

@@ -217,7 +217,9 @@ class Writer:
         return self._ask_three("choice", request, parse.parse_reader_choice, usage, on_text)
 
     def _ask_three(self, name: str, request: Request, parser, usage: Usage, on_text: OnText | None) -> list[str]:
-        """Three distinct answers, one call each; one too like an earlier one counts as a failed try."""
+        """Three distinct answers, one call each; one too like an earlier one counts as a failed try.
+        When the second or third stays unusable the step keeps the ones found (the person can write
+        their own): a written paragraph is not thrown away for want of a third idea."""
         found: list[str] = []
 
         def distinct(raw: str) -> str:
@@ -228,9 +230,14 @@ class Writer:
             return answer
 
         while len(found) < 3:
-            found.append(self._ask(f"{name}_{len(found) + 1}", request, distinct, usage, on_text,
-                                   stop=lambda text: parse.first_sentence_done(text) or "\n" in text.strip(),
-                                   tries=max(self.retries, PLAN_TRIES)))
+            try:
+                found.append(self._ask(f"{name}_{len(found) + 1}", request, distinct, usage, on_text,
+                                       stop=lambda text: parse.first_sentence_done(text) or "\n" in text.strip(),
+                                       tries=max(self.retries, PLAN_TRIES)))
+            except GenerationFailed:
+                if not found:
+                    raise
+                break
         return found
 
     def _ask(self, part: str, request: Request, parser: Callable[[str], object], usage: Usage,

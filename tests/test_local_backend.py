@@ -88,3 +88,15 @@ def test_a_constrained_choice_is_always_one_of_the_options(backend):
     request = prompts.choose("Mara found a letter from the future.", "She read it twice.", plans)
     answers = {"".join(backend.generate(request)) for _ in range(3)}
     assert answers <= {"1", "2", "3"} and len(answers) == 1  # greedy: the same answer every time
+
+
+@pytest.mark.slow
+def test_a_reply_never_starts_with_an_avoided_word(backend):
+    # Asked to repeat a sentence that starts with "We", greedy decoding starts with "We" unless told not to.
+    text = "Repeat exactly: We walked to the harbour at dawn."
+    plain = "".join(backend.generate(ask(text, temperature=0, max_new_tokens=8)))
+    assert plain.split()[0].strip(",.:").lower() == "we"
+    for temperature in (0, 1.2):
+        avoided = "".join(backend.generate(ask(text, temperature=temperature, max_new_tokens=8,
+                                               avoid_start=("we", "I", "you"), seed=1)))
+        assert avoided.split()[0].strip(",.:'").lower() not in {"we", "i", "you"}, avoided

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from generation.processors import AllowOnly
+from generation.processors import AllowOnly, BanAtStart
 
 
 def test_allow_only_keeps_the_listed_scores_and_masks_the_rest():
@@ -19,6 +19,23 @@ def test_allow_only_keeps_the_listed_scores_and_masks_the_rest():
 def test_allow_only_checks_its_arguments(bad):
     with pytest.raises(ValueError):
         AllowOnly(bad)
+
+
+def test_ban_at_start_masks_the_first_reply_token_only():
+    scores = torch.tensor([[0.5, 2.0, -1.0, 3.0]])
+    ban = BanAtStart([3, 1], start=2)
+    first = ban(torch.tensor([[7, 8]]), scores)
+    assert torch.isneginf(first[0, [1, 3]]).all() and first[0, 0] == 0.5 and first[0, 2] == -1.0
+    assert scores[0, 3] == 3.0  # a new tensor; the input is unchanged
+    later = ban(torch.tensor([[7, 8, 0]]), scores)
+    assert torch.equal(later, scores)
+
+
+@pytest.mark.parametrize("bad", [dict(token_ids=[-1], start=0), dict(token_ids=["1"], start=0),
+                                 dict(token_ids=[1], start=-1)])
+def test_ban_at_start_checks_its_arguments(bad):
+    with pytest.raises(ValueError):
+        BanAtStart(**bad)
 
 
 from generation.processors import DRY, SentenceRepetitionGuard  # noqa: E402

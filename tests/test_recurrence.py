@@ -4,7 +4,7 @@ import pytest
 
 from generation.errors import GenerationFailed
 from generation.prompts import Budget, fit
-from generation.recurrence import StepContext, Writer
+from generation.recurrence import PLAN_TRIES, StepContext, Writer
 from tests.fakes import PARAGRAPH, PLANS, ScriptedBackend
 
 
@@ -38,6 +38,26 @@ def test_plans_are_distinct_a_repeat_is_retried():
                              "Tomas the baker arrives with news."]
     assert opening.usage.retries == 1
     assert any(c.get("problem") == "the plan repeats plan 1" for c in opening.usage.calls)
+
+
+def test_a_step_keeps_its_plans_when_the_third_stays_unusable_and_fails_without_any():
+    plans = iter([" Mara rows to the reef at dawn.", " A storm breaks the great lamp."])
+
+    def two_then_meta(request):
+        if "What happens next" in request.messages[-1]["content"]:
+            return next(plans, " we see the keeper think about the letter for a while.")
+        return None
+
+    opening = Writer(ScriptedBackend(two_then_meta)).init("premise", title="T")
+    assert opening.plans == ["Mara rows to the reef at dawn.", "A storm breaks the great lamp."]
+    problems = [c.get("problem") for c in opening.usage.calls if c["part"] == "plan_3"]
+    assert len(problems) == PLAN_TRIES and set(problems) == {"the plan talks about the writing instead of the story"}
+
+    def meta(request):
+        return " we see the keeper think." if "What happens next" in request.messages[-1]["content"] else None
+
+    with pytest.raises(GenerationFailed, match="no usable plan 1 in 6 tries"):
+        Writer(ScriptedBackend(meta)).init("premise", title="T")
 
 
 def test_bad_output_is_retried_then_fails_clearly():
