@@ -96,7 +96,9 @@ def test_memory_lists_entries_with_provenance_and_searches_with_scores(written):
     assert found.returncode == 0, found.stderr
     result = json.loads(found.stdout)
     hits = result["by_meaning"]
-    assert len(hits) == 3 and hits[0]["where"] == "paragraph 2" and hits[0]["cosine"] > 0.7
+    assert len(hits) == 3 and hits[0]["where"] == "paragraph 2"
+    closest = max(hits, key=lambda h: h["cosine"])  # the chunk that starts with the query's words
+    assert closest["where"] == "paragraph 2" and closest["kind"] == "paragraph" and closest["cosine"] > 0.7
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
 
