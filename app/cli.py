@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_ditto(sub)
 
+    from app.sca_cli import add_parser as add_sca
+
+    add_sca(sub)
+
     serve = sub.add_parser("serve", help="serve the web app")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -98,6 +102,10 @@ def run(args: argparse.Namespace) -> None:
         from app.ditto_cli import run as run_ditto
 
         return run_ditto(args, settings)
+    if args.command == "sca" and args.sca_command == "pause-tune":
+        from app.sca_cli import run as run_sca
+
+        return run_sca(args, None, settings)
     if args.command == "serve":
         from app.ui import serve
 
@@ -110,6 +118,10 @@ def run(args: argparse.Namespace) -> None:
         sys.stdout.write(service.manuscript(args.story_id))
     elif args.command == "memory":
         _memory(service, args)
+    elif args.command == "sca":
+        from app.sca_cli import run as run_sca
+
+        run_sca(args, service, settings)
     elif args.command == "export":
         _export(service, args)
     elif args.command == "import":

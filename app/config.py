@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     ditto: bool = Field(True, description="write with the DITTO adapter when there is one (off: the base model)")
     ditto_adapter: Path | None = Field(None, description="a DITTO LoRA adapter folder; default: the one in assets/ "
                                        "for the embedded model")
+    pause_adapter: Path | None = Field(None, description="a [PAUSE]-tuned adapter (storyloom sca pause-tune): "
+                                       "prompts get pauses at their boundaries; DITTO stays folded in")
     guard: bool = Field(True, description="new stories decode with the sentence-repetition guard")
     guard_lambda: float = Field(0.01, gt=0, le=1, description="the guard's lambda: a sentence seen k times "
                                 "is continued with its probability times lambda**k")

@@ -123,6 +123,28 @@ class StoryService:
             story.settings = {**(story.settings or {}), "decoding": asdict(decoding)}  # a new dict: JSON change seen
         return decoding
 
+    def clarify_automatically(self, story_id: int) -> bool:
+        """Whether auto mode clarifies each revised plan with SCA before writing from it."""
+        with self.db.Session() as session:
+            return bool((repo.get_story(session, story_id).settings or {}).get("sca_auto", False))
+
+    def set_clarify_automatically(self, story_id: int, on: bool) -> bool:
+        with self.db.Session.begin() as session:
+            story = repo.get_story(session, story_id)
+            story.settings = {**(story.settings or {}), "sca_auto": bool(on)}
+        return bool(on)
+
+    def clarify(self, story_id: int | None, text: str, progress=None):
+        """SCA's ranked rewordings of `text` (nothing is changed): the story's short-term memory, when
+        there is a story, lets paraphrases put names for pronouns."""
+        from generation.sca import clarify
+
+        context = ""
+        if story_id is not None:
+            with self.db.Session() as session:
+                context = self.head(session, story_id).short_memory
+        return clarify(self.writer.backend, self.memory.embedder, text, context, progress=progress)
+
     def repetition(self, story_id: int) -> list[dict]:
         """Per paragraph of the current branch: rep-4 over its words, and how many of its sentences
         repeat an earlier sentence of the story (for the repetition chart)."""
@@ -207,7 +229,16 @@ class StoryService:
                     with self.db.Session() as session:
                         head = self.head(session, story_id)
                     choice = self._writer(story_id).choose(head.short_memory, head.paragraph, list(head.plans), watched)
-                    self.write(story_id, head.id, choice.instruction, self._as_head(story_id, head.id),
+                    instruction = choice.instruction
+                    if self.clarify_automatically(story_id):
+                        if on_text:
+                            on_text("clarify", instruction)
+                        clarified = self.clarify(story_id, instruction)
+                        choice.usage.calls.append({  # shown by the inspector with the step's other calls
+                            "part": "clarify", "attempt": 1, "prompt": instruction, "output": clarified.best.text,
+                            "candidates": [f"{c.origin}: {c.comprehension}: {c.text}" for c in clarified.candidates]})
+                        instruction = clarified.best.text
+                    self.write(story_id, head.id, instruction, self._as_head(story_id, head.id),
                                 watched, prelude=choice.usage)
                 if on_step:
                     on_step(number, steps, self.view(story_id))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import repetition_tab
+from app import clarify_panel, repetition_tab
 from app.inspector import inspector_markdown
 from app.manuscripts import Manuscripts, read_file
 from app.memories import EntryRow, Memories
@@ -28,7 +28,8 @@ log = logging.getLogger("storyloom.ui")
 
 PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the paragraph",
               "short_memory": "the short-term memory", "plan_1": "plan 1", "plan_2": "plan 2", "plan_3": "plan 3",
-              "choice": "the choice of plan", "revised_plan": "the revised plan"}
+              "choice": "the choice of plan", "revised_plan": "the revised plan",
+              "clarify": "a clearer wording of the revised plan (SCA)"}
 MEMORY_HEADERS = ["id", "kind", "from", "pinned", "stale", "keys", "last retrieved", "text"]
 MEMORY_ROWS = 500  # the table shows the newest entries; search finds any
 
@@ -166,7 +167,11 @@ def build_app(service: StoryService) -> gr.Blocks:
                         plans = gr.Radio(label="What happens next? Pick a plan…", choices=[], elem_id="plans")
                         instruction = gr.Textbox(label="…edit it, or write your own instruction", lines=2,
                                                  elem_id="instruction")
-                        step_button = gr.Button("Write the next paragraph", variant="primary", elem_id="step")
+                        with gr.Row():
+                            step_button = gr.Button("Write the next paragraph", variant="primary", elem_id="step",
+                                                    scale=3)
+                            clarify_button = gr.Button("Clarify the instruction (SCA)", elem_id="clarify", scale=1)
+                        clarifying = clarify_panel.build_write(clarify_button)
                     with gr.Tab("Auto", id="auto"):
                         gr.Markdown("A simulated reader picks the most promising plan and revises it, step "
                                     "after step. Stop at any time: the step in progress is dropped, "
@@ -177,6 +182,7 @@ def build_app(service: StoryService) -> gr.Blocks:
                             auto_button = gr.Button("Write unattended", variant="primary", elem_id="auto-start")
                             stop_button = gr.Button("Stop", variant="stop", elem_id="auto-stop")
                         auto_progress = gr.Markdown(elem_id="auto-progress")
+                        clarifying.auto = clarify_panel.build_auto()
                     with gr.Tab("Edit", id="edit"):
                         edit_number = gr.Number(label="Paragraph number", value=1, minimum=1, precision=0,
                                                 elem_id="edit-number")
@@ -257,6 +263,7 @@ def build_app(service: StoryService) -> gr.Blocks:
                         import_button = gr.Button("Import as a new story", variant="primary", elem_id="import")
                 status = gr.Markdown(elem_id="status")
                 repetition.wire(status)
+                clarify_panel.wire(service, clarifying, story_id, instruction, status)
 
         # -- how results reach the page ------------------------------------------------
 

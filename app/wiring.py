@@ -23,7 +23,7 @@ def build_service(settings: Settings) -> StoryService:
         except OSError as e:
             raise DatabaseUnavailable(f"cannot create the data directory {settings.data_dir}: {e.strerror}") from e
     backend = TransformersBackend(settings.model, settings.device, settings.stream_timeout,
-                                  adapter=ditto_adapter(settings))
+                                  adapter=ditto_adapter(settings), pause_adapter=settings.pause_adapter)
     db = open_database(settings.database())
     embedder = Embedder(settings.embedder, device=None if settings.device == "auto" else settings.device)
     limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k)

@@ -277,6 +277,26 @@ def model_fingerprint(model) -> dict:
              "num_key_value_heads", "intermediate_size")}
 
 
+def new_run(out: str | Path, corpus_paths: Sequence[str | Path], holdout: float) -> tuple[Path, list[Corpus]]:
+    """The output folder (refused when it holds anything) and the corpora of a training run."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise InvalidInput(f"{out} exists and is not empty; give a new folder")
+    corpora = [read_corpus(path, holdout) for path in corpus_paths]
+    if not corpora:
+        raise InvalidInput("give at least one corpus")
+    return out, corpora
+
+
+def warmup_then_decay(optimizer, steps: int):
+    """Linear warm-up over the first 5% of the steps, then linear decay to zero."""
+    import torch
+
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (steps - s) / max(1, steps - warmup)))
+
+
 def train(model_spec: str | None, corpus_paths: Sequence[str | Path], out: str | Path, config: TrainConfig,
           device: str = "auto", progress: Progress | None = None, command: str = "") -> dict:
     """Fine-tune with DITTO + MLE on the training parts of one or more corpora and save to `out`: a
@@ -288,12 +308,7 @@ def train(model_spec: str | None, corpus_paths: Sequence[str | Path], out: str |
     from generation.local import load_model, pick_device, resolve_model
 
     config.check()
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise InvalidInput(f"{out} exists and is not empty; give a new folder")
-    corpora = [read_corpus(path, config.holdout) for path in corpus_paths]
-    if not corpora:
-        raise InvalidInput("give at least one corpus")
+    out, corpora = new_run(out, corpus_paths, config.holdout)
     corpus = Corpus(" + ".join(c.path for c in corpora), ",".join(c.sha256 for c in corpora),
                     [p for c in corpora for p in c.train], [p for c in corpora for p in c.held_out])
     source = resolve_model(model_spec)
@@ -311,9 +326,7 @@ def train(model_spec: str | None, corpus_paths: Sequence[str | Path], out: str |
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
-    warmup = max(1, config.steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (config.steps - s) / max(1, config.steps - warmup)))
+    scheduler = warmup_then_decay(optimizer, config.steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     history = {"ditto": [], config.anchor: []}
     started = time.perf_counter()

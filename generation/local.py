@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from queue import Empty
@@ -87,7 +87,7 @@ class TransformersBackend:
     """Loads on first use; one generation at a time (requests queue on a lock)."""
 
     def __init__(self, model: str | None = None, device: str = "auto", stream_timeout: float = 120.0,
-                 adapter: str | Path | None = None):
+                 adapter: str | Path | None = None, pause_adapter: str | Path | None = None):
         self.source = resolve_model(model)  # fails fast on a bad path, before any loading
         self.name = str(self.source) if model else f"SmolLM2-135M-Instruct (embedded, {EMBEDDED_GGUF})"
         self.device = device
@@ -95,6 +95,9 @@ class TransformersBackend:
         self.adapter = Path(adapter) if adapter else None  # a DITTO LoRA adapter, used when it loads
         self.adapter_problem: str | None = None  # why the adapter is not in use, once loading tried
         self._adapter_in_use = False
+        # a [PAUSE]-tuned adapter (generation.pause): prompts get pauses; DITTO is folded in for good
+        self.pause_adapter = Path(pause_adapter) if pause_adapter else None
+        self.pauses = None  # its PauseSettings once loaded
         self._model = None
         self._tokenizer = None
         self._token_sets: dict[str, list[int]] = {}
@@ -118,6 +121,18 @@ class TransformersBackend:
             except AdapterUnavailable as e:  # a missing adapter never stops the writing
                 self.adapter_problem = f"{e}; writing with the base model"
                 log.warning("%s", self.adapter_problem)
+        if self.pause_adapter:
+            from generation.pause import attach_pauses
+
+            if self._adapter_in_use:  # the pause adapter was tuned on the model with DITTO folded in
+                model = model.merge_and_unload()
+                self._adapter_in_use = False
+            try:
+                model, self.pauses = attach_pauses(model, tokenizer, self.pause_adapter)
+            except AdapterUnavailable as e:  # nor does a missing pause adapter
+                self.adapter_problem = f"{e}; writing without pauses"
+                log.warning("%s", self.adapter_problem)
+        model.requires_grad_(False)  # served, never trained: gradient work (SCA) needs input gradients only
         return model, tokenizer
 
     @property
@@ -126,7 +141,16 @@ class TransformersBackend:
         self.load()
         return self._adapter_in_use
 
+    @property
+    def _pause_id(self) -> int | None:
+        from generation.pause import pause_id
+
+        return pause_id(self._tokenizer) if self.pauses else None
+
     def describe_adapter(self) -> str:
+        if self.pause_adapter and self._model is not None and self.pauses:
+            return (f"[PAUSE] adapter {self.pause_adapter} in use, with "
+                    f"{'DITTO folded in for good' if self.adapter and not self.adapter_problem else 'no DITTO'}")
         if not self.adapter:
             return "no DITTO adapter configured"
         if self._model is None:
@@ -147,9 +171,16 @@ class TransformersBackend:
         return self._chat(request) + request.reply_prefix
 
     def _chat(self, request: Request) -> str:
-        """The prompt up to where the reply starts (before any reply prefix)."""
+        """The prompt up to where the reply starts (before any reply prefix); with a pause adapter,
+        the person's messages carry [PAUSE] tokens at their boundaries."""
         _, tokenizer = self.load()
-        return tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        messages = request.messages
+        if self.pauses:
+            from generation.pause import insert_pauses
+
+            messages = [{**m, "content": insert_pauses(m["content"], self.pauses)} if m["role"] == "user" else m
+                        for m in messages]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _option_tokens(self, options: tuple[str, ...]) -> list[int]:
         _, tokenizer = self.load()
@@ -169,6 +200,13 @@ class TransformersBackend:
     def count_tokens(self, text: str) -> int:
         _, tokenizer = self.load()
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @contextmanager
+    def exclusive(self):
+        """The loaded (model, tokenizer) with generation held off: for gradient work such as SCA's."""
+        model, tokenizer = self.load()
+        with self._generate_lock:
+            yield model, tokenizer
 
     def generate(self, request: Request) -> Iterator[str]:
         with self._generate_lock:
@@ -219,7 +257,8 @@ class TransformersBackend:
                         top_p=request.top_p if request.temperature > 0 else None,
                         repetition_penalty=request.repetition_penalty,
                         stopping_criteria=StoppingCriteriaList([Cancelled()]),
-                        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **extra)
+                        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                        suppress_tokens=[self._pause_id] if self._pause_id is not None else None, **extra)
             except BaseException as e:  # handed to the consumer thread below
                 failure.append(e)
                 streamer.end()

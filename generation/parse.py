@@ -7,14 +7,13 @@ import re
 from generation.errors import ParseError
 
 _PREAMBLE = re.compile(r"^\s*(sure|certainly|okay|ok|here('s| is| are)|of course)\b[^\n]*[:!]\s*", re.I)
-# Replies that address the person ("I'll...", "Let's...") instead of saying what happens.
-# Words a plan or a reader's choice may not start with: they begin talk about the writing
-# ("We see...", "I will...", "Here is..."); the backend keeps them from the first token too.
+# Replies that address the person ("I'll...", "Let's...") instead of saying what happens. A plan or
+# a reader's choice may not start with these words; the backend keeps them from the first token too.
 META_STARTS = ("I", "we", "you", "let", "sure", "here", "this")
 _META = re.compile(r"^(i|i'll|i'd|i'm|i've|let's|let us|you|you'll|we|we'll|sure|here|this|in this)\b", re.I)
 _LABEL = re.compile(r"^\s*(title|summary|outline|paragraph|plan|next)\s*[:\-]\s*", re.I)
 _NOT_AN_END = "".join(rf"(?<!\b{a})" for a in ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Prof", "Sr", "Jr", "vs"))
-_SENTENCE_END = re.compile(_NOT_AN_END + r"(?<!\b[A-Z])[.!?…][\"'”’)\]]*(?=\s|$)")
+SENTENCE_END = re.compile(_NOT_AN_END + r"(?<!\b[A-Z])[.!?…][\"'”’)\]]*(?=\s|$)")
 
 
 def words(text: str) -> list[str]:
@@ -29,7 +28,7 @@ def _tidy(text: str) -> str:
 
 def complete_sentences(text: str) -> str:
     """`text` up to its last sentence end; the whole text if it has none."""
-    ends = list(_SENTENCE_END.finditer(text))
+    ends = list(SENTENCE_END.finditer(text))
     return text[: ends[-1].end()].strip() if ends else text.strip()
 
 
@@ -38,7 +37,7 @@ def truncate_words(text: str, limit: int) -> str:
     if len(words(text)) <= limit:
         return text
     cut = " ".join(words(text)[:limit])
-    return complete_sentences(cut) if _SENTENCE_END.search(cut) else cut
+    return complete_sentences(cut) if SENTENCE_END.search(cut) else cut
 
 
 def parse_title(raw: str, max_words: int = 14) -> str:
@@ -91,7 +90,7 @@ def parse_summary(raw: str, min_words: int = 10, max_words: int = 250, paragraph
 def parse_plan(raw: str, min_words: int = 5, max_words: int = 45) -> str:
     """The first sentence of the reply, at most max_words (cut at a comma when longer)."""
     text = _tidy(raw.replace("\n", " ")).strip(" \"'“”")
-    end = _SENTENCE_END.search(text)
+    end = SENTENCE_END.search(text)
     sentence = text[: end.end()] if end else text
     if len(words(sentence)) > max_words:
         cut = " ".join(words(sentence)[:max_words])
@@ -107,13 +106,13 @@ def parse_plan(raw: str, min_words: int = 5, max_words: int = 45) -> str:
 
 def first_sentence_done(text: str, min_words: int = 5) -> bool:
     """True once `text` holds a full first sentence (generation can stop)."""
-    end = _SENTENCE_END.search(text)
+    end = SENTENCE_END.search(text)
     return end is not None and len(words(text[: end.end()])) >= min_words
 
 
 def sentences_done(text: str, count: int) -> bool:
     """True once `text` holds `count` full sentences."""
-    return sum(1 for _ in _SENTENCE_END.finditer(text)) >= count
+    return sum(1 for _ in SENTENCE_END.finditer(text)) >= count
 
 
 def similar(a: str, b: str, threshold: float = 0.7) -> bool:
@@ -122,6 +121,23 @@ def similar(a: str, b: str, threshold: float = 0.7) -> bool:
     if not sa or not sb:
         return sa == sb
     return len(sa & sb) / len(sa | sb) >= threshold
+
+
+def parse_paraphrase(raw: str, original: str, max_words: int = 80) -> str:
+    """A rewording of `original`: the first paragraph of the reply, unquoted, at most max_words;
+    not the original again, and not a reply about the writing."""
+    body = _PREAMBLE.sub("", raw.strip())
+    first = next((p for p in re.split(r"\n\s*\n", body) if p.strip()), "")
+    text = re.sub(r"^\s*(rewritten|clear|new|revised)?\s*(instruction|version|rewrite)\s*[:\-]\s*", "",
+                  " ".join(first.split()), flags=re.I).strip(" \"'“”*")
+    text = truncate_words(text, max_words)
+    if len(words(text)) < 3:
+        raise ParseError(f"the paraphrase has {len(words(text))} words (at least 3)")
+    if _META.match(text):
+        raise ParseError("the paraphrase talks about the writing instead of rewording the instruction")
+    if similar(text, original, 0.95):
+        raise ParseError("the paraphrase repeats the instruction")
+    return text
 
 
 def parse_choice(raw: str, count: int = 3) -> int:
@@ -136,7 +152,7 @@ def parse_reader_choice(raw: str, min_words: int = 2, max_words: int = 20) -> st
     """An action for the reader ("open the door.") from the reply to "You decide to ...":
     the first line and sentence, at most max_words, as a capitalised command."""
     line = raw.strip().splitlines()[0] if raw.strip() else ""
-    end = _SENTENCE_END.search(line)
+    end = SENTENCE_END.search(line)
     action = (line[: end.end()] if end else line).strip(" \"'“”")
     if len(words(action)) > max_words:
         action = " ".join(words(action)[:max_words]).rstrip(",;:") + " …"

@@ -128,6 +128,27 @@ def revise(short_memory: str, plan_text: str) -> Request:
 CHOICE_TEXT_PREFIX = "You decide to"
 
 
+PARAPHRASE_ASK = ("Rewrite this instruction in clear, simple words. Say who does what, use names instead of he, "
+                  "she, it or they, and keep its meaning. Reply with the rewritten instruction only.")
+# One worked example first: the small model copies its shape (one plain sentence with names).
+PARAPHRASE_EXAMPLE = (
+    "Summary of the story so far: Jon, a fisherman, lost his boat in a storm. His sister Ada found "
+    "the wreck on the rocks below the cliffs.\n\nInstruction: He goes down there with her and they "
+    "sort out the thing.",
+    "Jon climbs down to the rocks with his sister Ada, and together they repair his wrecked boat.")
+
+
+def paraphrase(instruction: str, context: str = "") -> Request:
+    """SCA: reword a person's instruction so a model cannot misread it (one candidate per call)."""
+    known = f"Summary of the story so far: {context}\n\n" if context else ""
+    example, answer = PARAPHRASE_EXAMPLE
+    return Request(messages=[{"role": "system", "content": SYSTEM},
+                             {"role": "user", "content": f"{example}\n\n{PARAPHRASE_ASK}"},
+                             {"role": "assistant", "content": answer},
+                             {"role": "user", "content": f"{known}Instruction: {instruction}\n\n{PARAPHRASE_ASK}"}],
+                   max_new_tokens=60, temperature=0.5, avoid_start=META_STARTS)
+
+
 def reader_choice(short_memory: str, last: str) -> Request:
     """One choice for a reader of interactive fiction: what the main character does next."""
     return _chat(f"Summary of the story so far: {short_memory}\n\nThe last paragraph: {last}\n\n"

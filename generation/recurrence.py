@@ -106,13 +106,7 @@ class Writer:
         reader of interactive fiction, three choices of what to do next)."""
         usage, b, fitted = Usage(), self.budget, self._fit
         started = time.monotonic()
-        parts = {"premise": fitted(ctx.premise, b.premise), "short_memory": fitted(ctx.short_memory, b.short_memory),
-                 "memories": self._fit_shares(ctx.memories, b.memories),
-                 "lore": self._fit_shares(ctx.lore, b.lore),
-                 "last_paragraph": fitted(ctx.last_paragraph, b.last_paragraph, "end"),
-                 "instruction": fitted(ctx.plan, b.plan)}
-        request = prompts.paragraph(**{k: parts[k] for k in ("premise", "short_memory", "memories", "lore")},
-                                    last=parts["last_paragraph"], plan=parts["instruction"])
+        parts, request = self._paragraph_request(ctx)
         usage.parts = self._measure(parts)
         if self.one_call and not reader:
             return self._step_in_one_call(parts, ctx.last_paragraph, usage, on_text, started)
@@ -121,6 +115,27 @@ class Writer:
         plans = (self._ask_choices if reader else self._ask_plans)(ctx.outline, memory, text, usage, on_text)
         usage.seconds = time.monotonic() - started
         return Continuation(text, memory, plans, usage)
+
+    def paragraph(self, ctx: StepContext, on_text: OnText | None = None) -> tuple[str, Usage]:
+        """The next paragraph alone, as a step would write it (no memory rewrite, no plans): for
+        measurements that compare instructions."""
+        usage, started = Usage(), time.monotonic()
+        parts, request = self._paragraph_request(ctx)
+        usage.parts = self._measure(parts)
+        text = self._ask_paragraph(request, usage, on_text, previous=ctx.last_paragraph)
+        usage.seconds = time.monotonic() - started
+        return text, usage
+
+    def _paragraph_request(self, ctx: StepContext) -> tuple[dict, Request]:
+        b, fitted = self.budget, self._fit
+        parts = {"premise": fitted(ctx.premise, b.premise), "short_memory": fitted(ctx.short_memory, b.short_memory),
+                 "memories": self._fit_shares(ctx.memories, b.memories),
+                 "lore": self._fit_shares(ctx.lore, b.lore),
+                 "last_paragraph": fitted(ctx.last_paragraph, b.last_paragraph, "end"),
+                 "instruction": fitted(ctx.plan, b.plan)}
+        request = prompts.paragraph(**{k: parts[k] for k in ("premise", "short_memory", "memories", "lore")},
+                                    last=parts["last_paragraph"], plan=parts["instruction"])
+        return parts, request
 
     def _step_in_one_call(self, parts: dict, previous: str, usage: Usage, on_text: OnText | None,
                           started: float) -> Continuation:

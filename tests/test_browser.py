@@ -313,3 +313,41 @@ def test_13_export_an_epub_and_a_backup_then_import_the_backup_and_a_draft(page,
     assert page.locator("#plans input[type=radio]").count() == 3  # written by the model: go on from the draft
     assert page.locator("#short-memory textarea").input_value().strip()
     shot(page, "16-imported-draft")
+
+
+UNCLEAR = "She takes it up there after the thing with him, and then they both see what it means."
+
+
+def test_14_clarify_an_instruction_pick_a_wording_and_write_from_it(page):
+    tab(page, "Write")
+    page.locator("#instruction textarea").fill(UNCLEAR)
+    page.locator("#clarify").click()
+    page.get_by_text("paraphrase 1 of 5").first.wait_for(timeout=60_000)  # progress while it runs
+    shot(page, "20-clarify-progress")
+    page.locator("#sca-candidates").wait_for(timeout=MODEL_WAIT)
+    assert page.locator("#instruction textarea").input_value() == UNCLEAR  # nothing replaced without a pick
+    shaded = page.locator("#sca-candidates tr.sca-kept").first.locator(".sca-word")
+    assert shaded.count() >= 5 and "of the attribution" in shaded.first.get_attribute("title")
+    status_says(page, "wordings ranked", 15_000)
+    shot(page, "21-clarified")
+    options = page.locator("#wordings label")
+    assert options.count() >= 1
+    picked = options.first.inner_text().split(": ", 1)[1]
+    options.first.click()
+    page.wait_for_function("(t) => document.querySelector('#instruction textarea').value === t", arg=picked)
+    before = paragraphs(page)
+    page.locator("#step").click()
+    wait_paragraphs(page, before + 1)
+    assert picked in inspect_step(page, picked)  # the picked wording is what the model was given
+
+
+def test_15_clarify_refuses_bad_input_and_the_auto_setting_is_saved(page):
+    tab(page, "Write")
+    page.locator("#instruction textarea").fill("Ella lleva la llave al faro después de la pelea con su hermano.")
+    page.locator("#clarify").click()
+    status_says(page, "does not look like English", 30_000)
+    assert page.locator("#instruction textarea").input_value().startswith("Ella lleva")
+    tab(page, "Auto")
+    page.locator("#sca-auto input").check()
+    status_says(page, "Auto mode now clarifies", 15_000)
+    shot(page, "22-clarify-auto")

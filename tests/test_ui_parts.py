@@ -74,3 +74,18 @@ def test_the_manuscript_shows_model_text_as_written_one_block_per_paragraph():
     assert "<h2>The &lt;Lamp&gt;</h2>" in rendered and "<h3>Chapter *Two*</h3>" in rendered
     assert "It was &lt;unk&gt; at the &lt;b&gt;pier&lt;/b&gt; ." in rendered
     assert "# not a heading<br><br>---<br><br>1. not a list *or* emphasis" in rendered
+
+
+def test_the_clarify_table_escapes_words_and_shades_them_by_share():
+    from app.clarify_panel import table
+    from generation.sca import Attribution, Candidate, Clarification
+
+    measures = {"readability": 80.0, "formality": 50.0, "concreteness": None, "concreteness_coverage": 0.0}
+    kept = Candidate("Mara <b>climbs</b>", "yours", 1.0, measures,
+                     Attribution([("Mara", 0.75), ("<b>climbs</b>", 0.25)], 0.81, 1.0, 0.02, "She"))
+    drifted = Candidate("A <script>x</script> story", "paraphrase 1", 0.2, measures)
+    html_out = table(Clarification("Mara <b>climbs</b>", [kept, drifted], ig_steps=8, seconds=12.3))
+    assert "<script>" not in html_out and "&lt;script&gt;" in html_out and "&lt;b&gt;climbs" in html_out
+    assert "rgba(255, 140, 0, 0.75)" in html_out and "rgba(255, 140, 0, 0.25)" in html_out  # twice an even share: 1
+    assert 'title="75.0% of the attribution"' in html_out
+    assert "meaning drifted" in html_out and "0.810" in html_out and "8 steps" in html_out

@@ -1,0 +1,115 @@
+"""The Write tab's "Clarify" action (SCA prompting): the ranked wordings of the instruction, each
+word shaded by its share of the model's attention (Integrated Gradients), and a choice that puts
+the picked wording in the instruction box. Nothing replaces the person's text until they pick."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import gradio as gr
+
+from app.service import StoryService
+from generation.sca import Candidate, Clarification
+from storage.errors import StoryloomError
+
+
+def heat(candidate: Candidate) -> str:
+    """The candidate's words as HTML spans, the background as strong as the word's share of the
+    attribution (relative to an even share); a drifted candidate is shown plain."""
+    if candidate.attribution is None:
+        return f'<span class="sca-plain">{html.escape(candidate.text)}</span>'
+    words = candidate.attribution.words
+    even = 1 / max(len(words), 1)
+    spans = []
+    for word, share in words:
+        alpha = min(1.0, share / (2 * even))
+        spans.append(f'<span class="sca-word" title="{share:.1%} of the attribution" '
+                     f'style="background: rgba(255, 140, 0, {alpha:.2f})">{html.escape(word)}</span>')
+    return " ".join(spans)
+
+
+def _number(value, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def table(result: Clarification) -> str:
+    """The ranked candidates with their scores, as an HTML table (escaped)."""
+    rows = []
+    for rank, c in enumerate(result.candidates, 1):
+        m = c.measures
+        verdict = "meaning drifted, not offered" if c.drifted else _number(c.comprehension, 3)
+        rows.append(f'<tr class="{"sca-drifted" if c.drifted else "sca-kept"}"><td>{rank}</td>'
+                    f"<td>{html.escape(c.origin)}</td><td>{heat(c)}</td><td>{verdict}</td>"
+                    f"<td>{_number(c.similarity)}</td><td>{_number(m['readability'], 0)}</td>"
+                    f"<td>{_number(m['formality'], 0)}</td><td>{_number(m['concreteness'])}</td></tr>")
+    return ('<table id="sca-candidates"><thead><tr><th>#</th><th>wording</th><th>words shaded by attention</th>'
+            "<th>comprehension</th><th>similarity</th><th>readability</th><th>formality</th>"
+            f"<th>concreteness</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f"<p><small>Integrated Gradients, {result.ig_steps} steps; {result.seconds:.0f} s. Comprehension: "
+            "how evenly and fully the model attends to the words (1 is best). Readability: Flesch reading "
+            "ease. Formality: Heylighen and Dewaele's F-score. Concreteness: 1 abstract to 5 concrete.</small></p>")
+
+
+@dataclass
+class ClarifyPanel:
+    button: gr.Button
+    view: gr.HTML
+    wordings: gr.Radio
+    texts: gr.State
+    auto: gr.Checkbox
+
+
+def build_write(button: gr.Button) -> ClarifyPanel:
+    """The results of the Clarify button, under the instruction box (inside the Write tab)."""
+    view = gr.HTML(elem_id="clarify-view")
+    wordings = gr.Radio(label="Use a wording (your text stays until you pick one)", choices=[], visible=False,
+                        elem_id="wordings")
+    return ClarifyPanel(button, view, wordings, gr.State([]), None)
+
+
+def build_auto() -> gr.Checkbox:
+    """The auto-mode setting (inside the Auto tab)."""
+    return gr.Checkbox(label="Clarify each revised plan with SCA before writing from it (about 30 s more a step)",
+                       elem_id="sca-auto")
+
+
+def wire(service: StoryService, panel: ClarifyPanel, story_id: gr.State, instruction: gr.Textbox,
+         status: gr.Markdown) -> None:
+    def clarify(sid, text, progress=gr.Progress()):
+        try:
+            result = service.clarify(None if sid is None else int(sid), text or "",
+                                     progress=lambda done, what: progress(done, desc=what))
+        except StoryloomError as e:
+            gr.Warning(str(e))
+            return {panel.view: "", panel.wordings: gr.update(choices=[], value=None, visible=False),
+                    panel.texts: [], status: f"**Could not clarify:** {e}"}
+        kept = [c for c in result.candidates if not c.drifted]
+        choices = [(f"{c.origin}: {c.text}", n) for n, c in enumerate(kept)]
+        note = (f"Clarified: {len(kept)} wordings ranked, {len(result.candidates) - len(kept)} dropped for "
+                "drifting in meaning. Pick one to use it, or keep yours.")
+        return {panel.view: table(result), panel.wordings: gr.update(choices=choices, value=None, visible=True),
+                panel.texts: [c.text for c in kept], status: note}
+
+    def use(number, texts, current):
+        if number is None or not texts:
+            return current
+        return texts[int(number)]
+
+    def load_auto(sid):
+        return False if sid is None else service.clarify_automatically(int(sid))
+
+    def save_auto(sid, on):
+        if sid is None:
+            return "**Nothing was saved:** start or open a story first."
+        try:
+            service.set_clarify_automatically(int(sid), bool(on))
+        except StoryloomError as e:
+            return f"**Nothing was saved:** {e}"
+        return "Auto mode now clarifies each revised plan." if on else "Auto mode writes from the revised plans as they are."
+
+    panel.button.click(clarify, [story_id, instruction], {panel.view, panel.wordings, panel.texts, status})
+    panel.wordings.input(use, [panel.wordings, panel.texts, instruction], instruction)
+    if panel.auto is not None:
+        story_id.change(load_auto, story_id, panel.auto)
+        panel.auto.input(save_auto, [story_id, panel.auto], status)

@@ -1,0 +1,157 @@
+"""SCA prompting on the development set of unclear instructions (benchmarks/data/sca_dev.json).
+
+For each of the 30 instructions, in one process with the embedded SmolLM2-135M (DITTO and the
+guard on, as the app writes), the next paragraph is written three ways from the same story
+context and the same random seed:
+
+1. from the person's instruction as written;
+2. from SCA's choice: `clarify` with 5 paraphrases, ranked by Integrated Gradients;
+3. from SCA's choice with [PAUSE] tokens, by the pause-tuned model (--pause-adapter; skipped
+   without one).
+
+Element coverage: the share of the item's required elements (names, objects, actions) that the
+paragraph contains; an element is found when one of its accepted words starts a word of the
+paragraph (alternatives of three letters or fewer must be whole words). Contradiction: the
+paragraph contains one of the item's phrases that the instruction or the story's memory rules
+out (a lexical check, case-insensitive, on word boundaries).
+
+    .venv/bin/python benchmarks/sca_bench.py [--items 30] [--pause-adapter DIR]
+
+Prints a table and writes benchmarks/results/sca.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from generation.backend import Decoding  # noqa: E402
+from generation.ditto import DEFAULT_ADAPTER  # noqa: E402
+from generation.local import TransformersBackend  # noqa: E402
+from generation.recurrence import StepContext, Writer  # noqa: E402
+from generation.sca import SCASettings, clarify  # noqa: E402
+from memory.embedder import Embedder  # noqa: E402
+
+DEV = Path(__file__).resolve().parent / "data" / "sca_dev.json"
+OUT = Path(__file__).resolve().parent / "results" / "sca.json"
+
+
+def found(paragraph: str, word: str) -> bool:
+    pattern = rf"\b{re.escape(word)}\b" if len(word) <= 3 else rf"\b{re.escape(word)}"
+    return re.search(pattern, paragraph, re.I) is not None
+
+
+def coverage(paragraph: str, elements: list[list[str]]) -> int:
+    return sum(any(found(paragraph, w) for w in alternatives) for alternatives in elements)
+
+
+def contradicts(paragraph: str, phrases: list[str]) -> list[str]:
+    return [p for p in phrases if re.search(rf"\b{re.escape(p)}\b", paragraph, re.I)]
+
+
+def write(writer: Writer, item: dict, instruction: str, seed: int) -> tuple[str, float]:
+    import torch
+
+    torch.manual_seed(seed)
+    ctx = StepContext(item["premise"], "", item["summary"], item["last"], instruction)
+    started = time.perf_counter()
+    text, _ = writer.paragraph(ctx)
+    return text, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=30)
+    parser.add_argument("--pause-adapter", help="a pause-tuned adapter (storyloom sca pause-tune)")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args()
+    items = json.loads(DEV.read_text())["items"][: args.items]
+
+    decoding = Decoding()
+    backend = TransformersBackend(adapter=DEFAULT_ADAPTER)
+    started = time.perf_counter()
+    backend.load()
+    load_seconds = time.perf_counter() - started
+    embedder = Embedder()
+    embedder.encode(["warm up"])
+    writer = Writer(backend, decoding=decoding)
+    paused = None
+    if args.pause_adapter:
+        pause_backend = TransformersBackend(adapter=DEFAULT_ADAPTER, pause_adapter=args.pause_adapter)
+        pause_backend.load()
+        if not pause_backend.pauses:
+            sys.exit(f"the pause adapter did not load: {pause_backend.adapter_problem}")
+        paused = Writer(pause_backend, decoding=decoding)
+
+    rows = []
+    for item in items:
+        seed = 1000 + item["id"]
+        row = {"id": item["id"], "instruction": item["instruction"], "elements": len(item["elements"])}
+        text, seconds = write(writer, item, item["instruction"], seed)
+        row["original"] = {"paragraph": text, "seconds": round(seconds, 1)}
+        result = clarify(backend, embedder, item["instruction"], item["summary"], SCASettings())
+        best = result.best
+        row["clarify"] = {"seconds": round(result.seconds, 1), "ig_steps": result.ig_steps, "chosen": best.text,
+                          "chose_original": best.origin == "yours",
+                          "candidates": [{k: v for k, v in c.to_dict().items() if k != "words"}
+                                         for c in result.candidates], "problems": result.problems}
+        text, seconds = write(writer, item, best.text, seed)
+        row["sca"] = {"paragraph": text, "seconds": round(seconds, 1)}
+        if paused:
+            text, seconds = write(paused, item, best.text, seed)
+            row["sca_pauses"] = {"paragraph": text, "seconds": round(seconds, 1)}
+        for way in ("original", "sca", "sca_pauses"):
+            if way in row:
+                row[way]["covered"] = coverage(row[way]["paragraph"], item["elements"])
+                row[way]["contradictions"] = contradicts(row[way]["paragraph"], item["contradicts"])
+        rows.append(row)
+        print(f"item {item['id']:2d}: clarify {result.seconds:5.1f} s, covered "
+              + ", ".join(f"{w} {row[w]['covered']}/{row['elements']}" for w in ("original", "sca", "sca_pauses")
+                          if w in row) + ("  (kept the original)" if best.origin == "yours" else ""), flush=True)
+
+    total = sum(r["elements"] for r in rows)
+    summary = {}
+    for way in ("original", "sca", "sca_pauses"):
+        done = [r for r in rows if way in r]
+        if not done:
+            continue
+        summary[way] = {"covered": sum(r[way]["covered"] for r in done), "elements": total,
+                        "coverage": round(sum(r[way]["covered"] for r in done) / total, 4),
+                        "contradicting_paragraphs": sum(bool(r[way]["contradictions"]) for r in done),
+                        "paragraphs": len(done)}
+    better = sum(r["sca"]["covered"] > r["original"]["covered"] for r in rows)
+    worse = sum(r["sca"]["covered"] < r["original"]["covered"] for r in rows)
+    clarify_times = sorted(r["clarify"]["seconds"] for r in rows)
+    para_times = [r["original"]["seconds"] for r in rows]
+    report = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "model_load_seconds": round(load_seconds, 1)},
+        "items": len(rows), "summary": summary,
+        "sca_vs_original": {"more_elements": better, "fewer": worse, "same": len(rows) - better - worse,
+                            "kept_the_original": sum(r["clarify"]["chose_original"] for r in rows)},
+        "clarify_seconds": {"mean": round(sum(clarify_times) / len(rows), 1),
+                            "median": clarify_times[len(rows) // 2], "max": clarify_times[-1],
+                            "ig_steps": rows[0]["clarify"]["ig_steps"], "candidates": 5,
+                            "ratio_to_one_paragraph": round(sum(clarify_times) / sum(para_times), 2)},
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    print(f"\n{'way':<12}{'covered':>10}{'coverage':>10}{'contradicting':>15}")
+    for way, s in summary.items():
+        print(f"{way:<12}{s['covered']:>5}/{s['elements']:<4}{s['coverage']:>10.3f}{s['contradicting_paragraphs']:>9}/"
+              f"{s['paragraphs']}")
+    print(f"SCA vs original, per item: {better} more elements, {worse} fewer; clarify "
+          f"{report['clarify_seconds']['mean']} s mean, {report['clarify_seconds']['max']} s max "
+          f"({report['clarify_seconds']['ig_steps']} IG steps); written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""SCA prompting: parsing, scoring and bad input with a scripted backend; the measures on their
+packaged data; Integrated Gradients and the whole clarify on the real embedded model."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import pytest
+
+from generation import parse
+from generation.errors import ParseError
+from generation.measures import english_share, flesch, measure, syllables, tag
+from generation.sca import SCASettings, SCAUnavailable, check_text, clarify, paraphrases, score_words
+from storage.errors import InvalidInput
+from tests.fakes import ScriptedBackend
+
+UNCLEAR = "She takes it up there after the thing with him, and then they both see what it means."
+CONTEXT = ("Mara, the keeper of Greyhaven lighthouse, found a brass key in a bottle. Her brother Tomas "
+           "quarrelled with her about selling the lighthouse.")
+
+
+# --- parsing and scoring -------------------------------------------------------------------------
+
+def test_a_paraphrase_is_the_first_paragraph_without_labels_or_quotes():
+    raw = 'Sure! Here it is:\nRewritten instruction: "Mara carries the key up the tower."\n\nMore chatter.'
+    assert parse.parse_paraphrase(raw, UNCLEAR) == "Mara carries the key up the tower."
+
+
+@pytest.mark.parametrize("raw, problem", [
+    ("Okay.", "at least 3"),
+    ("I will rewrite the instruction for you.", "talks about the writing"),
+    (UNCLEAR, "repeats the instruction"),
+])
+def test_unusable_paraphrases_are_refused(raw, problem):
+    with pytest.raises(ParseError, match=problem):
+        parse.parse_paraphrase(raw, UNCLEAR)
+
+
+def test_even_full_attribution_scores_one_and_a_single_dominant_word_scores_low():
+    assert score_words([0.25] * 4) == pytest.approx((1.0, 1.0))
+    evenness, coverage = score_words([0.97, 0.01, 0.01, 0.01])
+    assert evenness < 0.2 and coverage == 0.25
+    assert score_words([1.0]) == (1.0, 1.0)
+    assert score_words([0.5, 0.5, 0.0, 0.0]) == pytest.approx((math.log(2) / math.log(4), 0.5))
+
+
+def test_paraphrases_are_distinct_and_bounded_by_tries():
+    replies = iter(["Mara carries the key up the tower.", "Mara carries the key up the tower!",
+                    "I will do it.", "Mara and Tomas climb the lighthouse with the key."])
+
+    def reply(request):
+        return next(replies, "Okay.")
+
+    backend = ScriptedBackend(reply)
+    found, problems = paraphrases(backend, UNCLEAR, CONTEXT, count=3, tries=2)
+    assert found == ["Mara carries the key up the tower.", "Mara and Tomas climb the lighthouse with the key."]
+    assert len(backend.requests) == 4  # paraphrase 2 failed twice and was given up
+    assert any("repeats an earlier one" in p for p in problems) and any("writing" in p for p in problems)
+    assert CONTEXT in backend.requests[0].messages[-1]["content"]
+    hopeless = ScriptedBackend(lambda request: "Okay.")
+    assert paraphrases(hopeless, UNCLEAR, count=3, tries=2)[0] == [] and len(hopeless.requests) == 6
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"), ("   \n ", "empty"),
+    ("x" * 20_000, "20,000 characters"),
+    ("Ella lleva la llave al faro después de la pelea con su hermano.", "does not look like English"),
+    ("灯台守は手紙を見つけた。", "does not look like English"),
+])
+def test_bad_instructions_get_a_clear_message(text, message):
+    with pytest.raises(InvalidInput, match=message):
+        check_text(text)
+
+
+def test_a_backend_without_gradients_is_refused_before_any_call(embedder):
+    backend = ScriptedBackend()  # like a remote server: text only
+    with pytest.raises(SCAUnavailable, match="gives no gradients"):
+        clarify(backend, embedder, UNCLEAR)
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize("bad", [dict(candidates=11), dict(ig_steps=1), dict(continuation_tokens=0),
+                                 dict(min_similarity=1.5)])
+def test_settings_are_checked(bad):
+    with pytest.raises(InvalidInput):
+        SCASettings(**bad)
+
+
+# --- measures ------------------------------------------------------------------------------------
+
+def test_syllables_and_flesch_follow_the_formula():
+    assert [syllables(w) for w in ("cat", "make", "table", "beautiful", "lighthouse")] == [1, 1, 2, 3, 2]
+    # 4 words, 1 sentence, 4 syllables: 206.835 - 1.015 * 4 - 84.6 * 1
+    assert flesch("The cat sat down.") == pytest.approx(206.835 - 1.015 * 4 - 84.6)
+
+
+def test_the_tagger_formality_and_concreteness_rank_as_expected():
+    assert [t for _, t in tag("The old keeper quickly climbed the stairs.")] == \
+        ["DT", "JJ", "NN", "RB", "VBD", "DT", "NNS", "."]
+    casual, formal = measure("Oh, I guess you just go there and do it."), \
+        measure("The committee approved the annual budget of the regional library.")
+    assert formal.formality > casual.formality + 20
+    concrete, abstract = measure("Mara carries the brass key up the stone stairs."), \
+        measure("Her hope and fear became an idea of freedom.")
+    assert concrete.concreteness > 4 > 2.5 > abstract.concreteness
+    assert english_share(UNCLEAR) > 0.9
+
+
+# --- the real model ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def backend():
+    from generation.ditto import DEFAULT_ADAPTER
+    from generation.local import TransformersBackend
+
+    backend = TransformersBackend(adapter=DEFAULT_ADAPTER)
+    backend.load()
+    return backend
+
+
+@pytest.mark.slow
+def test_integrated_gradients_cover_every_word_and_converge(backend):
+    from generation.sca import attribute
+
+    with backend.exclusive() as (model, tokenizer):
+        rough = attribute(model, tokenizer, UNCLEAR, steps=4)
+        fine = attribute(model, tokenizer, UNCLEAR, steps=32)
+    assert [w for w, _ in fine.words] == UNCLEAR.split()
+    assert sum(p for _, p in fine.words) == pytest.approx(1.0)
+    assert fine.delta < rough.delta and fine.delta < 0.2  # completeness: more steps, smaller error
+    assert fine.continuation == rough.continuation  # the same greedy target
+    assert 0 < fine.comprehension <= 1
+    assert not any(p.requires_grad for p in model.parameters())  # input gradients only
+
+
+@pytest.mark.slow
+def test_clarify_ranks_the_original_and_its_paraphrases_and_keeps_the_original(backend, embedder):
+    seen = []
+    result = clarify(backend, embedder, UNCLEAR, CONTEXT, SCASettings(candidates=3),
+                     progress=lambda done, what: seen.append((done, what)))
+    texts = [c.text for c in result.candidates]
+    assert UNCLEAR in texts and len(texts) == len(set(texts)) >= 2
+    kept = [c for c in result.candidates if not c.drifted]
+    assert kept and all(c.similarity >= 0.4 or c.origin == "yours" for c in kept)
+    assert [c.comprehension for c in kept] == sorted((c.comprehension for c in kept), reverse=True)
+    assert result.candidates[: len(kept)] == kept  # the drifted ones come last
+    assert all(c.measures["readability"] is not None for c in result.candidates)
+    assert seen[-1] == (1.0, "done") and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    row = result.to_dict()["candidates"][0]
+    assert {"comprehension", "evenness", "coverage", "words", "formality", "concreteness"} <= set(row)
+
+
+@pytest.mark.slow
+def test_auto_mode_with_the_setting_on_writes_from_the_best_wording(backend, embedder, db):
+    from app.service import StoryService
+    from generation.recurrence import Writer
+    from memory.longterm import LongTermMemory
+
+    service = StoryService(db, LongTermMemory(embedder, use_gpu=False), Writer(backend))
+    story = service.new_story("A lighthouse keeper on a remote island finds a message in a bottle addressed to her.")
+    assert service.clarify_automatically(story.id) is False
+    assert service.set_clarify_automatically(story.id, True) and service.clarify_automatically(story.id)
+    parts = []
+    service.auto(story.id, 1, on_text=lambda part, text: parts.append(part))
+    assert "clarify" in parts
+    trace = service.inspect(story.id)
+    [call] = [c for c in trace["calls"] if c["part"] == "clarify"]
+    assert trace["plan"] == call["output"] and call["prompt"]  # written from the clarified wording
+    assert any(c.startswith("yours: ") for c in call["candidates"])
