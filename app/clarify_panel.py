@@ -57,7 +57,8 @@ class ClarifyPanel:
     view: gr.HTML
     wordings: gr.Radio
     texts: gr.State
-    auto: gr.Checkbox
+    auto: gr.Checkbox | None
+    target: gr.State  # which box a picked wording goes to: "instruction" or "premise"
 
 
 def build_write(button: gr.Button) -> ClarifyPanel:
@@ -65,7 +66,7 @@ def build_write(button: gr.Button) -> ClarifyPanel:
     view = gr.HTML(elem_id="clarify-view")
     wordings = gr.Radio(label="Use a wording (your text stays until you pick one)", choices=[], visible=False,
                         elem_id="wordings")
-    return ClarifyPanel(button, view, wordings, gr.State([]), None)
+    return ClarifyPanel(button, view, wordings, gr.State([]), None, gr.State("instruction"))
 
 
 def build_auto() -> gr.Checkbox:
@@ -75,26 +76,31 @@ def build_auto() -> gr.Checkbox:
 
 
 def wire(service: StoryService, panel: ClarifyPanel, story_id: gr.State, instruction: gr.Textbox,
-         status: gr.Markdown) -> None:
-    def clarify(sid, text, progress=gr.Progress()):
-        try:
-            result = service.clarify(None if sid is None else int(sid), text or "",
-                                     progress=lambda done, what: progress(done, desc=what))
-        except StoryloomError as e:
-            gr.Warning(str(e))
-            return {panel.view: "", panel.wordings: gr.update(choices=[], value=None, visible=False),
-                    panel.texts: [], status: f"**Could not clarify:** {e}"}
-        kept = [c for c in result.candidates if not c.drifted]
-        choices = [(f"{c.origin}: {c.text}", n) for n, c in enumerate(kept)]
-        note = (f"Clarified: {len(kept)} wordings ranked, {len(result.candidates) - len(kept)} dropped for "
-                "drifting in meaning. Pick one to use it, or keep yours.")
-        return {panel.view: table(result), panel.wordings: gr.update(choices=choices, value=None, visible=True),
-                panel.texts: [c.text for c in kept], status: note}
+         premise: gr.Textbox, premise_button: gr.Button, status: gr.Markdown) -> None:
+    def clarify_for(target: str):
+        def clarify(sid, text, progress=gr.Progress()):
+            # an instruction is read against the story's short-term memory; a premise starts a new story
+            sid = None if sid is None or target == "premise" else int(sid)
+            try:
+                result = service.clarify(sid, text or "", progress=lambda done, what: progress(done, desc=what))
+            except StoryloomError as e:
+                gr.Warning(str(e))
+                return {panel.view: "", panel.wordings: gr.update(choices=[], value=None, visible=False),
+                        panel.texts: [], panel.target: target, status: f"**Could not clarify:** {e}"}
+            kept = [c for c in result.candidates if not c.drifted]
+            choices = [(f"{c.origin}: {c.text}", n) for n, c in enumerate(kept)]
+            note = (f"Clarified the {target}: {len(kept)} wordings ranked, {len(result.candidates) - len(kept)} "
+                    "dropped for drifting in meaning. Pick one to use it, or keep yours.")
+            return {panel.view: table(result), panel.wordings: gr.update(choices=choices, value=None, visible=True),
+                    panel.texts: [c.text for c in kept], panel.target: target, status: note}
+        return clarify
 
-    def use(number, texts, current):
+    def use(number, texts, target, instruction_now, premise_now):
         if number is None or not texts:
-            return current
-        return texts[int(number)]
+            return {instruction: instruction_now, premise: premise_now}
+        picked = texts[int(number)]
+        return {instruction: picked if target == "instruction" else instruction_now,
+                premise: picked if target == "premise" else premise_now}
 
     def load_auto(sid):
         return False if sid is None else service.clarify_automatically(int(sid))
@@ -108,8 +114,10 @@ def wire(service: StoryService, panel: ClarifyPanel, story_id: gr.State, instruc
             return f"**Nothing was saved:** {e}"
         return "Auto mode now clarifies each revised plan." if on else "Auto mode writes from the revised plans as they are."
 
-    panel.button.click(clarify, [story_id, instruction], {panel.view, panel.wordings, panel.texts, status})
-    panel.wordings.input(use, [panel.wordings, panel.texts, instruction], instruction)
+    shown = {panel.view, panel.wordings, panel.texts, panel.target, status}
+    panel.button.click(clarify_for("instruction"), [story_id, instruction], shown)
+    premise_button.click(clarify_for("premise"), [story_id, premise], shown)
+    panel.wordings.input(use, [panel.wordings, panel.texts, panel.target, instruction, premise], {instruction, premise})
     if panel.auto is not None:
         story_id.change(load_auto, story_id, panel.auto)
         panel.auto.input(save_auto, [story_id, panel.auto], status)

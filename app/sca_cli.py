@@ -51,8 +51,7 @@ def run(args: argparse.Namespace, service, settings) -> None:
 def _tune(args, settings) -> None:
     import shlex
 
-    from tqdm import tqdm
-
+    from app.ditto_cli import _bar
     from app.wiring import ditto_adapter
     from generation.ditto import attach_adapter
     from generation.local import load_model, resolve_model
@@ -66,13 +65,14 @@ def _tune(args, settings) -> None:
     adapter = None if args.no_ditto else ditto_adapter(settings)
     if adapter:  # tuned on the model as it writes: DITTO folded into the weights
         model = attach_adapter(model, adapter).merge_and_unload()
-    with tqdm(total=args.steps, unit="step", desc="pause tuning", file=sys.stderr, dynamic_ncols=True) as bar:
+    with _bar(args.steps, "step", "pause tuning") as bar:
         def progress(step: int, steps: int, loss: float) -> None:
             bar.update(1)
             bar.set_postfix_str(f"loss {loss:.3f}", refresh=False)
 
         meta = tune(model, tokenizer, args.corpus, args.out, config, progress,
                     command="storyloom " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                    trained_on=f"DITTO adapter {adapter}" if adapter else "the base model")
+                    trained_on=f"DITTO adapter {adapter}" if adapter else "the base model",
+                    stage=lambda what: bar.write(what, file=sys.stderr))
     print(json.dumps({k: meta[k] for k in ("seconds", "train_passages", "held_out_loss", "train_loss")}, indent=1))
     print(f"saved to {args.out}", file=sys.stderr)

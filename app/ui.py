@@ -149,7 +149,10 @@ def build_app(service: StoryService) -> gr.Blocks:
                     premise = gr.Textbox(label="Premise", lines=4, elem_id="premise",
                                          placeholder="What is the story about? Who, where, what goes wrong?")
                     title = gr.Textbox(label="Title (optional)", elem_id="title")
-                    start_button = gr.Button("Start the story", variant="primary", elem_id="start")
+                    with gr.Row():
+                        start_button = gr.Button("Start the story", variant="primary", elem_id="start", scale=2)
+                        clarify_premise_button = gr.Button("Clarify the premise (SCA)", elem_id="clarify-premise",
+                                                           scale=1)
                 memory = gr.Textbox(label="Short-term memory (the story so far; the next step starts from it)",
                                     lines=10, interactive=True, elem_id="short-memory")
                 save_memory_button = gr.Button("Save the short-term memory", size="sm", elem_id="save-memory")
@@ -263,7 +266,8 @@ def build_app(service: StoryService) -> gr.Blocks:
                         import_button = gr.Button("Import as a new story", variant="primary", elem_id="import")
                 status = gr.Markdown(elem_id="status")
                 repetition.wire(status)
-                clarify_panel.wire(service, clarifying, story_id, instruction, status)
+                clarify_panel.wire(service, clarifying, story_id, instruction, premise, clarify_premise_button,
+                                   status)
 
         # -- how results reach the page ------------------------------------------------
 

@@ -117,14 +117,14 @@ def _rating(word: str, ratings: dict[str, float]) -> float | None:
 
 
 def english_share(text: str) -> float:
-    """Share of the text's letters-only words that are rated English words or common function words
-    (tagged by the tagger's closed word list); 0 for a text without Latin letters."""
+    """Share of the text's words that are rated English words or in the tagger's word list; names
+    (capitalised words neither list knows) are left out of the count, so a premise full of invented
+    names still reads as English. 0 for a text without Latin letters."""
     found = [t for t in tokens(text) if _WORD.match(t)]
-    if not found:
-        return 0.0
     ratings, closed = _ratings(), _tagger().tagdict
-    known = sum(1 for t in found if _rating(t, ratings) is not None or t in closed or t.lower() in closed)
-    return known / len(found)
+    known = [t for t in found if _rating(t, ratings) is not None or t in closed or t.lower() in closed]
+    counted = len(found) - sum(1 for t in found if t[0].isupper() and t not in known)
+    return len(known) / counted if counted else (1.0 if found else 0.0)
 
 
 def syllables(word: str) -> int:

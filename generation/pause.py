@@ -173,7 +173,8 @@ Progress = Callable[[int, int, float], None]  # (step, steps, loss)
 
 
 def tune(model, tokenizer, corpus_paths: Sequence[str | Path], out: str | Path, config: TuneConfig = TuneConfig(),
-         progress: Progress | None = None, command: str = "", trained_on: str = "") -> dict:
+         progress: Progress | None = None, command: str = "", trained_on: str = "",
+         stage: Callable[[str], None] | None = None) -> dict:
     """LoRA-tune `model` (modified in place: the pause token is added) to read prompts with pauses;
     saves the adapter and its metadata to `out` and returns the metadata."""
     import torch
@@ -189,7 +190,9 @@ def tune(model, tokenizer, corpus_paths: Sequence[str | Path], out: str | Path, 
     rng = random.Random(config.seed)
     held = rng.sample(held, min(config.eval_samples, len(held)))
     torch.manual_seed(config.seed)
+    stage = stage or (lambda what: None)
     model.eval()
+    stage(f"held-out loss of {len(held)} passages before tuning, without and with pauses ...")
     plain_before = held_out_loss(model, tokenizer, held, None, config.batch)
     pid = add_pause_token(model, tokenizer)
     paused_before = held_out_loss(model, tokenizer, held, config.pauses, config.batch)
@@ -220,6 +223,7 @@ def tune(model, tokenizer, corpus_paths: Sequence[str | Path], out: str | Path, 
             progress(step, config.steps, loss.item())
     seconds = time.perf_counter() - started
     model.eval()
+    stage("held-out loss after tuning ...")
     paused_after = held_out_loss(model, tokenizer, held, config.pauses, config.batch)
     out.mkdir(parents=True, exist_ok=True)
     for name, p in model.named_parameters():

@@ -342,11 +342,11 @@ def test_14_clarify_an_instruction_pick_a_wording_and_write_from_it(page):
 
 
 def test_15_clarify_refuses_bad_input_and_the_auto_setting_is_saved(page):
-    tab(page, "Write")
-    page.locator("#instruction textarea").fill("Ella lleva la llave al faro después de la pelea con su hermano.")
-    page.locator("#clarify").click()
+    spanish = "Una guardiana encuentra una llave en una botella y la lleva al faro después de la pelea."
+    page.locator("#premise textarea").fill(spanish)
+    page.locator("#clarify-premise").click()
     status_says(page, "does not look like English", 30_000)
-    assert page.locator("#instruction textarea").input_value().startswith("Ella lleva")
+    assert page.locator("#premise textarea").input_value() == spanish
     tab(page, "Auto")
     page.locator("#sca-auto input").check()
     status_says(page, "Auto mode now clarifies", 15_000)

@@ -122,6 +122,11 @@ def test_memory_lists_entries_with_provenance_and_searches_with_scores(written):
     (["import", "/no/such/draft.txt"], {}, "cannot read /no/such/draft.txt"),
     (["import", "/dev/null"], {}, "null is empty"),
     (["export", "{id}", "--format", "pdf", "--out", "/no/such/dir/x.pdf"], {}, "cannot write /no/such/dir/x.pdf"),
+    (["sca", "clarify", " "], {}, "the instruction is empty"),
+    (["sca", "clarify", "x" * 20_000], {}, "20,000 characters"),
+    (["sca", "clarify", "Ella lleva la llave al faro después de la pelea."], {}, "does not look like English"),
+    (["sca", "clarify", "Mara climbs the tower.", "--candidates", "20"], {}, "candidates must be 0 to 10"),
+    (["sca", "clarify", "Mara climbs the tower.", "--story", "9999"], {}, "no story with id 9999"),
 ])
 def test_bad_input_is_one_clear_line_and_writes_nothing(written, args, extra_env, message):
     env, story_id, _, _ = written
@@ -154,6 +159,19 @@ def test_a_process_killed_mid_step_leaves_the_story_as_it_was(written):
     after = run(env, "step", story_id, "--plan", "2")  # the story still works after the crash
     assert after.returncode == 0, after.stderr
     assert len(_paragraphs(run(env, "show", story_id).stdout)) == len(_paragraphs(before)) + 1
+
+
+@pytest.mark.slow
+def test_clarify_prints_the_ranked_wordings_as_json(written):
+    env, story_id, _, _ = written
+    text = "She goes up there with it after that and sees what happens."
+    done = run(env, "sca", "clarify", text, "--story", story_id, "--candidates", "2", timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["original"] == text and result["ig_steps"] == 8
+    assert any(c["origin"] == "yours" and c["text"] == text for c in result["candidates"])
+    ranked = [c["comprehension"] for c in result["candidates"] if c["comprehension"] is not None]
+    assert ranked == sorted(ranked, reverse=True) and "Integrated Gradients" in done.stderr  # progress shown
 
 
 @pytest.mark.slow

@@ -107,6 +107,7 @@ def test_the_tagger_formality_and_concreteness_rank_as_expected():
         measure("Her hope and fear became an idea of freedom.")
     assert concrete.concreteness > 4 > 2.5 > abstract.concreteness
     assert english_share(UNCLEAR) > 0.9
+    assert check_text("Zyx and Qorl fight Vrenn at the gate of Ulm.")  # invented names are not "not English"
 
 
 # --- the real model ------------------------------------------------------------------------------
