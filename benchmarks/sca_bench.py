@@ -15,7 +15,7 @@ paragraph (alternatives of three letters or fewer must be whole words). Contradi
 paragraph contains one of the item's phrases that the instruction or the story's memory rules
 out (a lexical check, case-insensitive, on word boundaries).
 
-    .venv/bin/python benchmarks/sca_bench.py [--items 30] [--pause-adapter DIR]
+    .venv/bin/python benchmarks/sca_bench.py [--items 30] [--pause-adapter DIR (default: assets/pause-smollm2-135m)]
 
 Prints a table and writes benchmarks/results/sca.json."""
 
@@ -41,6 +41,7 @@ from memory.embedder import Embedder  # noqa: E402
 
 DEV = Path(__file__).resolve().parent / "data" / "sca_dev.json"
 OUT = Path(__file__).resolve().parent / "results" / "sca.json"
+PAUSES = Path(__file__).resolve().parents[1] / "assets" / "pause-smollm2-135m"
 
 
 def found(paragraph: str, word: str) -> bool:
@@ -69,7 +70,8 @@ def write(writer: Writer, item: dict, instruction: str, seed: int) -> tuple[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=30)
-    parser.add_argument("--pause-adapter", help="a pause-tuned adapter (storyloom sca pause-tune)")
+    parser.add_argument("--pause-adapter", default=str(PAUSES) if PAUSES.is_dir() else None,
+                        help="a pause-tuned adapter (storyloom sca pause-tune); default the one in assets/")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     items = json.loads(DEV.read_text())["items"][: args.items]

@@ -169,6 +169,17 @@ def held_out_loss(model, tokenizer, pairs: Sequence[tuple[str, str]], pauses: Pa
     return total / max(count, 1)
 
 
+def split(corpora, config: TuneConfig) -> tuple[random.Random, list[tuple[str, str]], list[tuple[str, str]]]:
+    """The seeded random source, the training passages, and the held-out sample evaluated."""
+    train_pairs = passages([p for c in corpora for p in c.train], config.prompt_words)
+    held = passages([p for c in corpora for p in c.held_out], config.prompt_words)
+    if len(train_pairs) < config.batch or not held:
+        raise InvalidInput(f"the corpus gives {len(train_pairs)} training and {len(held)} held-out passages of "
+                           f"{config.prompt_words}+ words followed by a sentence; give a longer corpus")
+    rng = random.Random(config.seed)
+    return rng, train_pairs, rng.sample(held, min(config.eval_samples, len(held)))
+
+
 Progress = Callable[[int, int, float], None]  # (step, steps, loss)
 
 
@@ -182,13 +193,7 @@ def tune(model, tokenizer, corpus_paths: Sequence[str | Path], out: str | Path, 
 
     config.check()
     out, corpora = new_run(out, corpus_paths, config.holdout)
-    train_pairs = passages([p for c in corpora for p in c.train], config.prompt_words)
-    held = passages([p for c in corpora for p in c.held_out], config.prompt_words)
-    if len(train_pairs) < config.batch or not held:
-        raise InvalidInput(f"the corpus gives {len(train_pairs)} training and {len(held)} held-out passages of "
-                           f"{config.prompt_words}+ words followed by a sentence; give a longer corpus")
-    rng = random.Random(config.seed)
-    held = rng.sample(held, min(config.eval_samples, len(held)))
+    rng, train_pairs, held = split(corpora, config)
     torch.manual_seed(config.seed)
     stage = stage or (lambda what: None)
     model.eval()
@@ -223,8 +228,9 @@ def tune(model, tokenizer, corpus_paths: Sequence[str | Path], out: str | Path, 
             progress(step, config.steps, loss.item())
     seconds = time.perf_counter() - started
     model.eval()
-    stage("held-out loss after tuning ...")
+    stage("held-out loss after tuning, with and without pauses ...")
     paused_after = held_out_loss(model, tokenizer, held, config.pauses, config.batch)
+    plain_after = held_out_loss(model, tokenizer, held, None, config.batch)  # what the tuning did without pauses
     out.mkdir(parents=True, exist_ok=True)
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -236,7 +242,7 @@ def tune(model, tokenizer, corpus_paths: Sequence[str | Path], out: str | Path, 
         "corpora": [{"path": c.path, "sha256": c.sha256} for c in corpora],
         "train_passages": len(train_pairs), "held_out_passages": len(held), "seconds": round(seconds, 1),
         "held_out_loss": {"no_pauses_before": round(plain_before, 4), "pauses_before": round(paused_before, 4),
-                          "pauses_after": round(paused_after, 4)},
+                          "pauses_after": round(paused_after, 4), "no_pauses_after": round(plain_after, 4)},
         "train_loss": {"first_10": round(sum(losses[:10]) / len(losses[:10]), 4),
                        "last_10": round(sum(losses[-10:]) / len(losses[-10:]), 4)},
         "command": command,

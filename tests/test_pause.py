@@ -67,7 +67,8 @@ def test_the_pause_token_is_added_once_tuned_saved_and_attached(tuned, tmp_path)
 
     folder, meta = tuned
     losses = meta["held_out_loss"]
-    assert set(losses) == {"no_pauses_before", "pauses_before", "pauses_after"} and all(v > 0 for v in losses.values())
+    assert set(losses) == {"no_pauses_before", "pauses_before", "pauses_after", "no_pauses_after"}
+    assert all(v > 0 for v in losses.values())
     assert meta["token_id"] == pid and meta["train_passages"] > 100
 
     served, tokenizer = load_model(source, "cpu")
