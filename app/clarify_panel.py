@@ -43,7 +43,9 @@ def table(result: Clarification) -> str:
                     f"<td>{html.escape(c.origin)}</td><td>{heat(c)}</td><td>{verdict}</td>"
                     f"<td>{_number(c.similarity)}</td><td>{_number(m['readability'], 0)}</td>"
                     f"<td>{_number(m['formality'], 0)}</td><td>{_number(m['concreteness'])}</td></tr>")
-    return ('<table id="sca-candidates"><thead><tr><th>#</th><th>wording</th><th>words shaded by attention</th>'
+    widths = "".join(f'<col style="width: {w}%">' for w in (4, 11, 45, 12, 7, 7, 7, 7))
+    return (f'<table id="sca-candidates" style="width: 100%; table-layout: fixed"><colgroup>{widths}</colgroup>'
+            '<thead><tr><th>#</th><th>wording</th><th>words shaded by attention</th>'
             "<th>comprehension</th><th>similarity</th><th>readability</th><th>formality</th>"
             f"<th>concreteness</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
             f"<p><small>Integrated Gradients, {result.ig_steps} steps; {result.seconds:.0f} s. Comprehension: "
