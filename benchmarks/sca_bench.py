@@ -34,6 +34,7 @@ if __package__ in (None, ""):
 
 from generation.backend import Decoding  # noqa: E402
 from generation.ditto import DEFAULT_ADAPTER  # noqa: E402
+from generation.errors import GenerationFailed  # noqa: E402
 from generation.local import TransformersBackend  # noqa: E402
 from generation.recurrence import StepContext, Writer  # noqa: E402
 from generation.sca import SCASettings, clarify  # noqa: E402
@@ -58,12 +59,16 @@ def contradicts(paragraph: str, phrases: list[str]) -> list[str]:
 
 
 def write(writer: Writer, item: dict, instruction: str, seed: int) -> tuple[str, float]:
+    """The paragraph ("" when the model gave no usable one in its tries: it then covers nothing)."""
     import torch
 
     torch.manual_seed(seed)
     ctx = StepContext(item["premise"], "", item["summary"], item["last"], instruction)
     started = time.perf_counter()
-    text, _ = writer.paragraph(ctx)
+    try:
+        text, _ = writer.paragraph(ctx)
+    except GenerationFailed:
+        text = ""
     return text, time.perf_counter() - started
 
 
@@ -83,14 +88,14 @@ def main() -> None:
     load_seconds = time.perf_counter() - started
     embedder = Embedder()
     embedder.encode(["warm up"])
-    writer = Writer(backend, decoding=decoding)
+    writer = Writer(backend, decoding=decoding, retries=5)
     paused = None
     if args.pause_adapter:
         pause_backend = TransformersBackend(adapter=DEFAULT_ADAPTER, pause_adapter=args.pause_adapter)
         pause_backend.load()
         if not pause_backend.pauses:
             sys.exit(f"the pause adapter did not load: {pause_backend.adapter_problem}")
-        paused = Writer(pause_backend, decoding=decoding)
+        paused = Writer(pause_backend, decoding=decoding, retries=5)
 
     rows = []
     for item in items:
@@ -114,6 +119,8 @@ def main() -> None:
                 row[way]["covered"] = coverage(row[way]["paragraph"], item["elements"])
                 row[way]["contradictions"] = contradicts(row[way]["paragraph"], item["contradicts"])
         rows.append(row)
+        with Path(args.out).with_suffix(".partial.jsonl").open("a") as partial:  # survives a crash
+            partial.write(json.dumps(row, ensure_ascii=False) + "\n")
         print(f"item {item['id']:2d}: clarify {result.seconds:5.1f} s, covered "
               + ", ".join(f"{w} {row[w]['covered']}/{row['elements']}" for w in ("original", "sca", "sca_pauses")
                           if w in row) + ("  (kept the original)" if best.origin == "yours" else ""), flush=True)
@@ -127,6 +134,7 @@ def main() -> None:
         summary[way] = {"covered": sum(r[way]["covered"] for r in done), "elements": total,
                         "coverage": round(sum(r[way]["covered"] for r in done) / total, 4),
                         "contradicting_paragraphs": sum(bool(r[way]["contradictions"]) for r in done),
+                        "failed_paragraphs": sum(not r[way]["paragraph"] for r in done),
                         "paragraphs": len(done)}
     better = sum(r["sca"]["covered"] > r["original"]["covered"] for r in rows)
     worse = sum(r["sca"]["covered"] < r["original"]["covered"] for r in rows)
