@@ -265,7 +265,11 @@ def test_12_repetition_settings_are_saved_and_used_by_the_next_step(page):
 def _download(page, fmt: str, tmp: Path) -> Path:
     page.locator("#export-format").get_by_text(dict(epub="EPUB", json="JSON backup")[fmt]).click()
     page.locator("#export").click()
-    status_says(page, "ready to download", 60_000)
+    # this export's own line ("NAME.json: N bytes, ready to download"), not the one of the export before
+    page.wait_for_function("(ext) => { const t = document.querySelector('#status').innerText;"
+                           " return t.includes(ext + ':') && t.includes('ready to download'); }",
+                           arg=f".{fmt}", timeout=60_000)
+    page.locator("#download").get_by_text(f".{fmt}").wait_for(timeout=30_000)
     with page.expect_download(timeout=60_000) as arriving:
         page.locator("#download").click()
     path = tmp / arriving.value.suggested_filename
