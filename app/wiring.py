@@ -45,12 +45,17 @@ def ditto_adapter(settings: Settings) -> Path | None:
 def quiet_libraries() -> None:
     """Keep library progress bars and warnings out of the person's terminal."""
     import os
+    import warnings
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF reader draws its own bar
     from transformers.utils import logging as hf_logging
+
+    # library notes addressed to library developers, not to a writer
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="All adapters are already merged", category=UserWarning)
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
