@@ -98,9 +98,10 @@ class TransformersBackend:
         # a [PAUSE]-tuned adapter (generation.pause): prompts get pauses; DITTO is folded in for good
         self.pause_adapter = Path(pause_adapter) if pause_adapter else None
         self.pauses = None  # its PauseSettings once loaded
+        self._pause_id: int | None = None  # never written: generation suppresses it
         self._model = None
         self._tokenizer = None
-        self._token_sets: dict[str, list[int]] = {}
+        self._token_sets: dict[str | tuple, list[int]] = {}
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()
 
@@ -122,13 +123,14 @@ class TransformersBackend:
                 self.adapter_problem = f"{e}; writing with the base model"
                 log.warning("%s", self.adapter_problem)
         if self.pause_adapter:
-            from generation.pause import attach_pauses
+            from generation.pause import PAUSE, attach_pauses
 
             if self._adapter_in_use:  # the pause adapter was tuned on the model with DITTO folded in
                 model = model.merge_and_unload()
                 self._adapter_in_use = False
             try:
                 model, self.pauses = attach_pauses(model, tokenizer, self.pause_adapter)
+                self._pause_id = tokenizer.convert_tokens_to_ids(PAUSE)
             except AdapterUnavailable as e:  # nor does a missing pause adapter
                 self.adapter_problem = f"{e}; writing without pauses"
                 log.warning("%s", self.adapter_problem)
@@ -140,12 +142,6 @@ class TransformersBackend:
         """Whether the DITTO adapter is in use (loads the model)."""
         self.load()
         return self._adapter_in_use
-
-    @property
-    def _pause_id(self) -> int | None:
-        from generation.pause import pause_id
-
-        return pause_id(self._tokenizer) if self.pauses else None
 
     def describe_adapter(self) -> str:
         if self.pause_adapter and self._model is not None and self.pauses:
@@ -192,10 +188,13 @@ class TransformersBackend:
     def _start_tokens(self, avoided: tuple[str, ...]) -> list[int]:
         """The single tokens that spell one of the avoided words at the start of a reply, with or
         without a leading space, lower or capitalised; words the tokenizer splits are left out."""
-        _, tokenizer = self.load()
-        forms = {f"{space}{case}" for word in avoided for space in ("", " ") for case in (word, word.capitalize())}
-        ids = [tokenizer(form, add_special_tokens=False)["input_ids"] for form in sorted(forms)]
-        return [i[0] for i in ids if len(i) == 1]
+        key = ("start",) + avoided
+        if key not in self._token_sets:  # the same few word lists every call: tokenized once
+            _, tokenizer = self.load()
+            forms = {f"{space}{case}" for word in avoided for space in ("", " ") for case in (word, word.capitalize())}
+            ids = [tokenizer(form, add_special_tokens=False)["input_ids"] for form in sorted(forms)]
+            self._token_sets[key] = [i[0] for i in ids if len(i) == 1]
+        return self._token_sets[key]
 
     def count_tokens(self, text: str) -> int:
         _, tokenizer = self.load()

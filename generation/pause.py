@@ -77,10 +77,6 @@ def add_pause_token(model, tokenizer) -> int:
     return pause_id
 
 
-def pause_id(tokenizer) -> int | None:
-    return tokenizer.get_vocab().get(PAUSE)
-
-
 # --- tuning ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -130,7 +126,7 @@ def _encode(tokenizer, passage: str, target: str, pauses: PauseSettings | None):
     messages = [{"role": "user", "content": ASK + prompt_text}]
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(target + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(target + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
     return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
 
 
