@@ -38,12 +38,15 @@ def run(args: argparse.Namespace, service, settings) -> None:
     from generation.sca import SCASettings, clarify
 
     settings = SCASettings(candidates=args.candidates, ig_steps=args.steps, min_similarity=args.min_similarity)
-    context = service.view(args.story).short_memory if args.story is not None else ""
+    context = last = ""
+    if args.story is not None:
+        view = service.view(args.story)
+        context, last = view.short_memory, (view.paragraphs[-1] if view.paragraphs else "")
 
     def progress(done: float, what: str) -> None:
         print(f"\r[{done:4.0%}] {what:<60}", end="", file=sys.stderr, flush=True)
 
-    result = clarify(service.writer.backend, service.memory.embedder, args.text, context, settings, progress)
+    result = clarify(service.writer.backend, service.memory.embedder, args.text, context, settings, progress, last)
     print(file=sys.stderr)
     print(json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
 

@@ -135,15 +135,16 @@ class StoryService:
         return bool(on)
 
     def clarify(self, story_id: int | None, text: str, progress=None):
-        """SCA's ranked rewordings of `text` (nothing is changed): the story's short-term memory, when
-        there is a story, lets paraphrases put names for pronouns."""
+        """SCA's ranked rewordings of `text` (nothing is changed): the story's short-term memory and
+        last paragraph, when there is a story, give the names for its pronouns."""
         from generation.sca import clarify
 
-        context = ""
+        context = last = ""
         if story_id is not None:
             with self.db.Session() as session:
-                context = self.head(session, story_id).short_memory
-        return clarify(self.writer.backend, self.memory.embedder, text, context, progress=progress)
+                head = self.head(session, story_id)
+                context, last = head.short_memory, head.paragraph
+        return clarify(self.writer.backend, self.memory.embedder, text, context, progress=progress, last=last)
 
     def repetition(self, story_id: int) -> list[dict]:
         """Per paragraph of the current branch: rep-4 over its words, and how many of its sentences

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -39,7 +38,7 @@ def main() -> None:
     rows = []
     for item in items:
         _, paragraph_seconds = write(writer, item, item["instruction"], 1000 + item["id"])
-        result = clarify(backend, embedder, item["instruction"], item["summary"], SCASettings())
+        result = clarify(backend, embedder, item["instruction"], item["summary"], SCASettings(), last=item["last"])
         kept = sum(not c.drifted for c in result.candidates)
         rows.append({"id": item["id"], "clarify_seconds": round(result.seconds, 1), "wordings_scored": kept,
                      "paragraph_seconds": round(paragraph_seconds, 1)})

@@ -5,7 +5,8 @@ guard on, as the app writes), the next paragraph is written three ways from the 
 context and the same random seed:
 
 1. from the person's instruction as written;
-2. from SCA's choice: `clarify` with 5 paraphrases, ranked by Integrated Gradients;
+2. from SCA's choice: `clarify` with 5 rewordings (names from the story's memory for the
+   pronouns, then the model's paraphrases), ranked by Integrated Gradients;
 3. from SCA's choice with [PAUSE] tokens, by the pause-tuned model (--pause-adapter; skipped
    without one).
 
@@ -103,10 +104,11 @@ def main() -> None:
         row = {"id": item["id"], "instruction": item["instruction"], "elements": len(item["elements"])}
         text, seconds = write(writer, item, item["instruction"], seed)
         row["original"] = {"paragraph": text, "seconds": round(seconds, 1)}
-        result = clarify(backend, embedder, item["instruction"], item["summary"], SCASettings())
+        result = clarify(backend, embedder, item["instruction"], item["summary"], SCASettings(), last=item["last"])
         best = result.best
         row["clarify"] = {"seconds": round(result.seconds, 1), "ig_steps": result.ig_steps, "chosen": best.text,
                           "chose_original": best.origin == "yours",
+                          "chosen_origin": best.origin,
                           "candidates": [{k: v for k, v in c.to_dict().items() if k != "words"}
                                          for c in result.candidates], "problems": result.problems}
         text, seconds = write(writer, item, best.text, seed)
@@ -145,7 +147,11 @@ def main() -> None:
                     "model_load_seconds": round(load_seconds, 1)},
         "items": len(rows), "summary": summary,
         "sca_vs_original": {"more_elements": better, "fewer": worse, "same": len(rows) - better - worse,
-                            "kept_the_original": sum(r["clarify"]["chose_original"] for r in rows)},
+                            "kept_the_original": sum(r["clarify"]["chose_original"] for r in rows),
+                            "chose_names_from_the_story": sum(r["clarify"]["chosen_origin"].startswith("names")
+                                                              for r in rows),
+                            "chose_a_paraphrase": sum(r["clarify"]["chosen_origin"].startswith("paraphrase")
+                                                      for r in rows)},
         "clarify_seconds": {"mean": round(sum(clarify_times) / len(rows), 1),
                             "median": clarify_times[len(rows) // 2], "max": clarify_times[-1],
                             "ig_steps": rows[0]["clarify"]["ig_steps"], "candidates": 5,

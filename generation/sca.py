@@ -1,8 +1,17 @@
 """SCA prompting ("Sorry, Come Again?", Rawte et al., 2024) for a person's instructions and premises.
 
-`clarify` asks the model for paraphrases of an instruction, keeps those whose meaning stays close
-to the original (sentence-embedding cosine at or above `min_similarity`), and ranks them with the
-original by how fully and evenly the model attends to their words, judged by Integrated Gradients:
+`clarify` gathers rewordings of an instruction, keeps those whose meaning stays close to the
+original (sentence-embedding cosine at or above `min_similarity`), and ranks them with the original
+by how fully and evenly the model attends to their words, judged by Integrated Gradients.
+
+The rewordings, `candidates` in all besides the original:
+- the instruction with names and things from the story's memory for its pronouns
+  (`generation.resolve`: "She takes it up" -> "Mara takes the brass key up"), at most two;
+- paraphrases by the model, one call each, for the rest. When there was something to resolve, the
+  model paraphrases the resolved wording without the summary: given the summary, the small model
+  rewrites the summary instead of the instruction.
+
+The comprehension score:
 
 1. The candidate is put in a short chat prompt and the model writes its continuation greedily
    (`continuation_tokens` tokens).
@@ -32,6 +41,7 @@ from dataclasses import dataclass, field
 from generation import parse, prompts
 from generation.errors import ParseError
 from generation.measures import english_share, measure
+from generation.resolve import resolve
 from storage.errors import InvalidInput, StoryloomError
 
 MAX_CHARS = 2000  # an instruction or premise clarify accepts
@@ -49,7 +59,7 @@ class SCAUnavailable(StoryloomError):
 
 @dataclass(frozen=True)
 class SCASettings:
-    candidates: int = 5  # paraphrases asked for, besides the original
+    candidates: int = 5  # rewordings besides the original: resolved ones first, paraphrases for the rest
     ig_steps: int = 8
     continuation_tokens: int = 12
     # below: the paraphrase changed the meaning and is not offered. A faithful paraphrase that puts
@@ -85,7 +95,7 @@ class Attribution:
 @dataclass
 class Candidate:
     text: str
-    origin: str  # "yours" or "paraphrase N"
+    origin: str  # "yours", "names from the story: She → Mara, ..." or "paraphrase N"
     similarity: float  # cosine to the original
     measures: dict
     attribution: Attribution | None = None  # None for a candidate whose meaning drifted
@@ -231,21 +241,30 @@ def attribute(model, tokenizer, text: str, steps: int = 8, continuation_tokens: 
 
 
 def clarify(backend, embedder, text: str, context: str = "", settings: SCASettings | None = None,
-            progress: Progress | None = None) -> Clarification:
-    """The original and its paraphrases, ranked by comprehension (module docstring). Needs a backend
-    with a local model (`exclusive()`); the person's text is returned as one of the candidates."""
+            progress: Progress | None = None, last: str = "") -> Clarification:
+    """The original and its rewordings, ranked by comprehension (module docstring). `context` is the
+    story's short-term memory, `last` its last paragraph. Needs a backend with a local model
+    (`exclusive()`); the person's text is returned as one of the candidates."""
     settings = settings or SCASettings()
     started = time.monotonic()
     text = check_text(text)
     if not hasattr(backend, "exclusive"):
         raise SCAUnavailable(f"the {backend.name} backend gives no gradients, so clarify cannot score the "
                              "paraphrases; clarify needs the local model")
-    found, problems = paraphrases(backend, text, context, settings.candidates, settings.tries, progress)
-    texts = [text, *found]
-    vectors = embedder.encode(texts)
-    similarity = [float(vectors[0] @ v) for v in vectors]
-    candidates = [Candidate(t, "yours" if i == 0 else f"paraphrase {i}", similarity[i], measure(t).to_dict())
-                  for i, t in enumerate(texts)]
+    if progress:
+        progress(0.0, "putting names from the story for the pronouns")
+    with backend.exclusive() as (model, tokenizer):
+        resolved = resolve(text, context, last, model, tokenizer)[: settings.candidates]
+    source = resolved[0].text if resolved else text
+    found, problems = paraphrases(backend, source, "" if resolved else context,
+                                  settings.candidates - len(resolved), settings.tries, progress)
+    wordings = [(text, "yours")] + [(r.text, "names from the story: " + ", ".join(
+        f"{c.pronoun} → {c.referent}" for c in r.resolutions)) for r in resolved]
+    wordings += [(t, f"paraphrase {i}") for i, t in enumerate(found, 1)
+                 if not any(parse.similar(t, earlier, 0.95) for earlier, _ in wordings)]
+    vectors = embedder.encode([t for t, _ in wordings])
+    candidates = [Candidate(t, origin, float(vectors[0] @ vectors[i]), measure(t).to_dict())
+                  for i, (t, origin) in enumerate(wordings)]
     kept = [c for c in candidates if c.similarity >= settings.min_similarity or c.origin == "yours"]
     with backend.exclusive() as (model, tokenizer):
         for number, candidate in enumerate(kept, 1):

@@ -4,7 +4,6 @@ packaged data; Integrated Gradients and the whole clarify on the real embedded m
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import pytest
 
@@ -138,12 +137,28 @@ def test_integrated_gradients_cover_every_word_and_converge(backend):
 
 
 @pytest.mark.slow
+def test_resolve_lets_the_model_name_the_thing_it_means(backend):
+    from generation.resolve import resolve, things
+    from tests.test_resolve import LAST, SUMMARY
+
+    with backend.exclusive() as (model, tokenizer):
+        found = resolve("She takes it up there after the thing with him.", SUMMARY, LAST, model, tokenizer)
+    assert len(found) == 2 and found[0].resolutions == found[1].resolutions[:2]
+    thing = found[1].resolutions[-1]
+    assert thing.kind == "thing" and thing.referent in things(SUMMARY, LAST)
+    assert found[1].text == f"Mara takes the {thing.referent} up there after the thing with Tomas."
+
+
+@pytest.mark.slow
 def test_clarify_ranks_the_original_and_its_paraphrases_and_keeps_the_original(backend, embedder):
     seen = []
     result = clarify(backend, embedder, UNCLEAR, CONTEXT, SCASettings(candidates=3),
                      progress=lambda done, what: seen.append((done, what)))
     texts = [c.text for c in result.candidates]
-    assert UNCLEAR in texts and len(texts) == len(set(texts)) >= 2
+    assert UNCLEAR in texts and len(texts) == len(set(texts)) >= 3
+    named = [c for c in result.candidates if c.origin.startswith("names from the story")]
+    assert named and named[0].text.startswith("Mara takes") and "with Tomas" in named[0].text
+    assert "She → Mara" in named[0].origin and not named[0].drifted
     kept = [c for c in result.candidates if not c.drifted]
     assert kept and all(c.similarity >= 0.4 or c.origin == "yours" for c in kept)
     assert [c.comprehension for c in kept] == sorted((c.comprehension for c in kept), reverse=True)
