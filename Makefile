@@ -9,19 +9,24 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.storyloom-installed
 # The tests use Debian's Chromium for the browser (Playwright cannot download browsers here),
-# epubcheck and poppler's pdftotext to read exports back; installed with apt when missing.
+# epubcheck and poppler's pdftotext to read exports back, and Debian's PostgreSQL server (every
+# storage test runs on SQLite and on PostgreSQL); installed with apt when missing.
 CHROMIUM ?= /usr/bin/chromium
-TOOLS  := $(CHROMIUM) /usr/bin/epubcheck /usr/bin/pdftotext
-APT    := chromium epubcheck poppler-utils
+TOOLS  := $(CHROMIUM) /usr/bin/epubcheck /usr/bin/pdftotext /usr/bin/pg_ctlcluster
+APT    := chromium epubcheck poppler-utils postgresql
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install tools clean
+.PHONY: run test install tools postgres clean
 
 run: $(STAMP)
 	$(BIN)/storyloom serve
 
 test: $(STAMP) tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	url=$$(sh scripts/postgres-for-tests.sh) && STORYLOOM_TEST_POSTGRES=$$url $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# start the PostgreSQL server the tests use (the test target does it too)
+postgres: tools
+	sh scripts/postgres-for-tests.sh
 
 install: $(STAMP)
 

@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+import os
+import uuid
+
 import pytest
 
 from memory.embedder import Embedder
 from storage.db import open_database, sqlite_url
+
+# The PostgreSQL server `make test` starts (Debian's cluster, a role made for the tests); a
+# database is created for each test and dropped after it.
+POSTGRES = (os.environ.get("STORYLOOM_TEST_POSTGRES")
+            or "postgresql+psycopg://storyloom:storyloom@127.0.0.1:5432/postgres")
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(scope="session")
@@ -12,8 +21,43 @@ def embedder() -> Embedder:
     return Embedder()
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """An engine on the test server's maintenance database, for creating and dropping databases."""
+    from sqlalchemy import create_engine, exc, text
+
+    engine = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except exc.SQLAlchemyError as e:
+        engine.dispose()
+        pytest.fail(f"no PostgreSQL server at {engine.url.render_as_string(hide_password=True)} "
+                    f"({str(getattr(e, 'orig', e)).strip().splitlines()[0]}): `make test` starts one "
+                    "(`make postgres`); or set STORYLOOM_TEST_POSTGRES, or deselect with -m 'not postgres'")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request, tmp_path):
+    """A URL to an empty database: a SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "test.db")
+        return
+    from sqlalchemy import make_url, text
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"storyloom_test_{uuid.uuid4().hex[:12]}"
+    with server.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
+    with server.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
-def db(tmp_path):
-    database = open_database(sqlite_url(tmp_path / "test.db"))
+def db(database_url):
+    database = open_database(database_url)
     yield database
     database.close()

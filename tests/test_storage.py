@@ -1,3 +1,5 @@
+from datetime import datetime
+
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
@@ -7,22 +9,23 @@ from storage.db import open_database, sqlite_url
 from storage.errors import Conflict, DatabaseUnavailable, NotFound
 
 
-def test_migrations_create_the_schema_with_wal_and_foreign_keys(db, tmp_path):
-    tables = set(inspect(db.engine).get_table_names())
-    assert {"story", "step", "memory_entry", "alembic_version"} <= tables
+def test_migrations_create_the_schema_with_foreign_keys_and_wal_on_sqlite(db):
+    inspector = inspect(db.engine)
+    assert {"story", "step", "memory_entry", "playthrough", "alembic_version"} <= set(inspector.get_table_names())
+    assert {"story", "step"} <= {fk["referred_table"] for fk in inspector.get_foreign_keys("step")}
     with db.engine.connect() as conn:
-        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        if db.engine.dialect.name == "sqlite":
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
 
 
-def test_reopening_a_migrated_database_keeps_its_data(tmp_path):
-    url = sqlite_url(tmp_path / "again.db")
-    first = open_database(url)
+def test_reopening_a_migrated_database_keeps_its_data(database_url):
+    first = open_database(database_url)
     with first.Session.begin() as s:
         repo.create_story(s, title="Kept", premise="p")
     first.close()
-    second = open_database(url)
+    second = open_database(database_url)  # migrating again is a no-op
     with second.Session() as s:
         assert [x.title for x in repo.list_stories(s)] == ["Kept"]
     second.close()
@@ -83,6 +86,24 @@ def test_a_database_that_cannot_be_opened_is_one_clear_error(url):
         open_database(url)
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("change, reason", [
+    ({"password": "wrong"}, "password authentication failed"),
+    ({"port": 1}, "refused"),  # no server there
+    ({"database": "no_such_database"}, 'database "no_such_database" does not exist'),
+])
+def test_a_postgresql_server_that_refuses_is_one_clear_error_without_the_password(postgres_server, change, reason):
+    from sqlalchemy import make_url
+
+    from tests.conftest import POSTGRES
+
+    url = make_url(POSTGRES).set(**change)
+    with pytest.raises(DatabaseUnavailable, match="cannot open database") as refused:
+        open_database(url.render_as_string(hide_password=False))
+    assert reason in str(refused.value)
+    assert f":{url.password}@" not in str(refused.value) and ":***@" in str(refused.value)
+
+
 def test_a_file_that_is_not_a_database_is_refused(tmp_path):
     bogus = tmp_path / "bogus.db"
     bogus.write_bytes(b"this is not sqlite at all" * 100)
@@ -91,33 +112,45 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path):
     assert bogus.read_bytes().startswith(b"this is not sqlite")  # left as it was
 
 
-def test_upgrading_a_database_with_stories_keeps_every_row(tmp_path):
-    """Migrations that rebuild a table on SQLite must not fire ON DELETE actions."""
+def test_upgrading_a_database_with_stories_keeps_every_row(database_url):
+    """Migrations keep every row; on SQLite, the ones that rebuild a table must not fire ON DELETE
+    actions."""
     from storage.db import make_engine, migrate
 
-    url = sqlite_url(tmp_path / "old.db")
-    engine = make_engine(url)
+    engine = make_engine(database_url)
     migrate(engine, "0002")  # a database from before the playthrough migration, with data in it
-    with engine.begin() as conn:
-        conn.execute(text("INSERT INTO story (id, title, premise, outline, genre, language, settings, "
-                          "memory_version, created_at, updated_at) VALUES (1, 't', 'p', '', '', 'en', '{}', 1, "
-                          "'2026-01-01', '2026-01-01')"))
-        for i, parent in ((1, None), (2, 1), (3, 2)):
-            conn.execute(text("INSERT INTO step (id, story_id, parent_id, depth, plan, paragraph, short_memory, "
-                              "plans, prompt_tokens, completion_tokens, seconds, model, trace, created_at) VALUES "
-                              f"({i}, 1, {parent or 'NULL'}, {i - 1}, '', 'p{i}', 'm', '[]', 0, 0, 0, '', '{{}}', "
-                              "'2026-01-01')"))
+    when = datetime(2026, 1, 1)
+    with engine.begin() as conn:  # ids from the database, as the app made them
+        conn.execute(text("INSERT INTO story (title, premise, outline, genre, language, settings, memory_version, "
+                          "created_at, updated_at) VALUES ('t', 'p', '', '', 'en', '{}', 1, :when, :when)"),
+                     {"when": when})
+        story = conn.execute(text("SELECT max(id) FROM story")).scalar()
+        parent = None
+        for i in (1, 2, 3):
+            conn.execute(text("INSERT INTO step (story_id, parent_id, depth, plan, paragraph, short_memory, plans, "
+                              "prompt_tokens, completion_tokens, seconds, model, trace, created_at) VALUES "
+                              "(:story, :parent, :depth, '', :paragraph, 'm', '[]', 0, 0, 0, '', '{}', :when)"),
+                         {"story": story, "parent": parent, "depth": i - 1, "paragraph": f"p{i}", "when": when})
+            parent = conn.execute(text("SELECT max(id) FROM step")).scalar()
             conn.execute(text("INSERT INTO memory_entry (story_id, step_id, kind, text, pinned, stale, keys, "
-                              f"vector, revision, created_at) VALUES (1, {i}, 'paragraph', 'p{i}', 0, 0, '[]', "
-                              "x'00', 0, '2026-01-01')"))
-        conn.execute(text("UPDATE story SET head_step_id = 3"))
+                              "vector, revision, created_at) VALUES (:story, :step, 'paragraph', :text, :no, :no, "
+                              "'[]', :vector, 0, :when)"),
+                         {"story": story, "step": parent, "text": f"p{i}", "no": False, "vector": b"\x00",
+                          "when": when})
+        conn.execute(text("UPDATE story SET head_step_id = :head"), {"head": parent})
     engine.dispose()
-    db = open_database(url)  # migrates to the newest revision
+    db = open_database(database_url)  # migrates to the newest revision
     with db.Session() as s:
         assert s.scalar(text("SELECT count(*) FROM step")) == 3
         assert s.scalar(text("SELECT count(*) FROM memory_entry")) == 3
-        assert s.scalar(text("SELECT head_step_id FROM story")) == 3
-        assert [x.paragraph for x in repo.path_to(s, 3)] == ["p1", "p2", "p3"]
-    with db.engine.connect() as conn:
-        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert s.scalar(text("SELECT head_step_id FROM story")) == parent
+        assert [x.paragraph for x in repo.path_to(s, parent)] == ["p1", "p2", "p3"]
+    with db.Session.begin() as s:  # new rows get new ids after the old ones
+        added = repo.add_step(s, repo.get_story(s, story), parent=repo.get_step(s, parent), paragraph="p4",
+                              short_memory="m")
+        s.flush()
+        assert added.id > parent
+    if db.engine.dialect.name == "sqlite":
+        with db.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     db.close()
