@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sca(sub)
 
+    folder = sub.add_parser("model-folder", help="write the model (DITTO merged in) as a Hugging Face folder that "
+                            "transformers serve or vLLM can serve")
+    folder.add_argument("out", help="a new or empty folder")
+
     serve = sub.add_parser("serve", help="serve the web app")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -106,6 +110,8 @@ def run(args: argparse.Namespace) -> None:
         from app.sca_cli import run as run_sca
 
         return run_sca(args, None, settings)
+    if args.command == "model-folder":
+        return _model_folder(settings, args.out)
     if args.command == "serve":
         from app.ui import serve
 
@@ -145,6 +151,24 @@ def run(args: argparse.Namespace) -> None:
             progress.done(f"step {number}/{args.count}: paragraph {len(view.paragraphs)} written ({_cost(view)})")
             print(f"\n{view.paragraphs[-1]}")
             _print_plans(view.plans)
+
+
+def _model_folder(settings, out: str) -> None:
+    from pathlib import Path
+
+    from app.wiring import ditto_adapter
+    from generation.local import TransformersBackend, save_folder
+
+    folder = Path(out)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise StoryloomError(f"{folder} is not an empty folder; nothing was written")
+    backend = TransformersBackend(settings.model, "cpu", adapter=ditto_adapter(settings))
+    model, tokenizer = backend.load()
+    ditto = "DITTO merged in" if backend.has_adapter else "no DITTO"
+    save_folder(model, tokenizer, folder)
+    print(f"{backend.name}, {ditto}, written to {folder}; serve it with: transformers serve {folder.resolve()}",
+          file=sys.stderr)
+    print(folder.resolve())
 
 
 def _export(service, args) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +16,16 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="where the SQLite database lives")
     database_url: str | None = Field(None, description="any SQLAlchemy URL; default a SQLite file in data_dir")
+    backend: Literal["local", "openai"] = Field("local", description="local: the model runs in this process; "
+                                                "openai: a model behind an OpenAI-compatible server (vLLM, "
+                                                "transformers serve)")
+    openai_base_url: str = Field("http://127.0.0.1:8000/v1", description="the server's API root")
+    openai_model: str | None = Field(None, description="the model's name on the server")
+    openai_api_key: str | None = Field(None, description="the server's API key, if it wants one")
+    openai_api: Literal["chat", "completions"] | None = Field(None, description="chat, or completions with the "
+                                                              "prompt rendered here (default with a tokenizer)")
+    openai_tokenizer: str | None = Field(None, description="the served model's tokenizer as a local folder or "
+                                         ".gguf: exact prompts and token counts")
     model: str | None = Field(None, description="a Hugging Face model folder or .gguf file; default the embedded SmolLM2")
     embedder: str | None = Field(None, description="a sentence-transformers folder; default the embedded MiniLM")
     device: str = Field("auto", description="auto, cpu or cuda")

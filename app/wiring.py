@@ -22,14 +22,23 @@ def build_service(settings: Settings) -> StoryService:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DatabaseUnavailable(f"cannot create the data directory {settings.data_dir}: {e.strerror}") from e
-    backend = TransformersBackend(settings.model, settings.device, settings.stream_timeout,
-                                  adapter=ditto_adapter(settings), pause_adapter=settings.pause_adapter)
+    backend = build_backend(settings)
     db = open_database(settings.database())
     embedder = Embedder(settings.embedder, device=None if settings.device == "auto" else settings.device)
     limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k)
     decoding = Decoding(ditto=settings.ditto, guard=settings.guard, guard_lambda=settings.guard_lambda)
     writer = Writer(backend, retries=settings.retries, one_call=settings.one_call)
     return StoryService(db, LongTermMemory(embedder), writer, limits, decoding)
+
+
+def build_backend(settings: Settings):
+    if settings.backend == "openai":
+        from generation.remote import OpenAIBackend
+
+        return OpenAIBackend(settings.openai_base_url, settings.openai_model, settings.openai_api_key,
+                             settings.stream_timeout, settings.retries, settings.openai_api, settings.openai_tokenizer)
+    return TransformersBackend(settings.model, settings.device, settings.stream_timeout,
+                               adapter=ditto_adapter(settings), pause_adapter=settings.pause_adapter)
 
 
 def ditto_adapter(settings: Settings) -> Path | None:

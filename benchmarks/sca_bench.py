@@ -2,7 +2,8 @@
 
 For each of the 30 instructions, in one process with the embedded SmolLM2-135M (DITTO and the
 guard on, as the app writes), the next paragraph is written three ways from the same story
-context and the same random seed:
+context, once for each of --seeds random seeds (the same seeds for each way: one sampled
+paragraph per way is too noisy to compare):
 
 1. from the person's instruction as written;
 2. from SCA's choice: `clarify` with 5 rewordings (names from the story's memory for the
@@ -16,7 +17,7 @@ paragraph (alternatives of three letters or fewer must be whole words). Contradi
 paragraph contains one of the item's phrases that the instruction or the story's memory rules
 out (a lexical check, case-insensitive, on word boundaries).
 
-    .venv/bin/python benchmarks/sca_bench.py [--items 30] [--pause-adapter DIR (default: assets/pause-smollm2-135m)]
+    .venv/bin/python benchmarks/sca_bench.py [--items 30] [--seeds 3] [--pause-adapter DIR (default: assets/pause-smollm2-135m)]
 
 Prints a table and writes benchmarks/results/sca.json."""
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import re
 import sys
@@ -73,9 +75,22 @@ def write(writer: Writer, item: dict, instruction: str, seed: int) -> tuple[str,
     return text, time.perf_counter() - started
 
 
+WAYS = ("original", "sca", "sca_pauses")
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Two-sided sign test over the items where SCA and the original differ."""
+    n = better + worse
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(0, min(better, worse) + 1)) / 2 ** n
+    return round(min(1.0, 2 * tail), 4)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=3, help="paragraphs per way and item, one per seed")
     parser.add_argument("--pause-adapter", default=str(PAUSES) if PAUSES.is_dir() else None,
                         help="a pause-tuned adapter (storyloom sca pause-tune); default the one in assets/")
     parser.add_argument("--out", default=str(OUT))
@@ -100,10 +115,10 @@ def main() -> None:
 
     rows = []
     for item in items:
-        seed = 1000 + item["id"]
-        row = {"id": item["id"], "instruction": item["instruction"], "elements": len(item["elements"])}
-        text, seconds = write(writer, item, item["instruction"], seed)
-        row["original"] = {"paragraph": text, "seconds": round(seconds, 1)}
+        seeds = [1000 * (n + 1) + item["id"] for n in range(args.seeds)]
+        row = {"id": item["id"], "instruction": item["instruction"], "elements": len(item["elements"]),
+               "seeds": seeds}
+        row["original"] = [write(writer, item, item["instruction"], seed) for seed in seeds]
         result = clarify(backend, embedder, item["instruction"], item["summary"], SCASettings(), last=item["last"])
         best = result.best
         row["clarify"] = {"seconds": round(result.seconds, 1), "ig_steps": result.ig_steps, "chosen": best.text,
@@ -111,47 +126,58 @@ def main() -> None:
                           "chosen_origin": best.origin,
                           "candidates": [{k: v for k, v in c.to_dict().items() if k != "words"}
                                          for c in result.candidates], "problems": result.problems}
-        text, seconds = write(writer, item, best.text, seed)
-        row["sca"] = {"paragraph": text, "seconds": round(seconds, 1)}
+        row["sca"] = [write(writer, item, best.text, seed) for seed in seeds]
         if paused:
-            text, seconds = write(paused, item, best.text, seed)
-            row["sca_pauses"] = {"paragraph": text, "seconds": round(seconds, 1)}
-        for way in ("original", "sca", "sca_pauses"):
+            row["sca_pauses"] = [write(paused, item, best.text, seed) for seed in seeds]
+        for way in WAYS:
             if way in row:
-                row[way]["covered"] = coverage(row[way]["paragraph"], item["elements"])
-                row[way]["contradictions"] = contradicts(row[way]["paragraph"], item["contradicts"])
+                row[way] = [{"paragraph": text, "seconds": round(seconds, 1),
+                             "covered": coverage(text, item["elements"]),
+                             "contradictions": contradicts(text, item["contradicts"])} for text, seconds in row[way]]
+                row[f"{way}_covered"] = sum(p["covered"] for p in row[way])
         rows.append(row)
         with Path(args.out).with_suffix(".partial.jsonl").open("a") as partial:  # survives a crash
             partial.write(json.dumps(row, ensure_ascii=False) + "\n")
         print(f"item {item['id']:2d}: clarify {result.seconds:5.1f} s, covered "
-              + ", ".join(f"{w} {row[w]['covered']}/{row['elements']}" for w in ("original", "sca", "sca_pauses")
-                          if w in row) + ("  (kept the original)" if best.origin == "yours" else ""), flush=True)
+              + ", ".join(f"{w} {row[w + '_covered']}/{row['elements'] * len(seeds)}" for w in WAYS if w in row)
+              + ("  (kept the original)" if best.origin == "yours" else ""), flush=True)
 
-    total = sum(r["elements"] for r in rows)
+    total = sum(r["elements"] * len(r["seeds"]) for r in rows)
     summary = {}
-    for way in ("original", "sca", "sca_pauses"):
+    for way in WAYS:
         done = [r for r in rows if way in r]
         if not done:
             continue
-        summary[way] = {"covered": sum(r[way]["covered"] for r in done), "elements": total,
-                        "coverage": round(sum(r[way]["covered"] for r in done) / total, 4),
-                        "contradicting_paragraphs": sum(bool(r[way]["contradictions"]) for r in done),
-                        "failed_paragraphs": sum(not r[way]["paragraph"] for r in done),
-                        "paragraphs": len(done)}
-    better = sum(r["sca"]["covered"] > r["original"]["covered"] for r in rows)
-    worse = sum(r["sca"]["covered"] < r["original"]["covered"] for r in rows)
+        paragraphs = [p for r in done for p in r[way]]
+        covered = sum(r[f"{way}_covered"] for r in done)
+        summary[way] = {"covered": covered, "elements": total, "coverage": round(covered / total, 4),
+                        "contradicting_paragraphs": sum(bool(p["contradictions"]) for p in paragraphs),
+                        "failed_paragraphs": sum(not p["paragraph"] for p in paragraphs),
+                        "paragraphs": len(paragraphs)}
+    better = sum(r["sca_covered"] > r["original_covered"] for r in rows)
+    worse = sum(r["sca_covered"] < r["original_covered"] for r in rows)
+    by_origin: dict[str, dict] = {}
+    for r in rows:
+        origin = r["clarify"]["chosen_origin"]
+        kind = ("yours" if origin == "yours" else "paraphrase" if origin.startswith("paraphrase")
+                else "names and a thing" if "it →" in origin.lower() else "names")
+        entry = by_origin.setdefault(kind, {"items": 0, "original": 0, "sca": 0})
+        entry["items"] += 1
+        entry["original"] += r["original_covered"]
+        entry["sca"] += r["sca_covered"]
     clarify_times = sorted(r["clarify"]["seconds"] for r in rows)
-    para_times = [r["original"]["seconds"] for r in rows]
+    para_times = [p["seconds"] for r in rows for p in r["original"]][: len(rows)]  # one per item
     report = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "model_load_seconds": round(load_seconds, 1)},
-        "items": len(rows), "summary": summary,
+        "items": len(rows), "seeds": args.seeds, "summary": summary, "chosen_by_origin": by_origin,
         "sca_vs_original": {"more_elements": better, "fewer": worse, "same": len(rows) - better - worse,
                             "kept_the_original": sum(r["clarify"]["chose_original"] for r in rows),
                             "chose_names_from_the_story": sum(r["clarify"]["chosen_origin"].startswith("names")
                                                               for r in rows),
                             "chose_a_paraphrase": sum(r["clarify"]["chosen_origin"].startswith("paraphrase")
                                                       for r in rows)},
+        "sign_test_p": sign_test(better, worse),
         "clarify_seconds": {"mean": round(sum(clarify_times) / len(rows), 1),
                             "median": clarify_times[len(rows) // 2], "max": clarify_times[-1],
                             "ig_steps": rows[0]["clarify"]["ig_steps"], "candidates": 5,
@@ -164,7 +190,10 @@ def main() -> None:
     for way, s in summary.items():
         print(f"{way:<12}{s['covered']:>5}/{s['elements']:<4}{s['coverage']:>10.3f}{s['contradicting_paragraphs']:>9}/"
               f"{s['paragraphs']}")
-    print(f"SCA vs original, per item: {better} more elements, {worse} fewer; clarify "
+    for kind, entry in by_origin.items():
+        print(f"  SCA chose {kind} in {entry['items']} items: covered {entry['sca']} there, the original {entry['original']}")
+    print(f"SCA vs original, per item: {better} more elements, {worse} fewer (sign test p = {sign_test(better, worse)}); "
+          f"clarify "
           f"{report['clarify_seconds']['mean']} s mean, {report['clarify_seconds']['max']} s max "
           f"({report['clarify_seconds']['ig_steps']} IG steps); written to {args.out}")
 

@@ -83,6 +83,35 @@ def load_model(source: ModelSource, device: str = "auto"):
     return model, tokenizer
 
 
+def save_folder(model, tokenizer, folder: Path) -> Path:
+    """The loaded model as a plain Hugging Face folder (safetensors, config, tokenizer and chat
+    template) that inference servers load: `transformers serve` cannot serve the GGUF itself (its
+    config names no architecture). A LoRA adapter (DITTO) is merged into the weights first."""
+    import copy
+
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    config = copy.deepcopy(model.config)
+    config.architectures = [type(model).__name__]
+    if hasattr(config, "quantization_config"):  # a GGUF is read dequantized: the weights are plain
+        del config.quantization_config
+    plain = type(model)(config)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = copy.deepcopy(model.generation_config)
+    # requests choose their temperature; `transformers serve` can only turn sampling off (temperature
+    # 0), never on, so a folder whose config decodes greedily would answer every plan alike
+    plain.generation_config.do_sample = True
+    plain.generation_config.temperature, plain.generation_config.top_p = 0.8, 0.95
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        plain.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    except OSError as e:
+        raise ModelUnavailable(f"cannot write the model folder {folder}: {e.strerror or e}") from e
+    return folder
+
+
 class TransformersBackend:
     """Loads on first use; one generation at a time (requests queue on a lock)."""
 

@@ -235,6 +235,9 @@ def things(context: str, last: str = "") -> list[str]:
                     j += 1
                 k = i - 1 if i and sentence[i - 1][1] == "JJ" else i
                 head = sentence[j - 1][0].lower()
+                if head.endswith(("'s", "’s")):  # "the station's" owns the next word: not a thing itself
+                    i = j
+                    continue
                 rating = _rating(head, ratings)
                 if head not in _PEOPLE and head.rstrip("s") not in _PEOPLE and rating and rating >= MIN_CONCRETE:
                     phrase = " ".join(w for w, _ in sentence[k:j]).lower()
@@ -298,7 +301,8 @@ def resolve(instruction: str, context: str, last: str = "", model=None, tokenize
         offset += len(name) - (match.end() - match.start())
         changes.append(Resolution(match.group(0), person.name, "person"))
     found = [Resolved(text, tuple(changes))] if changes else []
-    it = next((m for m in _PRONOUN.finditer(text) if m.group(1).lower() == "it"), None)
+    it = next((m for m in _PRONOUN.finditer(text) if m.group(1).lower() == "it"
+               and not re.match(r"\s+all\b", text[m.end():])), None)  # "about it all" names no thing
     if it is not None and model is not None:
         options = [o for o in things(context, last)]
         if options:

@@ -49,3 +49,8 @@ def test_things_are_concrete_and_not_people():
     found = things(SUMMARY, LAST)
     assert "brass key" in found and "lamp" in found
     assert "keeper" not in found and "brother" not in found
+
+
+def test_a_possessive_is_not_a_thing():
+    found = things("The recording says the station's AI will vent the air.", "The station's lights blinked.")
+    assert "station's" not in found and all(not f.endswith("'s") for f in found)
