@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 
 import pytest
@@ -13,6 +14,12 @@ from storage.db import open_database, sqlite_url
 POSTGRES = (os.environ.get("STORYLOOM_TEST_POSTGRES")
             or "postgresql+psycopg://storyloom:storyloom@127.0.0.1:5432/postgres")
 DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

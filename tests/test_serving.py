@@ -5,7 +5,6 @@ model-folder` does), asked through the OpenAI-compatible backend with both of it
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,10 @@ from pathlib import Path
 import pytest
 
 from generation.remote import OpenAIBackend
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 PREMISE = "A lighthouse keeper on a remote island finds a message in a bottle addressed to her."
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("served") / "smollm2"
     model, tokenizer = TransformersBackend(adapter=DEFAULT_ADAPTER, device="cpu").load()
     save_folder(model, tokenizer, folder)
-    port = _free_port()
+    port = free_port()
     log = (folder.parent / "serve.log").open("w")
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("transformers")), "serve", str(folder), "--host", "127.0.0.1",
