@@ -1,4 +1,4 @@
-"""How long `clarify` takes on this machine: 5 paraphrases and Integrated Gradients (8 steps) for
+"""How long `clarify` takes on this machine: 5 rewordings and Integrated Gradients (8 steps) for
 every wording kept, on the first N instructions of the SCA development set, with nothing else
 running. The time of one plain paragraph is measured in the same process as a baseline.
 
