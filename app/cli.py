@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sca(sub)
 
+    user = sub.add_parser("user", help="accounts for a server with authentication on (STORYLOOM_AUTH=true)")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    for command, about in (("add", "make an account"), ("passwd", "set an account's password")):
+        one = user_sub.add_parser(command, help=f"{about}; the password is asked for (or read from stdin)")
+        one.add_argument("name")
+        one.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
+    user_sub.add_parser("list", help="list the accounts")
+
     folder = sub.add_parser("model-folder", help="write the model (DITTO merged in) as a Hugging Face folder that "
                             "transformers serve or vLLM can serve")
     folder.add_argument("out", help="a new or empty folder")
@@ -110,6 +118,8 @@ def run(args: argparse.Namespace) -> None:
         from app.sca_cli import run as run_sca
 
         return run_sca(args, None, settings)
+    if args.command == "user":
+        return _user(settings, args)
     if args.command == "model-folder":
         return _model_folder(settings, args.out)
     if args.command == "serve":
@@ -151,6 +161,32 @@ def run(args: argparse.Namespace) -> None:
             progress.done(f"step {number}/{args.count}: paragraph {len(view.paragraphs)} written ({_cost(view)})")
             print(f"\n{view.paragraphs[-1]}")
             _print_plans(view.plans)
+
+
+def _user(settings, args) -> None:
+    from storage import accounts
+    from storage.db import open_database
+
+    db = open_database(settings.database())
+    try:
+        if args.user_command == "list":
+            with db.Session() as session:
+                for name in accounts.list_users(session):
+                    print(name)
+            return
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            import getpass
+
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                raise StoryloomError("the two passwords differ; nothing was changed")
+        with db.Session.begin() as session:
+            (accounts.add_user if args.user_command == "add" else accounts.set_password)(session, args.name, password)
+        print(f"{'added' if args.user_command == 'add' else 'changed the password of'} {args.name}", file=sys.stderr)
+    finally:
+        db.close()
 
 
 def _model_folder(settings, out: str) -> None:

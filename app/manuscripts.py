@@ -46,13 +46,17 @@ class Manuscripts:
     def __init__(self, stories: StoryService):
         self.stories = stories
 
+    def _owner(self) -> str | None:
+        """Who owns an imported story: the logged-in person, or nobody when accounts are off."""
+        return None if self.stories.owner is repo.ANYONE else self.stories.owner
+
     # -- export --------------------------------------------------------------------------
 
     def manuscript(self, story_id: int) -> formats.Manuscript:
         """The current branch (first step to the head) with its chapters."""
         view = self.stories.view(story_id)
         with self.stories.db.Session() as session:
-            story = repo.get_story(session, story_id)
+            story = self.stories.story(session, story_id)
             author = (story.settings or {}).get("author") or story.owner or ""
             language = story.language or "en"
             # the same book keeps its identifier across exports; another story (or install) gets another
@@ -71,7 +75,7 @@ class Manuscripts:
             raise InvalidInput(f"unknown format {fmt!r}; choose one of {', '.join(formats.FORMATS)}")
         if fmt == "json":
             with self.stories.db.Session() as session:
-                title = repo.get_story(session, story_id).title
+                title = self.stories.story(session, story_id).title
                 document = backup.dump(session, story_id, vectors=vectors,
                                        embedder={"name": self.stories.memory.embedder.name} if vectors else None)
             data = json.dumps(document, ensure_ascii=False, indent=1).encode()
@@ -113,7 +117,7 @@ class Manuscripts:
             progress(f"Embedding {len(texts)} memory entries (the backup's vectors are missing or from another model)")
             vectors = [v.tobytes() for v in self._embed(texts, progress).vectors]
         with self.stories.db.Session.begin() as session:
-            story = backup.restore(session, document, vectors)
+            story = backup.restore(session, document, vectors, owner=self._owner())
             story_id = story.id
         progress("Restored.")
         return self.stories.view(story_id)
@@ -157,7 +161,7 @@ class Manuscripts:
         summary = self.stories.memory.embed([memories[-1]])
         started = time.perf_counter()
         with self.stories.db.Session.begin() as session:
-            story = repo.create_story(session, title=title, premise=premise, outline="",
+            story = repo.create_story(session, title=title, premise=premise, outline="", owner=self._owner(),
                                       settings={"author": m.author} if m.author else {})
             parent = None
             steps = []

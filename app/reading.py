@@ -59,7 +59,7 @@ class Reading:
     def view(self, playthrough_id: int) -> ReaderView:
         with self.db.Session() as session:
             playthrough = repo.get_playthrough(session, playthrough_id)
-            story = repo.get_story(session, playthrough.story_id)
+            story = self.stories.story(session, playthrough.story_id)
             path = repo.path_to(session, playthrough.head_step_id)
             start = [s.id for s in path].index(playthrough.start_step_id)
             scenes = [s.paragraph for s in path[start:]]
@@ -69,6 +69,6 @@ class Reading:
     def playthroughs(self, story_id: int) -> list[tuple[int, str, int]]:
         """(id, reader, scenes so far) of each playthrough of a story."""
         with self.db.Session() as session:
-            repo.get_story(session, story_id)
+            self.stories.story(session, story_id)
             ids = [(p.id, p.reader) for p in repo.playthroughs(session, story_id)]
         return [(i, reader, len(self.view(i).scenes)) for i, reader in ids]

@@ -4,6 +4,7 @@ killed step writes nothing, and a step commits paragraph, memory entries and pla
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -67,16 +68,28 @@ class StoryService:
         self.default_decoding = decoding  # for stories whose decoding settings were never changed
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self.owner = repo.ANYONE  # accounts off; as_user scopes a copy to one person
+
+    def as_user(self, name: str) -> "StoryService":
+        """This service for one logged-in person: they see, change and export their own stories
+        only; another's story id is "not found". Shares the database, the model and the locks."""
+        scoped = copy.copy(self)
+        scoped.owner = name
+        return scoped
+
+    def story(self, session, story_id: int):
+        """The story, when this service's person may see it (NotFound otherwise)."""
+        return repo.get_story(session, story_id, self.owner)
 
     # -- reading ---------------------------------------------------------------------
 
     def list_stories(self) -> list[tuple[int, str]]:
         with self.db.Session() as session:
-            return [(s.id, s.title) for s in repo.list_stories(session)]
+            return [(s.id, s.title) for s in repo.list_stories(session, self.owner)]
 
     def view(self, story_id: int) -> StoryView:
         with self.db.Session() as session:
-            story = repo.get_story(session, story_id)
+            story = self.story(session, story_id)
             path = repo.path_to(session, story.head_step_id)
             head = path[-1] if path else None
             versions = [s.id for s in repo.children(session, story_id, head.parent_id)] if head else []
@@ -106,31 +119,31 @@ class StoryService:
 
     def search_memory(self, story_id: int, query: str, k: int = 8):
         with self.db.Session() as session:
-            repo.get_story(session, story_id)
+            self.story(session, story_id)
             return self.memory.search(session, story_id, query, k)
 
     def decoding(self, story_id: int) -> Decoding:
         """The story's anti-repetition settings (the defaults until the person changes them)."""
         with self.db.Session() as session:
-            saved = (repo.get_story(session, story_id).settings or {}).get("decoding")
+            saved = (self.story(session, story_id).settings or {}).get("decoding")
         return Decoding.from_dict({**asdict(self.default_decoding), **saved}) if saved else self.default_decoding
 
     def set_decoding(self, story_id: int, decoding: Decoding) -> Decoding:
         """Save the story's anti-repetition settings; later steps of this story decode with them."""
         decoding.check()
         with self.db.Session.begin() as session:
-            story = repo.get_story(session, story_id)
+            story = self.story(session, story_id)
             story.settings = {**(story.settings or {}), "decoding": asdict(decoding)}  # a new dict: JSON change seen
         return decoding
 
     def clarify_automatically(self, story_id: int) -> bool:
         """Whether auto mode clarifies each revised plan with SCA before writing from it."""
         with self.db.Session() as session:
-            return bool((repo.get_story(session, story_id).settings or {}).get("sca_auto", False))
+            return bool((self.story(session, story_id).settings or {}).get("sca_auto", False))
 
     def set_clarify_automatically(self, story_id: int, on: bool) -> bool:
         with self.db.Session.begin() as session:
-            story = repo.get_story(session, story_id)
+            story = self.story(session, story_id)
             story.settings = {**(story.settings or {}), "sca_auto": bool(on)}
         return bool(on)
 
@@ -171,7 +184,8 @@ class StoryService:
         opening = self._writer(None).init(premise, title, on_text)
         filed = self._derive(opening.paragraph, opening.short_memory)
         with self.db.Session.begin() as session:
-            story = repo.create_story(session, title=opening.title, premise=premise, outline=opening.outline)
+            story = repo.create_story(session, title=opening.title, premise=premise, outline=opening.outline,
+                                      owner=None if self.owner is repo.ANYONE else self.owner)
             self._commit_step(session, story.id, self._as_head(story.id, None), None, "", opening, [], filed)
             story_id = story.id
         return self.view(story_id)
@@ -194,7 +208,7 @@ class StoryService:
         """Write the head paragraph again, as a new version beside it; the old one is kept."""
         with self.lock(story_id):
             with self.db.Session() as session:
-                story = repo.get_story(session, story_id)
+                story = self.story(session, story_id)
                 head = self.head(session, story_id, seen_head)
                 premise, title, outline = story.premise, story.title, story.outline
             if head.parent_id is None:  # the opening: write it again from the premise
@@ -252,7 +266,7 @@ class StoryService:
         """Gather the context after `parent_id`, generate outside any transaction, then commit the
         step under it in one transaction with `add` (which also moves the right head)."""
         with self.db.Session() as session:
-            story = repo.get_story(session, story_id)
+            story = self.story(session, story_id)
             parent = repo.get_step(session, parent_id)
             recent, shown = self._recent_text(session, parent)
             branch = repo.path_ids(session, parent.id)
@@ -292,7 +306,7 @@ class StoryService:
             step = self._step_of(session, story_id, step_id)
             changed = text != step.paragraph
             before = (repo.get_step(session, step.parent_id).short_memory if step.parent_id is not None
-                      else repo.get_story(session, story_id).premise)
+                      else self.story(session, story_id).premise)
         memory, notes = None, []
         if changed:
             try:
@@ -357,7 +371,7 @@ class StoryService:
     def switch(self, story_id: int, step_id: int) -> StoryView:
         """Continue from another branch: the head moves to the newest paragraph below `step_id`."""
         with self.lock(story_id), self.db.Session.begin() as session:
-            story = repo.get_story(session, story_id)
+            story = self.story(session, story_id)
             step = self._step_of(session, story_id, step_id)
             repo.move_head(session, story, story.head_step_id, repo.newest_tip(session, step).id)
         return self.view(story_id)
@@ -378,13 +392,13 @@ class StoryService:
             head = self.head(session, story_id, seen_head)
             if head.parent_id is None:
                 raise InvalidInput("this is the first paragraph; there is nothing to undo")
-            repo.move_head(session, repo.get_story(session, story_id), head.id, head.parent_id)
+            repo.move_head(session, self.story(session, story_id), head.id, head.parent_id)
         return self.view(story_id)
 
     # -- helpers ---------------------------------------------------------------------
 
     def _step_of(self, session, story_id: int, step_id: int) -> Step:
-        repo.get_story(session, story_id)
+        self.story(session, story_id)
         step = session.get(Step, step_id)
         if step is None or step.story_id != story_id:
             raise NotFound(f"no paragraph with id {step_id} in story {story_id}")
@@ -393,7 +407,7 @@ class StoryService:
     def head(self, session, story_id: int, seen_head: int | None = None) -> Step:
         """The story's head step; with `seen_head` (what the person's page shows), a Conflict when
         the story moved on since (another tab or window acted on it)."""
-        story = repo.get_story(session, story_id)
+        story = self.story(session, story_id)
         if story.head_step_id is None:
             raise InvalidInput(f"story {story_id} has no opening yet")
         if seen_head is not None and seen_head != story.head_step_id:
@@ -414,7 +428,7 @@ class StoryService:
         """Add a step to the writer's manuscript: it becomes the story's head, if the head is
         still `expected_head`."""
         def add(session, parent: Step | None, fields: dict) -> Step:
-            story = repo.get_story(session, story_id)
+            story = self.story(session, story_id)
             return repo.add_step(session, story, parent=parent, expected_head=expected_head, **fields)
         return add
 

@@ -250,9 +250,11 @@ def _created(value: str | None) -> dict:
     return {"created_at": datetime.fromisoformat(value)} if value else {}
 
 
-def restore(session: Session, document: dict, vectors: list[bytes] | None = None, title: str | None = None) -> Story:
+def restore(session: Session, document: dict, vectors: list[bytes] | None = None, title: str | None = None,
+            owner=repo.ANYONE) -> Story:
     """A new story from a parsed backup, in the caller's transaction. `vectors` (one per memory
-    entry) replaces the backup's own, e.g. when it has none or another embedder made them."""
+    entry) replaces the backup's own, e.g. when it has none or another embedder made them. With
+    accounts on, `owner` (the person importing it) owns it, whoever owned the backup."""
     d = document
     if vectors is None:
         if d["vectors"] is None and d["memories"]:
@@ -260,7 +262,8 @@ def restore(session: Session, document: dict, vectors: list[bytes] | None = None
         vectors = [base64.b64decode(e["vector"]) for e in d["memories"]]
     s = d["story"]
     story = Story(title=title or s["title"], premise=s["premise"], outline=s["outline"], genre=s["genre"],
-                  language=s["language"], owner=s["owner"], settings=s["settings"],
+                  language=s["language"], owner=s["owner"] if owner is repo.ANYONE else owner,
+                  settings=s["settings"],
                   **_created(s["created_at"]))
     session.add(story)
     session.flush()

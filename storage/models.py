@@ -97,3 +97,16 @@ class MemoryEntry(Base):
 
 
 MEMORY_KINDS = ("paragraph", "summary", "lore", "note")
+
+
+class User(Base):
+    """A person who logs in when authentication is on; their stories have `Story.owner` = name."""
+
+    __tablename__ = "app_user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))  # storage.accounts: scrypt, salted
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)  # in a row, since the last success
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

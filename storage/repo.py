@@ -19,15 +19,23 @@ def create_story(session: Session, *, title: str, premise: str, outline: str = "
     return story
 
 
-def get_story(session: Session, story_id: int) -> Story:
+ANYONE = object()  # get_story's owner when accounts are off: every story is the one person's
+
+
+def get_story(session: Session, story_id: int, owner=ANYONE) -> Story:
+    """The story; NotFound when there is none, or when it belongs to someone other than `owner`
+    (the same message: another person's story ids tell nothing)."""
     story = session.get(Story, story_id)
-    if story is None:
+    if story is None or (owner is not ANYONE and story.owner != owner):
         raise NotFound(f"no story with id {story_id}")
     return story
 
 
-def list_stories(session: Session) -> Sequence[Story]:
-    return session.scalars(select(Story).order_by(Story.id)).all()
+def list_stories(session: Session, owner=ANYONE) -> Sequence[Story]:
+    query = select(Story).order_by(Story.id)
+    if owner is not ANYONE:
+        query = query.where(Story.owner == owner)
+    return session.scalars(query).all()
 
 
 def get_step(session: Session, step_id: int) -> Step:

@@ -1,0 +1,64 @@
+"""Accounts in the service: each person sees, changes and exports their own stories, memories and
+playthroughs only; another person's story id is "not found" (in-process; the HTTP side is in the
+server tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.manuscripts import Manuscripts
+from app.memories import Memories
+from app.reading import Reading
+from storage.errors import NotFound
+from tests.test_service import make_service
+
+
+@pytest.fixture
+def two(db, embedder):
+    service, _ = make_service(db, embedder)
+    ada, bob = service.as_user("ada"), service.as_user("bob")
+    return service, ada, bob, ada.new_story("A keeper finds a letter from the future.")
+
+
+def test_each_person_lists_and_opens_only_their_own_stories(two):
+    service, ada, bob, story = two
+    theirs = bob.new_story("A baker's bread makes people tell the truth.")
+    assert ada.list_stories() == [(story.id, story.title)]
+    assert bob.list_stories() == [(theirs.id, theirs.title)]
+    assert len(service.list_stories()) == 2  # with accounts off, one person owns everything
+    assert ada.view(story.id).paragraphs == story.paragraphs
+
+
+@pytest.mark.parametrize("action", [
+    lambda s, sid: s.view(sid),
+    lambda s, sid: s.step(sid, plan=1),
+    lambda s, sid: s.undo(sid),
+    lambda s, sid: s.edit_short_memory(sid, "Bob was here."),
+    lambda s, sid: s.inspect(sid),
+    lambda s, sid: s.set_clarify_automatically(sid, True),
+    lambda s, sid: s.manuscript(sid),
+    lambda s, sid: Memories(s).entries(sid),
+    lambda s, sid: Memories(s).add(sid, "Bob's note in Ada's story."),
+    lambda s, sid: Memories(s).search(sid, "letter"),
+    lambda s, sid: Manuscripts(s).export(sid, "json"),
+    lambda s, sid: Manuscripts(s).export(sid, "md"),
+    lambda s, sid: Reading(s).start(sid, "bob"),
+], ids=["view", "step", "undo", "memory", "inspect", "settings", "manuscript", "entries", "add-memory",
+        "search", "export-json", "export-md", "read"])
+def test_another_persons_story_is_not_found_and_stays_unchanged(two, action):
+    _, ada, bob, story = two
+    before, memories = ada.view(story.id), [e.text for e in Memories(ada).entries(story.id)]
+    with pytest.raises(NotFound, match=f"no story with id {story.id}$"):
+        action(bob, story.id)
+    after = ada.view(story.id)
+    assert (after.paragraphs, after.short_memory, after.head_step_id) == \
+        (before.paragraphs, before.short_memory, before.head_step_id)
+    assert [e.text for e in Memories(ada).entries(story.id)] == memories
+
+
+def test_an_imported_backup_belongs_to_whoever_imports_it(two):
+    _, ada, bob, story = two
+    backup = Manuscripts(ada).export(story.id, "json")
+    copy = Manuscripts(bob).import_file(backup.filename, backup.data)
+    assert [i for i, _ in bob.list_stories()] == [copy.id]
+    assert copy.id not in [i for i, _ in ada.list_stories()]
