@@ -90,7 +90,7 @@ def wire(service: StoryService, panel: ClarifyPanel, story_id: gr.State, instruc
                 return {panel.view: "", panel.wordings: gr.update(choices=[], value=None, visible=False),
                         panel.texts: [], panel.target: target, status: f"**Could not clarify:** {e}"}
             kept = [c for c in result.candidates if not c.drifted]
-            choices = [(f"{c.origin}: {c.text}", n) for n, c in enumerate(kept)]
+            choices = [(f"{c.text} ({c.origin})", n) for n, c in enumerate(kept)]
             note = (f"Clarified the {target}: {len(kept)} wordings ranked, {len(result.candidates) - len(kept)} "
                     "dropped for drifting in meaning. Pick one to use it, or keep yours.")
             return {panel.view: table(result), panel.wordings: gr.update(choices=choices, value=None, visible=True),

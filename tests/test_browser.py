@@ -5,6 +5,7 @@ a screenshot of each screen goes to test-artifacts/."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -321,7 +322,7 @@ def test_14_clarify_an_instruction_pick_a_wording_and_write_from_it(page):
     tab(page, "Write")
     page.locator("#instruction textarea").fill(UNCLEAR)
     page.locator("#clarify").click()
-    page.get_by_text("paraphrase 1 of 5").first.wait_for(timeout=60_000)  # progress while it runs
+    page.get_by_text(re.compile(r"paraphrase 1 of \d")).first.wait_for(timeout=60_000)  # progress while it runs
     shot(page, "20-clarify-progress")
     page.locator("#sca-candidates").wait_for(timeout=MODEL_WAIT)
     assert page.locator("#instruction textarea").input_value() == UNCLEAR  # nothing replaced without a pick
@@ -331,7 +332,7 @@ def test_14_clarify_an_instruction_pick_a_wording_and_write_from_it(page):
     shot(page, "21-clarified")
     options = page.locator("#wordings label")
     assert options.count() >= 1
-    picked = options.first.inner_text().split(": ", 1)[1]
+    picked = options.first.inner_text().rsplit(" (", 1)[0]  # "the wording (where it came from)"
     options.first.click()
     page.wait_for_function("(t) => document.querySelector('#instruction textarea').value === t", arg=picked)
     before = paragraphs(page)
