@@ -304,7 +304,7 @@ def resolve(instruction: str, context: str, last: str = "", model=None, tokenize
     it = next((m for m in _PRONOUN.finditer(text) if m.group(1).lower() == "it"
                and not re.match(r"\s+all\b", text[m.end():])), None)  # "about it all" names no thing
     if it is not None and model is not None:
-        options = [o for o in things(context, last)]
+        options = things(context, last)
         if options:
             thing = _likeliest(model, tokenizer, f"{context}\n{last}".strip(), instruction, it.group(1), options)
             said = "the " + thing + (" is" if it.group(2) else "")
