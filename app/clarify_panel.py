@@ -5,6 +5,7 @@ the picked wording in the instruction box. Nothing replaces the person's text un
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
@@ -77,10 +78,14 @@ def build_auto() -> gr.Checkbox:
                        elem_id="sca-auto")
 
 
-def wire(service: StoryService, panel: ClarifyPanel, story_id: gr.State, instruction: gr.Textbox,
-         premise: gr.Textbox, premise_button: gr.Button, status: gr.Markdown) -> None:
+def wire(per_person: Callable[[Callable], Callable], panel: ClarifyPanel, story_id: gr.State,
+         instruction: gr.Textbox, premise: gr.Textbox, premise_button: gr.Button, status: gr.Markdown,
+         model: dict) -> None:
+    """Registers the panel's events; per_person turns fn(service, *inputs) into an event function
+    that runs on the scoped service of whoever sent the event; `model` is the concurrency group of
+    events that call the model."""
     def clarify_for(target: str):
-        def clarify(sid, text, progress=gr.Progress()):
+        def clarify(service: StoryService, sid, text, progress=gr.Progress()):
             # an instruction is read against the story's short-term memory; a premise starts a new story
             sid = None if sid is None or target == "premise" else int(sid)
             try:
@@ -104,10 +109,13 @@ def wire(service: StoryService, panel: ClarifyPanel, story_id: gr.State, instruc
         return {instruction: picked if target == "instruction" else instruction_now,
                 premise: picked if target == "premise" else premise_now}
 
-    def load_auto(sid):
-        return False if sid is None else service.clarify_automatically(int(sid))
+    def load_auto(service: StoryService, sid):
+        try:
+            return False if sid is None else service.clarify_automatically(int(sid))
+        except StoryloomError:  # not this person's story: the page shows why elsewhere
+            return False
 
-    def save_auto(sid, on):
+    def save_auto(service: StoryService, sid, on):
         if sid is None:
             return "**Nothing was saved:** start or open a story first."
         try:
@@ -117,9 +125,9 @@ def wire(service: StoryService, panel: ClarifyPanel, story_id: gr.State, instruc
         return "Auto mode now clarifies each revised plan." if on else "Auto mode writes from the revised plans as they are."
 
     shown = {panel.view, panel.wordings, panel.texts, panel.target, status}
-    panel.button.click(clarify_for("instruction"), [story_id, instruction], shown)
-    premise_button.click(clarify_for("premise"), [story_id, premise], shown)
+    panel.button.click(per_person(clarify_for("instruction")), [story_id, instruction], shown, **model)
+    premise_button.click(per_person(clarify_for("premise")), [story_id, premise], shown, **model)
     panel.wordings.input(use, [panel.wordings, panel.texts, panel.target, instruction, premise], {instruction, premise})
     if panel.auto is not None:
-        story_id.change(load_auto, story_id, panel.auto)
-        panel.auto.input(save_auto, [story_id, panel.auto], status)
+        story_id.change(per_person(load_auto), story_id, panel.auto)
+        panel.auto.input(per_person(save_auto), [story_id, panel.auto], status)

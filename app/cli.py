@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
         one.add_argument("name")
         one.add_argument("--password-stdin", action="store_true", help="read the password from stdin's first line")
     user_sub.add_parser("list", help="list the accounts")
+    claim = user_sub.add_parser("claim", help="give the stories that belong to nobody (written while accounts "
+                                "were off) to this account")
+    claim.add_argument("name")
 
     folder = sub.add_parser("model-folder", help="write the model (DITTO merged in) as a Hugging Face folder that "
                             "transformers serve or vLLM can serve")
@@ -71,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the web app")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--allow-no-auth", action="store_true",
+                       help="serve a non-loopback --host without accounts (only on a network that is yours alone)")
     return parser
 
 
@@ -125,7 +130,7 @@ def run(args: argparse.Namespace) -> None:
     if args.command == "serve":
         from app.ui import serve
 
-        return serve(settings, host=args.host, port=args.port)
+        return serve(settings, host=args.host, port=args.port, allow_no_auth=args.allow_no_auth)
     service = build_service(settings)
     if args.command == "list":
         for story_id, title in service.list_stories():
@@ -173,6 +178,11 @@ def _user(settings, args) -> None:
             with db.Session() as session:
                 for name in accounts.list_users(session):
                     print(name)
+            return
+        if args.user_command == "claim":
+            with db.Session.begin() as session:
+                count = accounts.claim_unowned(session, args.name)
+            print(f"{count} stories now belong to {args.name}", file=sys.stderr)
             return
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\n")

@@ -29,8 +29,15 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="a Hugging Face model folder or .gguf file; default the embedded SmolLM2")
     embedder: str | None = Field(None, description="a sentence-transformers folder; default the embedded MiniLM")
     device: str = Field("auto", description="auto, cpu or cuda")
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="the address to serve on; 0.0.0.0 for every network")
     port: int = 7860
+    auth: bool = Field(False, description="accounts: each person logs in and sees only their own stories "
+                       "(users from `storyloom user add`)")
+    allow_no_auth: bool = Field(False, description="serve a non-loopback address without accounts (everyone "
+                                "who reaches it shares every story)")
+    writers: int = Field(4, ge=1, le=64, description="events that use the model (steps, clarify, reading) "
+                         "run this many at a time, the others wait in line; their model calls take turns "
+                         "on the one loaded model")
     one_call: bool = Field(False, description="write each step in one call in RecurrentGPT's format "
                            "(for capable models); default: focused calls, which small models can follow")
     retries: int = Field(3, ge=1, le=10, description="tries per model call before a step fails")

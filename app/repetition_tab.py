@@ -23,7 +23,7 @@ DEFAULT_PENALTY = 1.1  # what story calls use when the story sets none
 @dataclass
 class RepetitionTab:
     outputs: list  # what refresh() updates
-    refresh: Callable[[int | None], dict]  # the settings and the chart of a story
+    refresh: Callable  # an event function: the settings and the chart of a story (story id in)
     wire: Callable[[gr.Markdown], None]  # registers the tab's events, once the page's status line exists
 
 
@@ -53,7 +53,10 @@ def analysis_caption(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def build(service: StoryService, story_id: gr.State) -> RepetitionTab:
+def build(service: StoryService, story_id: gr.State,
+          per_person: Callable[[Callable], Callable]) -> RepetitionTab:
+    """The tab. Its events run on the scoped service of whoever sent them: per_person turns
+    fn(service, *inputs) into such an event function."""
     backend = service.writer.backend
     describe = getattr(backend, "describe_adapter", lambda: "this backend has no DITTO adapter")
     with gr.Tab("Repetition", id="repetition") as tab:
@@ -87,7 +90,7 @@ def build(service: StoryService, story_id: gr.State) -> RepetitionTab:
     outputs = [adapter_line, *fields, chart]
     status = None  # the page's status line, given to wire()
 
-    def load(sid) -> dict:
+    def load(service: StoryService, sid) -> dict:
         out = {adapter_line: f"*{describe()}*"}
         if sid is None:
             return out | {chart: chart_frame([])}
@@ -101,7 +104,8 @@ def build(service: StoryService, story_id: gr.State) -> RepetitionTab:
                       ngram: d.no_repeat_ngram_size, dry: d.dry_multiplier, dry_base: d.dry_base,
                       dry_allowed: d.dry_allowed_length, chart: chart_frame(rows)}
 
-    def save(sid, use_ditto, use_guard, lam, rep_penalty, no_repeat, dry_mult, base, allowed) -> dict:
+    def save(service: StoryService, sid, use_ditto, use_guard, lam, rep_penalty, no_repeat, dry_mult, base,
+             allowed) -> dict:
         if sid is None:
             gr.Warning("Start or open a story first.")
             return {status: "**Nothing was saved:** start or open a story first."}
@@ -114,13 +118,15 @@ def build(service: StoryService, story_id: gr.State) -> RepetitionTab:
         except (StoryloomError, TypeError, ValueError) as e:
             gr.Warning(str(e))
             return {status: f"**Nothing was saved:** {e}"}
-        return load(sid) | {status: "Repetition settings saved; the next steps of this story use them."}
+        return load(service, sid) | {status: "Repetition settings saved; the next steps of this story use them."}
+
+    refresh = per_person(load)
 
     def wire(status_line: gr.Markdown) -> None:
         nonlocal status
         status = status_line
         outputs.append(status)
-        tab.select(load, story_id, outputs)
-        save_button.click(save, [story_id, *fields], outputs)
+        tab.select(refresh, story_id, outputs, api_name="repetition_settings")
+        save_button.click(per_person(save), [story_id, *fields], outputs, api_name="save_repetition_settings")
 
-    return RepetitionTab(outputs, load, wire)
+    return RepetitionTab(outputs, refresh, wire)

@@ -3,6 +3,7 @@ every action is one service call, run in a worker thread so its text can stream 
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import queue
@@ -18,9 +19,10 @@ import gradio as gr
 
 from app import clarify_panel, repetition_tab
 from app.inspector import inspector_markdown
-from app.manuscripts import Manuscripts, read_file
-from app.memories import EntryRow, Memories
-from app.reading import Reading, ReaderView
+from app.manuscripts import read_file
+from app.memories import EntryRow
+from app.people import Desk, People
+from app.reading import ReaderView
 from app.service import StoryService, StoryView
 from storage.errors import Conflict, InvalidInput, StoryloomError
 
@@ -128,15 +130,17 @@ def cost_line(view: StoryView) -> str:
             f"({c['prompt_tokens']} prompt + {c['completion_tokens']} completion tokens, {c['retries']} retries).")
 
 
-def build_app(service: StoryService) -> gr.Blocks:
-    reading = Reading(service)
-    memories = Memories(service)
-    manuscripts = Manuscripts(service)
+def build_app(service: StoryService, people: People | None = None, writers: int = 4) -> gr.Blocks:
+    """The page. `people` says whose stories each event may touch (default: accounts off, everyone's).
+    Events that call the model (steps, clarify, reading, imports) run `writers` at a time, the rest
+    of the page is not held up behind them; the model calls inside take turns on one model."""
+    model = {"concurrency_id": "model", "concurrency_limit": writers}
+    people = people or People(service, accounts_on=False)
     exports = ExportFolder()
-    runs: dict[int, threading.Event] = {}  # story id -> the stop signal of its running auto mode
+    runs: dict[tuple, threading.Event] = {}  # (owner, story id) -> the stop signal of its running auto mode
 
-    def story_choices() -> list[tuple[str, int]]:
-        return [(f"{i}: {t}", i) for i, t in service.list_stories()]
+    def story_choices(desk: Desk) -> list[tuple[str, int]]:
+        return [(f"{i}: {t}", i) for i, t in desk.service.list_stories()]
 
     with gr.Blocks(title="storyloom") as app:
         gr.Markdown("# storyloom\nWrite a story with a local language model, one paragraph at a time.")
@@ -144,7 +148,8 @@ def build_app(service: StoryService) -> gr.Blocks:
         seen_head = gr.State(None)  # the head step this page shows, so a stale tab cannot write past it
         with gr.Row():
             with gr.Column(scale=1):
-                stories = gr.Dropdown(label="Your stories", choices=[], value=None, elem_id="stories")
+                stories = gr.Dropdown(label="Your stories (or type a story's number)", choices=[], value=None,
+                                      allow_custom_value=True, elem_id="stories")
                 with gr.Accordion("New story", open=True):
                     premise = gr.Textbox(label="Premise", lines=4, elem_id="premise",
                                          placeholder="What is the story about? Who, where, what goes wrong?")
@@ -235,7 +240,7 @@ def build_app(service: StoryService) -> gr.Blocks:
                         memory_table = gr.Dataframe(headers=MEMORY_HEADERS, value=[], interactive=False, wrap=True,
                                                     max_height=600, elem_id="memory-table",
                                                     column_widths=["6%", "9%", "11%", "7%", "6%", "10%", "11%", "40%"])
-                    repetition = repetition_tab.build(service, story_id)
+                    repetition = repetition_tab.build(service, story_id, people.per_service)
                     with gr.Tab("Inspect", id="inspect"):
                         inspect_number = gr.Number(label="Paragraph number (0 or empty: the last)", precision=0,
                                                    elem_id="inspect-number")
@@ -266,16 +271,16 @@ def build_app(service: StoryService) -> gr.Blocks:
                         import_button = gr.Button("Import as a new story", variant="primary", elem_id="import")
                 status = gr.Markdown(elem_id="status")
                 repetition.wire(status)
-                clarify_panel.wire(service, clarifying, story_id, instruction, premise, clarify_premise_button,
-                                   status)
+                clarify_panel.wire(people.per_service, clarifying, story_id, instruction, premise, clarify_premise_button,
+                                   status, model)
 
         # -- how results reach the page ------------------------------------------------
 
-        def show(view: StoryView, note: str = "") -> dict:
+        def show(desk: Desk, view: StoryView, note: str = "") -> dict:
             choices = [(f"{n}. {p}", n) for n, p in enumerate(view.plans, 1)]
             number, count = view.version
             return {story_id: view.id, seen_head: view.head_step_id,
-                    stories: gr.update(choices=story_choices(), value=view.id),
+                    stories: gr.update(choices=story_choices(desk), value=view.id),
                     manuscript: manuscript_markdown(view), memory: view.short_memory,
                     plans: gr.update(choices=choices, value=None), instruction: "", writing: "",
                     version: f"version {number} of {count}" if count > 1 else "", status: note}
@@ -284,48 +289,58 @@ def build_app(service: StoryService) -> gr.Blocks:
             gr.Warning(message)
             return {writing: "", status: f"**Nothing was written:** {message}"}
 
-        def render(event, note: Callable[[StoryView], str] = cost_line, sid=None) -> dict:
+        def render(desk: Desk, event, note: Callable[[StoryView], str] = cost_line, sid=None) -> dict:
             if isinstance(event, Problem):
-                return {**show(service.view(sid)), **problem(event)} if event.stale_page and sid else problem(event)
+                if event.stale_page and sid:
+                    return {**show(desk, desk.service.view(sid)), **problem(event)}
+                return problem(event)
             if isinstance(event, StoryView):
-                return show(event, note(event))
+                return show(desk, event, note(event))
             if event[0] == "step":
                 _, number, total, view = event
-                return {**show(view, ""), auto_progress: f"**Step {number} of {total} written.**"}
+                return {**show(desk, view, ""), auto_progress: f"**Step {number} of {total} written.**"}
             _, part, text = event
             if part == "import":
                 return {writing: f"*Importing…* {literal(text)}"}
             return {writing: f"*Writing {PART_NAMES.get(part, part)}…*\n\n{literal(text)}"}
 
-        def run(action, sid, *args, **kwargs) -> Iterator[dict]:
+        def run(desk: Desk, action, sid, *args, **kwargs) -> Iterator[dict]:
             for event in stream(action, sid, *args, **kwargs):
-                yield render(event, sid=sid)
+                yield render(desk, event, sid=sid)
 
-        def at_once(action, sid, *args, **kwargs) -> dict:
+        def at_once(desk: Desk, action, sid, *args, **kwargs) -> dict:
             try:
                 view = action(sid, *args, **kwargs)
             except StoryloomError as e:
-                return render(Problem(e), sid=sid)
-            return show(view, "")
+                return render(desk, Problem(e), sid=sid)
+            return show(desk, view, "")
 
         def needs_story(sid) -> dict | None:
             return problem("Start or open a story first.") if sid is None else None
 
-        # -- actions ----------------------------------------------------------------------
+        # -- actions: each takes the desk of the person who asked, then the page's inputs ------
 
-        def open_story(sid):
-            return at_once(service.view, int(sid)) if sid is not None else {}
+        def list_own_stories(desk: Desk):
+            return gr.update(choices=story_choices(desk))
 
-        def start(text: str, title_text: str):
-            for event in stream(service.new_story, text, title_text or None):
-                yield render(event)
+        def open_story(desk: Desk, sid):
+            if sid is None or str(sid).strip() == "":
+                return {}
+            number = str(sid).split(":")[0].strip()  # a choice's value, or what the person typed
+            if not number.isdigit():
+                return problem(f"There is no story {str(sid)[:40]!r}: pick one of yours or type its number.")
+            return at_once(desk, desk.service.view, int(number))
 
-        def pick(plan_number, sid):
+        def start(desk: Desk, text: str, title_text: str):
+            for event in stream(desk.service.new_story, text, title_text or None):
+                yield render(desk, event)
+
+        def pick(desk: Desk, plan_number, sid):
             if plan_number is None or sid is None:
                 return gr.update()
-            return service.view(int(sid)).plans[int(plan_number) - 1]
+            return desk.service.view(int(sid)).plans[int(plan_number) - 1]
 
-        def write_next(sid, head, plan_number, text: str):
+        def write_next(desk: Desk, sid, head, plan_number, text: str):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
@@ -333,106 +348,142 @@ def build_app(service: StoryService) -> gr.Blocks:
             if not text and plan_number is None:
                 yield problem("Pick one of the plans or write your own instruction.")
                 return
-            plans_now = service.view(int(sid)).plans
+            try:
+                plans_now = desk.service.view(int(sid)).plans
+            except StoryloomError as e:
+                yield problem(str(e))
+                return
             if plan_number is not None and text in ("", plans_now[int(plan_number) - 1]):
-                yield from run(service.step, int(sid), int(plan_number), None, seen_head=head)
+                yield from run(desk, desk.service.step, int(sid), int(plan_number), None, seen_head=head)
             else:
-                yield from run(service.step, int(sid), None, text, seen_head=head)
+                yield from run(desk, desk.service.step, int(sid), None, text, seen_head=head)
 
-        def regenerate(sid, head):
+        def regenerate(desk: Desk, sid, head):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
-            yield from run(service.regenerate, int(sid), seen_head=head)
+            yield from run(desk, desk.service.regenerate, int(sid), seen_head=head)
 
-        def simple(action):
-            def handler(sid, *args):
-                return needs_story(sid) or at_once(action, int(sid), *args)
+        def simple(action: Callable[..., StoryView]) -> Callable:
+            """A quick action(service, story id, seen head) that shows the story as it then is."""
+            def handler(desk: Desk, sid, head):
+                return needs_story(sid) or at_once(desk, functools.partial(action, desk.service), int(sid), head)
+            handler.__name__ = action.__name__
             return handler
 
-        def auto(sid, steps):
+        def undo(service: StoryService, sid, head):
+            return service.undo(sid, head)
+
+        def older(service: StoryService, sid, head):
+            return service.other_version(sid, -1, head)
+
+        def newer(service: StoryService, sid, head):
+            return service.other_version(sid, +1, head)
+
+        def auto(desk: Desk, sid, steps):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
-            if int(sid) in runs:
+            run_key = (desk.service.owner, int(sid))  # only its owner can stop it
+            if run_key in runs:
                 yield problem("Auto mode is already running on this story.")
                 return
-            runs[int(sid)] = cancel = threading.Event()
+            runs[run_key] = cancel = threading.Event()
             try:
-                for event in stream(service.auto, int(sid), int(steps or 0), cancel=cancel, steps=True):
-                    yield render(event, lambda view: "Auto mode stopped." if cancel.is_set() else "Auto mode done.")
+                for event in stream(desk.service.auto, int(sid), int(steps or 0), cancel=cancel, steps=True):
+                    yield render(desk, event,
+                                 lambda view: "Auto mode stopped." if cancel.is_set() else "Auto mode done.")
             finally:  # also when the page went away mid-run: nobody could press Stop any more
                 cancel.set()
-                runs.pop(int(sid), None)
+                runs.pop(run_key, None)
 
-        def stop(sid):
-            cancel = runs.get(int(sid)) if sid is not None else None
+        def stop(desk: Desk, sid):
+            cancel = runs.get((desk.service.owner, int(sid))) if sid is not None else None
             if cancel is None:
                 return problem("Nothing is running on this story.")
             cancel.set()
             return {status: "Stopping… the step in progress will be dropped."}
 
-        def load_paragraph(sid, number):
+        def load_paragraph(desk: Desk, sid, number):
             if sid is None or number is None:
                 return {}
-            view = service.view(int(sid))
+            try:
+                view = desk.service.view(int(sid))
+            except StoryloomError as e:
+                return problem(str(e))
             if not 1 <= int(number) <= len(view.paragraphs):
                 return problem(f"There is no paragraph {int(number)}; the story has {len(view.paragraphs)}.")
             index = int(number) - 1
             return {edit_text: view.paragraphs[index], chapter: view.chapters[index] or ""}
 
-        def save(sid, head, number, text, chapter_title):
+        def save(desk: Desk, sid, head, number, text, chapter_title):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
-            view = service.view(int(sid))
+            try:
+                view = desk.service.view(int(sid))
+            except StoryloomError as e:
+                yield problem(str(e))
+                return
             if number is None or not 1 <= int(number) <= len(view.paragraphs):
                 yield problem(f"There is no paragraph {number}; the story has {len(view.paragraphs)}.")
                 return
             changed = (text or "").strip() != view.paragraphs[int(number) - 1]
             saved = (f"Paragraph {int(number)} saved; its memories were derived again from the new text."
                      if changed else f"Paragraph {int(number)} saved (chapter only; the text did not change).")
-            for event in stream(service.edit_paragraph, int(sid), view.step_ids[int(number) - 1], text,
+            for event in stream(desk.service.edit_paragraph, int(sid), view.step_ids[int(number) - 1], text,
                                 chapter_title or "", seen_head=head):  # its summary is written again
-                yield render(event, lambda result: result.notice or saved, sid=int(sid))
+                yield render(desk, event, lambda result: result.notice or saved, sid=int(sid))
 
-        def save_memory(sid, head, text):
+        def save_memory(desk: Desk, sid, head, text):
             if (missing := needs_story(sid)) is not None:
                 return missing
             try:
-                return show(service.edit_short_memory(int(sid), text, seen_head=head),
+                return show(desk, desk.service.edit_short_memory(int(sid), text, seen_head=head),
                             "Short-term memory saved: the next step starts from it.")
             except StoryloomError as e:
-                return render(Problem(e), sid=int(sid))
+                return render(desk, Problem(e), sid=int(sid))
 
         # -- the memory desk ----------------------------------------------------------------
 
-        def memory_page(sid, stale: bool, note: str = "") -> dict:
-            rows = memories.entries(int(sid), include_stale=bool(stale), newest=MEMORY_ROWS)
-            total = memories.count(int(sid), include_stale=bool(stale))
+        def memory_page(desk: Desk, sid, stale: bool, note: str = "") -> dict:
+            rows = desk.memories.entries(int(sid), include_stale=bool(stale), newest=MEMORY_ROWS)
+            total = desk.memories.count(int(sid), include_stale=bool(stale))
             shown = f" (the newest {MEMORY_ROWS} shown; search finds any)" if total > MEMORY_ROWS else ""
             return {memory_table: memory_rows(rows), status: note or f"{total} memory entries{shown}."}
 
-        def refresh_memory(sid, stale):
-            return {} if sid is None else memory_page(sid, stale)
+        def refresh_memory(desk: Desk, sid, stale):
+            if sid is None:
+                return {}
+            try:
+                return memory_page(desk, sid, stale)
+            except StoryloomError as e:
+                return problem(str(e))
 
-        def refresh_table(sid, stale):
+        def refresh_table(desk: Desk, sid, stale):
             """After the story changed or another story opened: the table as it is now, no entry picked."""
             cleared = {entry_id: None, entry_text: "", entry_keys: "", entry_pinned: False}
             if sid is None:
                 return {memory_table: [], **cleared}
-            return {memory_table: memory_page(sid, stale)[memory_table], **cleared}
+            try:
+                return {memory_table: memory_page(desk, sid, stale)[memory_table], **cleared}
+            except StoryloomError as e:
+                return {memory_table: [], **cleared, **problem(str(e))}
 
         def memory_action(action):
             """Run a memory-desk action; afterwards the table shows the memory as it is now."""
-            def handler(sid, stale, *args):
+            def handler(desk: Desk, sid, stale, number, text, keys, pinned):
                 if (missing := needs_story(sid)) is not None:
                     return missing
                 try:
-                    note, fields = action(int(sid), *args)
+                    note, fields = action(desk, int(sid), number, text, keys, pinned)
+                    return {**memory_page(desk, sid, stale, note), **fields}
                 except StoryloomError as e:
-                    return {**memory_page(sid, stale), **problem(str(e))}
-                return {**memory_page(sid, stale, note), **fields}
+                    try:
+                        return {**memory_page(desk, sid, stale), **problem(str(e))}
+                    except StoryloomError:  # the story itself is not there (for this person)
+                        return problem(str(e))
+            handler.__name__ = action.__name__
             return handler
 
         def entry_number(number) -> int:
@@ -440,39 +491,40 @@ def build_app(service: StoryService) -> gr.Blocks:
                 raise InvalidInput("give the id of an entry (click a row of the table)")
             return int(number)
 
-        def save_entry(sid, number, text, keys, pinned):
-            row = memories.entry(sid, entry_number(number))
-            updated = memories.update(sid, row.id, text, keys=parse_keys(keys), pinned=bool(pinned))
+        def save_entry(desk: Desk, sid, number, text, keys, pinned):
+            row = desk.memories.entry(sid, entry_number(number))
+            updated = desk.memories.update(sid, row.id, text, keys=parse_keys(keys), pinned=bool(pinned))
             if updated.stale:
                 return (f"Entry {updated.id} saved. It is stale (its paragraph was edited since), so steps "
                         "do not retrieve it.", {})
             return f"Entry {updated.id} saved; the next step sees it as it is now.", {}
 
         def add_entry(kind):
-            def action(sid, number, text, keys, pinned):
-                row = memories.add(sid, text, kind, keys=parse_keys(keys), pinned=bool(pinned))
+            def action(desk: Desk, sid, number, text, keys, pinned):
+                row = desk.memories.add(sid, text, kind, keys=parse_keys(keys), pinned=bool(pinned))
                 return f"{kind.capitalize()} {row.id} added.", {entry_id: row.id}
+            action.__name__ = f"add_{kind}"
             return action
 
-        def delete_entry(sid, number, text, keys, pinned):
-            memories.delete(sid, entry_number(number))
+        def delete_entry(desk: Desk, sid, number, text, keys, pinned):
+            desk.memories.delete(sid, entry_number(number))
             return f"Entry {int(number)} deleted.", {entry_id: None, entry_text: "", entry_keys: "",
                                                      entry_pinned: False}
 
-        def pick_entry(sid, evt: gr.SelectData):
+        def pick_entry(desk: Desk, sid, evt: gr.SelectData):
             if sid is None or not evt.row_value:
                 return {}
             try:
-                row = memories.entry(int(sid), int(evt.row_value[0]))
+                row = desk.memories.entry(int(sid), int(evt.row_value[0]))
             except StoryloomError as e:
                 return problem(f"{e}; the table was out of date and is shown as it is now")
             return {entry_id: row.id, entry_text: row.text, entry_keys: ", ".join(row.keys), entry_pinned: row.pinned}
 
-        def search_memory(sid, query, k):
+        def search_memory(desk: Desk, sid, query, k):
             if (missing := needs_story(sid)) is not None:
                 return missing
             try:
-                result = memories.search(int(sid), query, int(k or 8))
+                result = desk.memories.search(int(sid), query, int(k or 8))
             except StoryloomError as e:
                 return problem(str(e))
             where = result.where
@@ -481,16 +533,16 @@ def build_app(service: StoryService) -> gr.Blocks:
             rows += [[e.reason, "", "", e.entry_id, e.kind, where.get(e.entry_id, ""), e.text] for e in result.by_rule]
             return {found: rows, status: f"{len(result.hits)} found by meaning, {len(result.by_rule)} by rule."}
 
-        def inspect(sid, number):
+        def inspect(desk: Desk, sid, number):
             if (missing := needs_story(sid)) is not None:
                 return missing
             try:
-                view = service.view(int(sid))
+                view = desk.service.view(int(sid))
                 number = int(number or 0)  # 0 or empty: the last paragraph
                 if number and not 1 <= number <= len(view.step_ids):
                     raise IndexError
                 step_id = view.step_ids[number - 1] if number else None
-                return {inspected: inspector_markdown(service.inspect(int(sid), step_id))}
+                return {inspected: inspector_markdown(desk.service.inspect(int(sid), step_id))}
             except IndexError:
                 return problem(f"There is no paragraph {int(number)}.")
             except StoryloomError as e:
@@ -498,48 +550,48 @@ def build_app(service: StoryService) -> gr.Blocks:
 
         # -- reader mode ------------------------------------------------------------------
 
-        def show_play(play: ReaderView) -> dict:
+        def show_play(desk: Desk, play: ReaderView) -> dict:
             scenes = "\n\n".join(literal(s) for s in play.scenes[:-1])
             recent = f"{scenes}\n\n---\n\n{literal(play.scenes[-1])}" if scenes else literal(play.scenes[-1])
-            options = [(f"{p[1]} ({p[2]} scenes)", p[0]) for p in reading.playthroughs(play.story_id)]
+            options = [(f"{p[1]} ({p[2]} scenes)", p[0]) for p in desk.reading.playthroughs(play.story_id)]
             return {scene: f"{literal(f'{play.title} · played by {play.reader}', 'h2')}\n\n{recent}", writing: "",
                     choices: gr.update(choices=[(c, n) for n, c in enumerate(play.choices, 1)], value=None),
                     playthrough: gr.update(choices=options, value=play.playthrough_id),
                     status: f"Scene {len(play.scenes)}."}
 
-        def play(action, *args) -> Iterator[dict]:
+        def play(desk: Desk, action, *args) -> Iterator[dict]:
             for event in stream(action, *args):
                 if isinstance(event, ReaderView):
-                    yield show_play(event)
+                    yield show_play(desk, event)
                 else:
-                    yield render(event)
+                    yield render(desk, event)
 
-        def start_reading(sid, name):
+        def start_reading(desk: Desk, sid, name):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
-            yield from play(reading.start, int(sid), name)
+            yield from play(desk, desk.reading.start, int(sid), name)
 
-        def choose(pid, number):
+        def choose(desk: Desk, pid, number):
             if pid is None or number is None:
                 yield problem("Start a playthrough and pick what to do.")
                 return
-            yield from play(reading.choose, int(pid), int(number))
+            yield from play(desk, desk.reading.choose, int(pid), int(number))
 
-        def resume(pid):
+        def resume(desk: Desk, pid):
             try:
-                return show_play(reading.view(int(pid))) if pid is not None else {}
+                return show_play(desk, desk.reading.view(int(pid))) if pid is not None else {}
             except StoryloomError as e:
                 return problem(str(e))
 
         # -- files -------------------------------------------------------------------------
 
-        def export(sid, fmt, with_vectors):
+        def export(desk: Desk, sid, fmt, with_vectors):
             hidden = {download: gr.update(visible=False)}
             if (missing := needs_story(sid)) is not None:
                 return {**missing, **hidden}
             try:
-                done = manuscripts.export(int(sid), fmt, vectors=bool(with_vectors))
+                done = desk.manuscripts.export(int(sid), fmt, vectors=bool(with_vectors))
                 path = exports.save(done.filename, done.data)
             except StoryloomError as e:
                 return {**problem(str(e)), **hidden}
@@ -548,7 +600,7 @@ def build_app(service: StoryService) -> gr.Blocks:
             return {download: gr.update(value=str(path), label=f"⬇ Download {done.filename}", visible=True),
                     status: note, writing: ""}
 
-        def import_story(path, premise_text):
+        def import_story(desk: Desk, path, premise_text):
             if not path:
                 yield problem("Choose a file to import first.")
                 return
@@ -560,67 +612,78 @@ def build_app(service: StoryService) -> gr.Blocks:
             name = Path(path).name
 
             def action(on_text):
-                return manuscripts.import_file(name, raw, premise_text or None,
-                                               on_progress=lambda line: on_text("import", line))
+                return desk.manuscripts.import_file(name, raw, premise_text or None,
+                                                    on_progress=lambda line: on_text("import", line))
 
             def imported(view: StoryView) -> str:
                 return (f"Imported **{name}** as story {view.id}, {len(view.paragraphs)} paragraphs."
                         + (f" {view.notice}" if view.notice else ""))
 
             for event in stream(action):
-                yield render(event, note=imported)
+                yield render(desk, event, note=imported)
 
-        # -- wiring ------------------------------------------------------------------------
+        # -- wiring: `on` gives each action the desk of the person who sent the event --------
 
+        on = people.handler
         page = {story_id, seen_head, stories, manuscript, memory, plans, instruction, writing, version, status}
-        app.load(lambda: gr.update(choices=story_choices()), None, stories)  # stories made since launch
+        app.load(on(list_own_stories), None, stories)  # stories made since launch
         table = {memory_table, entry_id, entry_text, entry_keys, entry_pinned}
 
         def then_table(event) -> None:
             """After an action that changes the story (or opens another), the Memory tab follows."""
-            event.then(refresh_table, [story_id, show_stale], table).then(
-                repetition.refresh, story_id, repetition.outputs)
+            event.then(on(refresh_table), [story_id, show_stale], table, api_visibility="undocumented").then(
+                repetition.refresh, story_id, repetition.outputs, api_visibility="undocumented")
 
-        then_table(stories.input(open_story, stories, page))
-        then_table(start_button.click(start, [premise, title], page))
-        plans.change(pick, [plans, story_id], instruction)
-        then_table(step_button.click(write_next, [story_id, seen_head, plans, instruction], page))
-        then_table(regenerate_button.click(regenerate, [story_id, seen_head], page))
-        then_table(undo_button.click(simple(service.undo), [story_id, seen_head], page))
-        then_table(older_button.click(simple(lambda sid, head: service.other_version(sid, -1, head)),
-                                      [story_id, seen_head], page))
-        then_table(newer_button.click(simple(lambda sid, head: service.other_version(sid, +1, head)),
-                                      [story_id, seen_head], page))
-        then_table(auto_button.click(auto, [story_id, auto_steps], page | {auto_progress}))
-        stop_button.click(stop, story_id, {status, writing}, concurrency_limit=None)
-        edit_number.change(load_paragraph, [story_id, edit_number], {edit_text, chapter, writing, status})
-        then_table(save_button.click(save, [story_id, seen_head, edit_number, edit_text, chapter], page))
-        then_table(save_memory_button.click(save_memory, [story_id, seen_head, memory], page))
-        memory_tab.select(refresh_memory, [story_id, show_stale], {memory_table, status})
-        show_stale.change(refresh_memory, [story_id, show_stale], {memory_table, status})
+        then_table(stories.input(on(open_story), stories, page))
+        then_table(start_button.click(on(start), [premise, title], page, api_name="start", **model))
+        plans.change(on(pick), [plans, story_id], instruction)
+        then_table(step_button.click(on(write_next), [story_id, seen_head, plans, instruction], page,
+                                     api_name="step", **model))
+        then_table(regenerate_button.click(on(regenerate), [story_id, seen_head], page, **model))
+        then_table(undo_button.click(on(simple(undo)), [story_id, seen_head], page))
+        then_table(older_button.click(on(simple(older)), [story_id, seen_head], page))
+        then_table(newer_button.click(on(simple(newer)), [story_id, seen_head], page))
+        then_table(auto_button.click(on(auto), [story_id, auto_steps], page | {auto_progress}, **model))
+        stop_button.click(on(stop), story_id, {status, writing}, concurrency_limit=None)
+        edit_number.change(on(load_paragraph), [story_id, edit_number], {edit_text, chapter, writing, status})
+        then_table(save_button.click(on(save), [story_id, seen_head, edit_number, edit_text, chapter], page,
+                                     api_name="save_paragraph", **model))
+        then_table(save_memory_button.click(on(save_memory), [story_id, seen_head, memory], page))
+        memory_tab.select(on(refresh_memory), [story_id, show_stale], {memory_table, status})
+        show_stale.change(on(refresh_memory), [story_id, show_stale], {memory_table, status})
         entry_fields = [entry_id, entry_text, entry_keys, entry_pinned]
         desk_page = {memory_table, status, writing, *entry_fields}
-        entry_save_button.click(memory_action(save_entry), [story_id, show_stale, *entry_fields], desk_page)
-        entry_note_button.click(memory_action(add_entry("note")), [story_id, show_stale, *entry_fields], desk_page)
-        entry_lore_button.click(memory_action(add_entry("lore")), [story_id, show_stale, *entry_fields], desk_page)
-        entry_delete_button.click(memory_action(delete_entry), [story_id, show_stale, *entry_fields], desk_page)
-        memory_table.select(pick_entry, story_id, {*entry_fields, memory_table, status, writing})
-        memory_search_button.click(search_memory, [story_id, memory_query, memory_k], {found, status, writing})
-        inspect_button.click(inspect, [story_id, inspect_number], {inspected, writing, status})
-        export_button.click(export, [story_id, export_format, export_vectors], {download, status, writing})
-        then_table(import_button.click(import_story, [import_file, import_premise], page))
+        for button, action in ((entry_save_button, save_entry), (entry_note_button, add_entry("note")),
+                               (entry_lore_button, add_entry("lore")), (entry_delete_button, delete_entry)):
+            button.click(on(memory_action(action)), [story_id, show_stale, *entry_fields], desk_page)
+        memory_table.select(on(pick_entry), story_id, {*entry_fields, memory_table, status, writing})
+        memory_search_button.click(on(search_memory), [story_id, memory_query, memory_k], {found, status, writing})
+        inspect_button.click(on(inspect), [story_id, inspect_number], {inspected, writing, status})
+        export_button.click(on(export), [story_id, export_format, export_vectors], {download, status, writing})
+        then_table(import_button.click(on(import_story), [import_file, import_premise], page, **model))
         reading_page = {scene, choices, playthrough, writing, status}
-        read_button.click(start_reading, [story_id, reader_name], reading_page)
-        choose_button.click(choose, [playthrough, choices], reading_page)
-        playthrough.input(resume, playthrough, reading_page)
+        read_button.click(on(start_reading), [story_id, reader_name], reading_page, **model)
+        choose_button.click(on(choose), [playthrough, choices], reading_page, **model)
+        playthrough.input(on(resume), playthrough, reading_page)
     return app
 
 
-def serve(settings, host: str | None = None, port: int | None = None) -> None:
+def serve(settings, host: str | None = None, port: int | None = None, allow_no_auth: bool = False) -> None:
+    from app.people import LOGIN_MESSAGE, check_binding, login_check
     from app.wiring import build_service
+    from storage import accounts
 
+    host = host or settings.host
+    check_binding(host, settings.auth, allow_no_auth or settings.allow_no_auth)
     service = build_service(settings)
-    app = build_app(service)
-    app.queue(default_concurrency_limit=1).launch(
-        server_name=host or settings.host, server_port=port or settings.port,
-        theme=gr.themes.Soft(), show_error=True, ssr_mode=False)
+    if settings.auth:
+        with service.db.Session() as session:
+            if not accounts.list_users(session):
+                raise InvalidInput("accounts are on (STORYLOOM_AUTH) but there are none: add one with "
+                                   "`storyloom user add NAME` (and `storyloom user claim NAME` for the stories "
+                                   "written while accounts were off)")
+    app = build_app(service, People(service, accounts_on=settings.auth), writers=settings.writers)
+    app.queue(default_concurrency_limit=16).launch(
+        server_name=host, server_port=port or settings.port, theme=gr.themes.Soft(), show_error=True,
+        ssr_mode=False, auth=login_check(service.db) if settings.auth else None,
+        auth_message=LOGIN_MESSAGE)

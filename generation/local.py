@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -112,8 +113,35 @@ def save_folder(model, tokenizer, folder: Path) -> Path:
     return folder
 
 
+class Turns:
+    """A lock that serves its waiters in the order they came (threading.Lock does not), so the
+    model calls of many writers take turns: a long auto run cannot starve the others' steps."""
+
+    def __init__(self):
+        self._mutex = threading.Lock()
+        self._waiting: deque[threading.Event] = deque()
+        self._held = False
+
+    def __enter__(self) -> "Turns":
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return self
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # the holder hands the lock straight to the first waiter
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().set()
+            else:
+                self._held = False
+
+
 class TransformersBackend:
-    """Loads on first use; one generation at a time (requests queue on a lock)."""
+    """Loads on first use; one generation at a time (calls take turns, first come first served)."""
 
     def __init__(self, model: str | None = None, device: str = "auto", stream_timeout: float = 120.0,
                  adapter: str | Path | None = None, pause_adapter: str | Path | None = None):
@@ -132,7 +160,7 @@ class TransformersBackend:
         self._tokenizer = None
         self._token_sets: dict[str | tuple, list[int]] = {}
         self._load_lock = threading.Lock()
-        self._generate_lock = threading.Lock()
+        self._generate_lock = Turns()
 
     def load(self):
         with self._load_lock:

@@ -16,17 +16,18 @@ import re
 import secrets
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storage.errors import Conflict, InvalidInput, NotFound
-from storage.models import User
+from storage.models import Story, User
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 LOCK_AFTER = 5
 MAX_LOCK = timedelta(minutes=15)
+LOCKED = "too many failed logins for this account"  # how a refusal of a locked account starts
 # scrypt with n = 2**14, r = 8, p = 1: 16 MiB and about 50 ms a check on one core
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -77,6 +78,13 @@ def set_password(session: Session, name: str, password: str) -> User:
     return user
 
 
+def claim_unowned(session: Session, name: str) -> int:
+    """Give the stories that belong to nobody (written while accounts were off) to `name`; how many."""
+    if session.scalar(select(User).where(User.name == name)) is None:
+        raise NotFound(f"no user named {name!r}")
+    return session.execute(update(Story).where(Story.owner.is_(None)).values(owner=name)).rowcount
+
+
 def list_users(session: Session) -> list[str]:
     return list(session.scalars(select(User.name).order_by(User.name)))
 
@@ -89,7 +97,7 @@ def log_in(session: Session, name: str, password: str, now: datetime | None = No
     user = session.scalar(select(User).where(User.name == name)) if name and len(name) <= 64 else None
     if user is not None and user.locked_until is not None and _aware(user.locked_until) > now:
         wait = math.ceil((_aware(user.locked_until) - now).total_seconds())
-        return None, f"too many failed logins for this account: try again in {wait} s"
+        return None, f"{LOCKED}: try again in {wait} s"
     if user is None or not password or len(password) > MAX_PASSWORD or \
             not password_matches(password, user.password_hash):
         if user is not None:

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +26,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+EXE = str(Path(sys.executable).with_name("storyloom"))
+
+
+def storyloom_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment for a `storyloom` process: none of this shell's STORYLOOM_ settings, its own
+    data directory, and the given settings (auth="true" becomes STORYLOOM_AUTH=true)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STORYLOOM_")}
+    env["STORYLOOM_DATA_DIR"] = str(data_dir)
+    env.update({f"STORYLOOM_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+@contextmanager
+def running_app(env: dict[str, str], log_path: Path, *args: str):
+    """`storyloom serve` on a free port, started and waited for; yields its URL and stops it after."""
+    port = free_port()
+    with open(log_path, "w+") as log:
+        process = subprocess.Popen([EXE, "serve", "--port", str(port), *args], env=env, stdout=log, stderr=log)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            for _ in range(240):
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                    break
+                except OSError:
+                    assert process.poll() is None, log_path.read_text()
+                    time.sleep(0.5)
+            else:
+                pytest.fail("the app did not start: " + log_path.read_text())
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

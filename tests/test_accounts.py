@@ -83,3 +83,34 @@ def test_a_hundred_wrong_passwords_lock_the_account_and_cost_little(db):
         assert accounts.log_in(s, "ada", "right password", now=later + timedelta(seconds=5)) == ("ada", "")
     with db.Session() as s:
         assert s.query(User).one().failed_logins == 0
+
+
+def test_stories_written_without_accounts_can_be_claimed(db):
+    from storage import repo
+
+    with db.Session.begin() as s:
+        accounts.add_user(s, "ada", "long enough")
+        repo.create_story(s, title="Nobody's", premise="p", outline="")
+        repo.create_story(s, title="Bob's", premise="p", outline="", owner="bob")
+    with db.Session.begin() as s:
+        with pytest.raises(NotFound, match="no user named 'carl'"):
+            accounts.claim_unowned(s, "carl")
+        assert accounts.claim_unowned(s, "ada") == 1
+    with db.Session() as s:
+        assert [t.title for t in repo.list_stories(s, "ada")] == ["Nobody's"]
+        assert [t.title for t in repo.list_stories(s, "bob")] == ["Bob's"]
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True),
+                                            ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
+                                            ("::", False), ("192.168.1.20", False), ("example.org", False)])
+def test_only_loopback_is_served_without_accounts_unless_allowed(host, loopback):
+    from app.people import check_binding
+
+    if loopback:
+        check_binding(host, accounts_on=False, allow_no_auth=False)
+    else:
+        with pytest.raises(InvalidInput, match=f"refusing to serve on {host} without accounts"):
+            check_binding(host, accounts_on=False, allow_no_auth=False)
+    check_binding(host, accounts_on=True, allow_no_auth=False)
+    check_binding(host, accounts_on=False, allow_no_auth=True)

@@ -4,47 +4,25 @@ a screenshot of each screen goes to test-artifacts/."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import running_app, storyloom_env
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-EXE = str(Path(sys.executable).with_name("storyloom"))
 MODEL_WAIT = 400_000  # ms: a step of the embedded model on two cores takes about a minute
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STORYLOOM_")}
-    env["STORYLOOM_DATA_DIR"] = str(tmp_path_factory.mktemp("browser"))
-    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
-    process = subprocess.Popen([EXE, "serve", "--port", str(port)], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            assert process.poll() is None, open(log.name).read()
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("the app did not start: " + open(log.name).read())
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    env = storyloom_env(tmp_path_factory.mktemp("browser"))
+    with running_app(env, tmp_path_factory.mktemp("log") / "serve.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-EXE = str(Path(sys.executable).with_name("storyloom"))
+from tests.conftest import EXE
+
 PREMISE = "A lighthouse keeper on a remote island finds a message in a bottle addressed to her."
 
 

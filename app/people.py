@@ -1,0 +1,131 @@
+"""Who is asking. With accounts on (STORYLOOM_AUTH=true) the web app asks for a name and a password,
+and every event runs on the service scoped to the person who sent it: they see and change their own
+stories only, and another person's story id is "not found". With accounts off, everyone shares
+every story, so the app then serves the loopback address only, unless told otherwise."""
+
+from __future__ import annotations
+
+import inspect
+import ipaddress
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+import gradio as gr
+from fastapi import HTTPException
+
+from app.manuscripts import Manuscripts
+from app.memories import Memories
+from app.reading import Reading
+from app.service import StoryService
+from storage import accounts
+from storage.accounts import LOCK_AFTER
+from storage.db import Database
+from storage.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class Desk:
+    """One person's storyloom: the story service and its helpers, all scoped to the same person."""
+
+    service: StoryService
+    reading: Reading
+    memories: Memories
+    manuscripts: Manuscripts
+
+    @classmethod
+    def of(cls, service: StoryService) -> "Desk":
+        return cls(service, Reading(service), Memories(service), Manuscripts(service))
+
+
+class People:
+    """Turns a Gradio request into the desk of the person who sent it."""
+
+    def __init__(self, service: StoryService, accounts_on: bool):
+        self.service = service
+        self.accounts_on = accounts_on
+        self.everyone = Desk.of(service)  # accounts off: one desk with every story
+
+    def desk(self, request: gr.Request | None) -> Desk:
+        if not self.accounts_on:
+            return self.everyone
+        name = getattr(request, "username", None)
+        if not name:  # the login page stands before every route; this would be a bug
+            raise gr.Error("You are not logged in. Reload the page and log in.")
+        return Desk.of(self.service.as_user(name))
+
+    def handler(self, fn: Callable, part: Callable[[Desk], object] = lambda desk: desk) -> Callable:
+        """An event function for Gradio from fn(desk, *inputs): it takes the inputs and the request,
+        and calls fn with the requester's desk (or part(desk), e.g. just the service) first."""
+        signature = inspect.signature(fn)
+        first, *params = signature.parameters.values()
+        hints = {name: hint for name, hint in typing.get_type_hints(fn).items() if name != first.name}
+        request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                    annotation=gr.Request)
+
+        if inspect.isgeneratorfunction(fn):
+            def event(*args):
+                *inputs, req = args
+                yield from fn(part(self.desk(req)), *inputs)
+        else:
+            def event(*args):
+                *inputs, req = args
+                return fn(part(self.desk(req)), *inputs)
+        # Gradio reads the signature and type hints to count the inputs and to find where the
+        # request (and event data such as gr.SelectData) go
+        event.__signature__ = signature.replace(parameters=[*params, request])
+        event.__annotations__ = {**hints, "request": gr.Request}
+        event.__name__ = event.__qualname__ = fn.__name__
+        return event
+
+    def per_service(self, fn: Callable) -> Callable:
+        """handler() for fn(service, *inputs): the requester's scoped story service first."""
+        return self.handler(fn, part=lambda desk: desk.service)
+
+
+LOGIN_MESSAGE = (f"Log in with the name and password from `storyloom user add`. After {LOCK_AFTER} wrong "
+                 "passwords in a row the account is locked for a while (2 s, then twice as long after each "
+                 "further miss, at most 15 minutes), and the page says \"incorrect credentials\" until it opens.")
+
+
+def login_check(db: Database) -> Callable:
+    """Gradio's auth function: the database's accounts, checked in a worker thread (scrypt takes
+    about 50 ms and must not stall other people's events). A refusal is 400 with why in its detail
+    (a wrong name or password, or a locked account and how long to wait), never whether the name
+    exists. Gradio's login page shows "incorrect credentials" for a 400 and nothing for any other
+    status, so a locked account is a 400 too; the page's message explains the lockout."""
+
+    def check(name: str, password: str) -> tuple[str | None, str]:
+        with db.Session.begin() as session:  # the failure count is kept either way
+            return accounts.log_in(session, name, password)
+
+    async def auth(name: str, password: str) -> bool:
+        who, why = await anyio.to_thread.run_sync(check, name, password)
+        if who is not None:
+            return True
+        raise HTTPException(status_code=400, detail=why[:1].upper() + why[1:])
+
+    return auth
+
+
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def check_binding(host: str, accounts_on: bool, allow_no_auth: bool) -> None:
+    """Refuse to serve every story to a network without logins, unless told to."""
+    if accounts_on or allow_no_auth or is_loopback(host):
+        return
+    raise InvalidInput(
+        f"refusing to serve on {host} without accounts: anyone who reaches it could read and change every "
+        "story. Turn accounts on (STORYLOOM_AUTH=true, with users from `storyloom user add NAME`), or, on a "
+        "network that is yours alone, pass --allow-no-auth (or STORYLOOM_ALLOW_NO_AUTH=true)")

@@ -1,0 +1,119 @@
+"""Accounts over HTTP: the real `storyloom serve` with STORYLOOM_AUTH=true, users made with
+`storyloom user add`, and clients that log in through the login route (gradio_client, and plain
+HTTP for the lockout). Stories come in as JSON backups, so no model call is needed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+from gradio_client import Client, handle_file
+
+from app.manuscripts import Manuscripts
+from storage.db import open_database, sqlite_url
+from tests.conftest import EXE, running_app, storyloom_env
+from tests.test_service import make_service
+
+PASSWORDS = {"ada": "ada's long password", "bob": "bob's long password"}
+
+
+@pytest.fixture(scope="module")
+def backup(tmp_path_factory, embedder):
+    """A JSON backup of a two-paragraph story, written by the service with the scripted model."""
+    folder = tmp_path_factory.mktemp("backup")
+    db = open_database(sqlite_url(folder / "source.db"))
+    service, _ = make_service(db, embedder)
+    view = service.step(service.new_story("A keeper finds a letter from the future.").id, plan=1)
+    path = folder / "keeper.json"
+    path.write_bytes(Manuscripts(service).export(view.id, "json").data)
+    db.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("accounts")
+    env = storyloom_env(data, auth="true")
+    for name, password in PASSWORDS.items():
+        made = subprocess.run([EXE, "user", "add", name, "--password-stdin"], input=password + "\n", env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+    with running_app(env, data / "serve.log") as url:
+        yield url
+
+
+def client(url: str, name: str) -> Client:
+    return Client(url, auth=(name, PASSWORDS[name]), verbose=False)
+
+
+def log_in(url: str, name: str, password: str) -> tuple[int, str]:
+    form = urllib.parse.urlencode({"username": name, "password": password}).encode()
+    try:
+        with urllib.request.urlopen(url + "login", data=form, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def own_stories(person: Client) -> list[int]:
+    return [value for _, value in person.predict(api_name="/list_own_stories")["choices"]]
+
+
+def import_backup(person: Client, path) -> int:
+    status = person.predict(handle_file(str(path)), "", api_name="/import_story")[-1]
+    return int(re.search(r"as story (\d+)", status).group(1))
+
+
+def test_without_a_login_nothing_is_served(server):
+    with pytest.raises(Exception, match="(?i)auth|login|401|credentials"):
+        Client(server, verbose=False)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(server + "gradio_api/info", timeout=30)
+    assert refused.value.code == 401
+
+
+def test_each_person_sees_and_opens_only_their_own_stories(server, backup):
+    ada, bob = client(server, "ada"), client(server, "bob")
+    adas = import_backup(ada, backup)
+    bobs = import_backup(bob, backup)
+    assert adas in own_stories(ada) and bobs not in own_stories(ada)
+    assert bobs in own_stories(bob) and adas not in own_stories(bob)
+
+    opened = bob.predict(str(bobs), api_name="/open_story")
+    assert "The Keeper" in opened[2] and "Mara climbed" in opened[2]  # the manuscript
+    for person, other in ((bob, adas), (ada, bobs)):  # typed into the story box, as a person could
+        *page, status = person.predict(str(other), api_name="/open_story")
+        assert status == f"**Nothing was written:** no story with id {other}"
+        assert "Mara" not in str(page)
+    *_, nowhere = bob.predict("999999", api_name="/open_story")  # the same answer as a story nobody has
+    assert nowhere == "**Nothing was written:** no story with id 999999"
+
+
+def test_a_hundred_wrong_passwords_lock_that_account_only(server):
+    answers = [log_in(server, "ada", f"guess number {n}") for n in range(100)]
+    assert {code for code, _ in answers} == {400}  # the status Gradio's login page answers
+    wrong = '"Wrong name or password"'
+    locked = '"Too many failed logins for this account: try again in'
+    assert [wrong in detail for _, detail in answers] == [True] * 5 + [False] * 95
+    assert all(locked in detail for _, detail in answers[5:])
+    assert log_in(server, "nobody", "some password") == (400, f'{{"detail":{wrong}}}')  # as a wrong password
+    right = log_in(server, "ada", PASSWORDS["ada"])
+    assert right[0] == 400 and locked in right[1]  # locked, even with the right password
+    assert log_in(server, "bob", PASSWORDS["bob"])[0] == 200  # everyone else is served
+    assert isinstance(own_stories(client(server, "bob")), list)
+
+
+def test_no_accounts_on_every_network_and_no_empty_accounts(tmp_path):
+    def serve(*args, **settings):
+        return subprocess.run([EXE, "serve", "--port", "9", *args], env=storyloom_env(tmp_path, **settings),
+                              capture_output=True, text=True, timeout=300)
+
+    open_to_all = serve("--host", "0.0.0.0")
+    assert open_to_all.returncode == 1
+    assert "refusing to serve on 0.0.0.0 without accounts" in open_to_all.stderr
+    nobody = serve(auth="true")
+    assert nobody.returncode == 1 and "accounts are on (STORYLOOM_AUTH) but there are none" in nobody.stderr
