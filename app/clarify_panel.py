@@ -124,10 +124,10 @@ def wire(per_person: Callable[[Callable], Callable], panel: ClarifyPanel, story_
             return f"**Nothing was saved:** {e}"
         return "Auto mode now clarifies each revised plan." if on else "Auto mode writes from the revised plans as they are."
 
-    shown = {panel.view, panel.wordings, panel.texts, panel.target, status}
+    shown = [panel.view, panel.wordings, panel.texts, panel.target, status]
     panel.button.click(per_person(clarify_for("instruction")), [story_id, instruction], shown, **model)
     premise_button.click(per_person(clarify_for("premise")), [story_id, premise], shown, **model)
-    panel.wordings.input(use, [panel.wordings, panel.texts, panel.target, instruction, premise], {instruction, premise})
+    panel.wordings.input(use, [panel.wordings, panel.texts, panel.target, instruction, premise], [instruction, premise])
     if panel.auto is not None:
         story_id.change(per_person(load_auto), story_id, panel.auto)
         panel.auto.input(per_person(save_auto), [story_id, panel.auto], status)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import anyio
 import gradio as gr
 from fastapi import HTTPException
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.manuscripts import Manuscripts
 from app.memories import Memories
@@ -21,7 +22,7 @@ from app.reading import Reading
 from app.service import StoryService
 from storage import accounts
 from storage.accounts import LOCK_AFTER
-from storage.db import Database
+from storage.db import Database, unavailable
 from storage.errors import InvalidInput
 
 
@@ -67,11 +68,17 @@ class People:
         if inspect.isgeneratorfunction(fn):
             def event(*args):
                 *inputs, req = args
-                yield from fn(part(self.desk(req)), *inputs)
+                try:
+                    yield from fn(part(self.desk(req)), *inputs)
+                except SQLAlchemyError as e:  # the database went away: say so, the page stays as it was
+                    raise gr.Error(str(unavailable(e))) from e
         else:
             def event(*args):
                 *inputs, req = args
-                return fn(part(self.desk(req)), *inputs)
+                try:
+                    return fn(part(self.desk(req)), *inputs)
+                except SQLAlchemyError as e:
+                    raise gr.Error(str(unavailable(e))) from e
         # Gradio reads the signature and type hints to count the inputs and to find where the
         # request (and event data such as gr.SelectData) go
         event.__signature__ = signature.replace(parameters=[*params, request])
@@ -101,7 +108,10 @@ def login_check(db: Database) -> Callable:
             return accounts.log_in(session, name, password)
 
     async def auth(name: str, password: str) -> bool:
-        who, why = await anyio.to_thread.run_sync(check, name, password)
+        try:
+            who, why = await anyio.to_thread.run_sync(check, name, password)
+        except SQLAlchemyError as e:
+            raise HTTPException(status_code=503, detail=str(unavailable(e)).replace("nothing was saved. ", "")) from e
         if who is not None:
             return True
         raise HTTPException(status_code=400, detail=why[:1].upper() + why[1:])

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gradio as gr
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import clarify_panel, repetition_tab
 from app.inspector import inspector_markdown
@@ -24,6 +25,7 @@ from app.memories import EntryRow
 from app.people import Desk, People
 from app.reading import ReaderView
 from app.service import StoryService, StoryView
+from storage.db import unavailable
 from storage.errors import Conflict, InvalidInput, StoryloomError
 
 log = logging.getLogger("storyloom.ui")
@@ -47,11 +49,13 @@ def parse_keys(text: str | None) -> list[str]:
 
 
 class Problem(str):
-    """A message for the person, yielded by `stream` instead of a result."""
+    """A message for the person, yielded by `stream` instead of a result. `draft`: the paragraph
+    the model had written when saving it failed, shown so that it is not lost."""
 
-    def __new__(cls, error: StoryloomError):
+    def __new__(cls, error: StoryloomError, draft: str = ""):
         problem = super().__new__(cls, str(error))
         problem.stale_page = isinstance(error, Conflict)  # the story moved on: show it as it is now
+        problem.draft = draft
         return problem
 
 
@@ -64,11 +68,21 @@ def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[t
     if steps:
         kwargs["on_step"] = lambda number, total, view: events.put(("step", number, total, view))
 
+    written: dict[str, str] = {}
+
+    def on_text(part: str, text: str) -> None:
+        written[part] = text
+        events.put(("text", part, text))
+
     def work() -> None:
         try:
-            outcome["view"] = action(*args, on_text=lambda part, text: events.put(("text", part, text)), **kwargs)
+            outcome["view"] = action(*args, on_text=on_text, **kwargs)
         except StoryloomError as e:
             outcome["error"] = e
+        except SQLAlchemyError as e:  # the database went away mid-action: rolled back, text kept on screen
+            log.warning("action %s: %s", getattr(action, "__name__", action), e)
+            outcome["error"] = unavailable(e)
+            outcome["draft"] = written.get("paragraph", "")
         except Exception as e:  # a bug or an outage: logged with its traceback, one line for the person
             log.exception("action %s failed", getattr(action, "__name__", action))
             outcome["error"] = StoryloomError(f"unexpected error ({type(e).__name__}: {e}); nothing was written")
@@ -78,7 +92,7 @@ def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[t
     threading.Thread(target=work, name="storyloom-action", daemon=True).start()
     while (event := events.get()) is not None:
         yield event
-    yield Problem(outcome["error"]) if "error" in outcome else outcome["view"]
+    yield Problem(outcome["error"], outcome.get("draft", "")) if "error" in outcome else outcome["view"]
 
 
 def literal(text: str, tag: str = "p") -> str:
@@ -293,6 +307,9 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
             if isinstance(event, Problem):
                 if event.stale_page and sid:
                     return {**show(desk, desk.service.view(sid)), **problem(event)}
+                if event.draft:  # not saved: the text stays on screen, to copy
+                    return {**problem(event), writing: f"*Not saved; the paragraph as written:*\n\n"
+                                                       f"{literal(event.draft)}"}
                 return problem(event)
             if isinstance(event, StoryView):
                 return show(desk, event, note(event))
@@ -625,9 +642,10 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
         # -- wiring: `on` gives each action the desk of the person who sent the event --------
 
         on = people.handler
-        page = {story_id, seen_head, stories, manuscript, memory, plans, instruction, writing, version, status}
+        # outputs are lists, so API clients get them in this order (the status line last)
+        page = [story_id, seen_head, stories, manuscript, memory, plans, instruction, writing, version, status]
         app.load(on(list_own_stories), None, stories)  # stories made since launch
-        table = {memory_table, entry_id, entry_text, entry_keys, entry_pinned}
+        table = [memory_table, entry_id, entry_text, entry_keys, entry_pinned]
 
         def then_table(event) -> None:
             """After an action that changes the story (or opens another), the Memory tab follows."""
@@ -643,25 +661,25 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
         then_table(undo_button.click(on(simple(undo)), [story_id, seen_head], page))
         then_table(older_button.click(on(simple(older)), [story_id, seen_head], page))
         then_table(newer_button.click(on(simple(newer)), [story_id, seen_head], page))
-        then_table(auto_button.click(on(auto), [story_id, auto_steps], page | {auto_progress}, **model))
-        stop_button.click(on(stop), story_id, {status, writing}, concurrency_limit=None)
-        edit_number.change(on(load_paragraph), [story_id, edit_number], {edit_text, chapter, writing, status})
+        then_table(auto_button.click(on(auto), [story_id, auto_steps], [*page, auto_progress], **model))
+        stop_button.click(on(stop), story_id, [writing, status], concurrency_limit=None)
+        edit_number.change(on(load_paragraph), [story_id, edit_number], [edit_text, chapter, writing, status])
         then_table(save_button.click(on(save), [story_id, seen_head, edit_number, edit_text, chapter], page,
                                      api_name="save_paragraph", **model))
         then_table(save_memory_button.click(on(save_memory), [story_id, seen_head, memory], page))
-        memory_tab.select(on(refresh_memory), [story_id, show_stale], {memory_table, status})
-        show_stale.change(on(refresh_memory), [story_id, show_stale], {memory_table, status})
+        memory_tab.select(on(refresh_memory), [story_id, show_stale], [memory_table, status])
+        show_stale.change(on(refresh_memory), [story_id, show_stale], [memory_table, status])
         entry_fields = [entry_id, entry_text, entry_keys, entry_pinned]
-        desk_page = {memory_table, status, writing, *entry_fields}
+        desk_page = [memory_table, *entry_fields, writing, status]
         for button, action in ((entry_save_button, save_entry), (entry_note_button, add_entry("note")),
                                (entry_lore_button, add_entry("lore")), (entry_delete_button, delete_entry)):
             button.click(on(memory_action(action)), [story_id, show_stale, *entry_fields], desk_page)
-        memory_table.select(on(pick_entry), story_id, {*entry_fields, memory_table, status, writing})
-        memory_search_button.click(on(search_memory), [story_id, memory_query, memory_k], {found, status, writing})
-        inspect_button.click(on(inspect), [story_id, inspect_number], {inspected, writing, status})
-        export_button.click(on(export), [story_id, export_format, export_vectors], {download, status, writing})
+        memory_table.select(on(pick_entry), story_id, [*entry_fields, memory_table, writing, status])
+        memory_search_button.click(on(search_memory), [story_id, memory_query, memory_k], [found, writing, status])
+        inspect_button.click(on(inspect), [story_id, inspect_number], [inspected, writing, status])
+        export_button.click(on(export), [story_id, export_format, export_vectors], [download, writing, status])
         then_table(import_button.click(on(import_story), [import_file, import_premise], page, **model))
-        reading_page = {scene, choices, playthrough, writing, status}
+        reading_page = [scene, choices, playthrough, writing, status]
         read_button.click(on(start_reading), [story_id, reader_name], reading_page, **model)
         choose_button.click(on(choose), [playthrough, choices], reading_page, **model)
         playthrough.input(on(resume), playthrough, reading_page)
@@ -674,6 +692,10 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
     from storage import accounts
 
     host = host or settings.host
+    talk = logging.StreamHandler()  # what the server does, for whoever runs it: model loads, failures
+    talk.setFormatter(logging.Formatter("storyloom: %(message)s"))
+    logging.getLogger("storyloom").addHandler(talk)
+    logging.getLogger("storyloom").setLevel(logging.INFO)
     check_binding(host, settings.auth, allow_no_auth or settings.allow_no_auth)
     service = build_service(settings)
     if settings.auth:

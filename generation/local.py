@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -17,7 +18,7 @@ from generation.backend import Request
 from generation.errors import GenerationFailed, ModelUnavailable
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-log = logging.getLogger(__name__)
+log = logging.getLogger("storyloom.model")
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,11 @@ class TransformersBackend:
     def load(self):
         with self._load_lock:
             if self._model is None:
+                log.info("loading the language model %s", self.name)
+                started = time.perf_counter()
                 self._model, self._tokenizer = self._load()
+                log.info("loaded the language model on %s in %.1f s", self._model.device,
+                         time.perf_counter() - started)
         return self._model, self._tokenizer
 
     def _load(self):

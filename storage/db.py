@@ -77,6 +77,16 @@ def migrate(engine: Engine, revision: str = "head") -> None:
                 raise DatabaseUnavailable(f"the database has {len(broken)} broken references after migrating")
 
 
+def unavailable(error: exc.SQLAlchemyError) -> DatabaseUnavailable:
+    """A database failure in the middle of an action (the server went away, refused, or a lock
+    timed out), as one line for the person. Transactions roll back, so nothing was saved."""
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    problem = DatabaseUnavailable(f"the database failed ({reason[:300]}); nothing was saved. "
+                                  "Try again once it is back")
+    problem.__cause__ = error
+    return problem
+
+
 def open_database(url: str) -> Database:
     """Connect, migrate, and return the engine with its one sessionmaker."""
     engine = make_engine(url)

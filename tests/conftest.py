@@ -70,6 +70,25 @@ def embedder() -> Embedder:
 
 
 @pytest.fixture(scope="session")
+def story_backup(tmp_path_factory, embedder) -> Path:
+    """A JSON backup of a two-paragraph story, written by the service with the scripted model:
+    a story to import into a running app without a model call."""
+    from app.manuscripts import Manuscripts
+    from tests.test_service import make_service
+
+    folder = tmp_path_factory.mktemp("backup")
+    db = open_database(sqlite_url(folder / "source.db"))
+    try:
+        service, _ = make_service(db, embedder)
+        view = service.step(service.new_story("A keeper finds a letter from the future.").id, plan=1)
+        path = folder / "keeper.json"
+        path.write_bytes(Manuscripts(service).export(view.id, "json").data)
+    finally:
+        db.close()
+    return path
+
+
+@pytest.fixture(scope="session")
 def postgres_server():
     """An engine on the test server's maintenance database, for creating and dropping databases."""
     from sqlalchemy import create_engine, exc, text

@@ -42,6 +42,8 @@ class Script(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
+        if mode == "long":  # words until the client hangs up (or 10 s)
+            return self._until_closed(chat, body)
         words = ["The", " sea", " was", " grey", "."]
         for n, word in enumerate(words):
             if mode == "cut" and n == 2:
@@ -58,6 +60,19 @@ class Script(BaseHTTPRequestHandler):
             self.wfile.flush()
         self.wfile.write(b"data: [DONE]\n\n")
 
+    def _until_closed(self, chat, body):
+        for n in range(500):
+            piece = {"delta": {"content": " wave"}} if chat else {"text": " wave"}
+            event = {"id": "x", "object": "chunk", "created": 0, "model": body["model"],
+                     "choices": [{"index": 0, **piece, "finish_reason": None}]}
+            try:
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+            except OSError:  # broken pipe or reset: the client closed the stream
+                self.server.hung_up.append(n)
+                return
+            time.sleep(0.02)
+
     def _json(self, status, payload):
         data = json.dumps(payload).encode()
         self.send_response(status)
@@ -70,7 +85,7 @@ class Script(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Script)
-    httpd.mode, httpd.requests, httpd.failures = "ok", [], 0
+    httpd.mode, httpd.requests, httpd.failures, httpd.hung_up = "ok", [], 0, []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -98,9 +113,15 @@ def test_a_required_start_is_asked_for_and_cut_off_in_chat(server):
 
 
 def test_stopping_early_closes_the_stream(server):
+    server.mode = "long"
     chunks = backend(server).generate(ASK)
-    assert next(chunks) == "The"
-    chunks.close()  # what the loop does when it has enough: no error, nothing left open
+    assert next(chunks) == " wave"
+    chunks.close()  # what the loop does when it has enough: no error, and the server sees it
+    for _ in range(100):
+        if server.hung_up:
+            break
+        time.sleep(0.05)
+    assert server.hung_up and server.hung_up[0] < 400, "the server went on writing to a closed stream"
 
 
 @pytest.mark.parametrize("mode, error, message", [

@@ -13,25 +13,9 @@ import urllib.request
 import pytest
 from gradio_client import Client, handle_file
 
-from app.manuscripts import Manuscripts
-from storage.db import open_database, sqlite_url
 from tests.conftest import EXE, running_app, storyloom_env
-from tests.test_service import make_service
 
 PASSWORDS = {"ada": "ada's long password", "bob": "bob's long password"}
-
-
-@pytest.fixture(scope="module")
-def backup(tmp_path_factory, embedder):
-    """A JSON backup of a two-paragraph story, written by the service with the scripted model."""
-    folder = tmp_path_factory.mktemp("backup")
-    db = open_database(sqlite_url(folder / "source.db"))
-    service, _ = make_service(db, embedder)
-    view = service.step(service.new_story("A keeper finds a letter from the future.").id, plan=1)
-    path = folder / "keeper.json"
-    path.write_bytes(Manuscripts(service).export(view.id, "json").data)
-    db.close()
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +28,15 @@ def server(tmp_path_factory):
         assert made.returncode == 0, made.stderr
     with running_app(env, data / "serve.log") as url:
         yield url
+
+
+# what a page-changing event returns to an API client, in order (the story's id is session state)
+PAGE = ("stories", "manuscript", "short_memory", "plans", "instruction", "writing", "version", "status")
+
+
+def page(outputs: tuple) -> dict:
+    assert len(outputs) == len(PAGE), outputs
+    return dict(zip(PAGE, outputs))
 
 
 def client(url: str, name: str) -> Client:
@@ -64,7 +57,7 @@ def own_stories(person: Client) -> list[int]:
 
 
 def import_backup(person: Client, path) -> int:
-    status = person.predict(handle_file(str(path)), "", api_name="/import_story")[-1]
+    status = page(person.predict(handle_file(str(path)), "", api_name="/import_story"))["status"]
     return int(re.search(r"as story (\d+)", status).group(1))
 
 
@@ -76,21 +69,21 @@ def test_without_a_login_nothing_is_served(server):
     assert refused.value.code == 401
 
 
-def test_each_person_sees_and_opens_only_their_own_stories(server, backup):
+def test_each_person_sees_and_opens_only_their_own_stories(server, story_backup):
     ada, bob = client(server, "ada"), client(server, "bob")
-    adas = import_backup(ada, backup)
-    bobs = import_backup(bob, backup)
+    adas = import_backup(ada, story_backup)
+    bobs = import_backup(bob, story_backup)
     assert adas in own_stories(ada) and bobs not in own_stories(ada)
     assert bobs in own_stories(bob) and adas not in own_stories(bob)
 
-    opened = bob.predict(str(bobs), api_name="/open_story")
-    assert "The Keeper" in opened[2] and "Mara climbed" in opened[2]  # the manuscript
+    opened = page(bob.predict(str(bobs), api_name="/open_story"))
+    assert "The Keeper" in opened["manuscript"] and "Mara climbed" in opened["manuscript"]
     for person, other in ((bob, adas), (ada, bobs)):  # typed into the story box, as a person could
-        *page, status = person.predict(str(other), api_name="/open_story")
-        assert status == f"**Nothing was written:** no story with id {other}"
-        assert "Mara" not in str(page)
-    *_, nowhere = bob.predict("999999", api_name="/open_story")  # the same answer as a story nobody has
-    assert nowhere == "**Nothing was written:** no story with id 999999"
+        refused = page(person.predict(str(other), api_name="/open_story"))
+        assert refused["status"] == f"**Nothing was written:** no story with id {other}"
+        assert "Mara" not in str(refused)
+    nowhere = page(bob.predict("999999", api_name="/open_story"))  # as a story nobody has
+    assert nowhere["status"] == "**Nothing was written:** no story with id 999999"
 
 
 def test_a_hundred_wrong_passwords_lock_that_account_only(server):
