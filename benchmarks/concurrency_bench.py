@@ -32,28 +32,14 @@ if __package__ in (None, ""):
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from app.manuscripts import Manuscripts  # noqa: E402
 from memory.embedder import Embedder  # noqa: E402
 from storage import repo  # noqa: E402
 from storage.db import open_database, sqlite_url  # noqa: E402
-from tests.conftest import running_app, storyloom_env  # noqa: E402
-from tests.test_service import make_service  # noqa: E402
+from tests.conftest import running_app, storyloom_env, write_story_backup  # noqa: E402
 from tests.test_web_accounts import page  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "concurrency.json"
 COST = re.compile(r"\((\d+) prompt \+ (\d+) completion tokens")
-
-
-def make_backup(folder: Path) -> Path:
-    db = open_database(sqlite_url(folder / "source.db"))
-    try:
-        service, _ = make_service(db, Embedder())
-        view = service.step(service.new_story("A keeper finds a letter from the future.").id, plan=1)
-        path = folder / "keeper.json"
-        path.write_bytes(Manuscripts(service).export(view.id, "json").data)
-    finally:
-        db.close()
-    return path
 
 
 def paragraphs(db_path: Path, story_id: int) -> list[str]:
@@ -117,7 +103,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="storyloom-concurrency-") as tmp:
         folder = Path(tmp)
-        backup = make_backup(folder)
+        backup = write_story_backup(folder, Embedder())
         data = folder / "data"
         env = storyloom_env(data, writers=str(args.writers))
         with running_app(env, folder / "serve.log") as url:

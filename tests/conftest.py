@@ -71,12 +71,15 @@ def embedder() -> Embedder:
 
 @pytest.fixture(scope="session")
 def story_backup(tmp_path_factory, embedder) -> Path:
+    return write_story_backup(tmp_path_factory.mktemp("backup"), embedder)
+
+
+def write_story_backup(folder: Path, embedder: Embedder) -> Path:
     """A JSON backup of a two-paragraph story, written by the service with the scripted model:
     a story to import into a running app without a model call."""
     from app.manuscripts import Manuscripts
     from tests.test_service import make_service
 
-    folder = tmp_path_factory.mktemp("backup")
     db = open_database(sqlite_url(folder / "source.db"))
     try:
         service, _ = make_service(db, embedder)
