@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
+import logging
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from storage import accounts
 from storage.accounts import LOCK_AFTER
 from storage.db import Database, unavailable
 from storage.errors import InvalidInput
+
+log = logging.getLogger("storyloom.people")
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,10 @@ def login_check(db: Database) -> Callable:
     async def auth(name: str, password: str) -> bool:
         try:
             who, why = await anyio.to_thread.run_sync(check, name, password)
-        except SQLAlchemyError as e:
-            raise HTTPException(status_code=503, detail=str(unavailable(e)).replace("nothing was saved. ", "")) from e
+        except SQLAlchemyError as e:  # logged for whoever runs the server; no details for strangers
+            log.warning("login check failed: %s", e)
+            raise HTTPException(status_code=503, detail="The accounts cannot be checked now (the database "
+                                "cannot be reached); try again later") from e
         if who is not None:
             return True
         raise HTTPException(status_code=400, detail=why[:1].upper() + why[1:])

@@ -30,6 +30,8 @@ MAX_LOCK = timedelta(minutes=15)
 LOCKED = "too many failed logins for this account"  # how a refusal of a locked account starts
 # scrypt with n = 2**14, r = 8, p = 1: 16 MiB and about 50 ms a check on one core
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# an unknown name's password is checked against this (of a random password nobody knows)
+NOBODY = "scrypt$16384$8$1$ug7a97Xj8MjXLUlcWYfxZQ==$19YO9hqD3IMaFMvl8yXUfTJ78GTRHLuNVKdhTc4xvs4="
 
 
 def hash_password(password: str) -> str:
@@ -98,8 +100,9 @@ def log_in(session: Session, name: str, password: str, now: datetime | None = No
     if user is not None and user.locked_until is not None and _aware(user.locked_until) > now:
         wait = math.ceil((_aware(user.locked_until) - now).total_seconds())
         return None, f"{LOCKED}: try again in {wait} s"
-    if user is None or not password or len(password) > MAX_PASSWORD or \
-            not password_matches(password, user.password_hash):
+    # an unknown name is checked against a hash too, so its answer takes as long as a wrong password's
+    usable = bool(password) and len(password) <= MAX_PASSWORD
+    if not (usable and password_matches(password, user.password_hash if user else NOBODY)) or user is None:
         if user is not None:
             user.failed_logins += 1
             if user.failed_logins >= LOCK_AFTER:

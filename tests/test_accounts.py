@@ -114,3 +114,17 @@ def test_only_loopback_is_served_without_accounts_unless_allowed(host, loopback)
             check_binding(host, accounts_on=False, allow_no_auth=False)
     check_binding(host, accounts_on=True, allow_no_auth=False)
     check_binding(host, accounts_on=False, allow_no_auth=True)
+
+
+def test_an_unknown_name_costs_a_hash_as_a_wrong_password_does(db, monkeypatch):
+    from storage import accounts as module
+
+    with db.Session.begin() as s:
+        accounts.add_user(s, "ada", "right password")
+    checked = []
+    real = module.password_matches
+    monkeypatch.setattr(module, "password_matches", lambda pw, stored: checked.append(stored) or real(pw, stored))
+    with db.Session.begin() as s:
+        assert accounts.log_in(s, "nobody", "some password") == (None, "wrong name or password")
+        assert accounts.log_in(s, "ada", "some password") == (None, "wrong name or password")
+    assert checked[0] == module.NOBODY and checked[1].startswith("scrypt$") and len(checked) == 2
