@@ -25,6 +25,7 @@ from app.memories import EntryRow
 from app.people import Desk, People
 from app.reading import ReaderView
 from app.service import StoryService, StoryView
+from storage import repo
 from storage.db import unavailable
 from storage.errors import Conflict, InvalidInput, StoryloomError
 
@@ -157,7 +158,9 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
         return [(f"{i}: {t}", i) for i, t in desk.service.list_stories()]
 
     with gr.Blocks(title="storyloom") as app:
-        gr.Markdown("# storyloom\nWrite a story with a local language model, one paragraph at a time.")
+        with gr.Row():
+            gr.Markdown("# storyloom\nWrite a story with a local language model, one paragraph at a time.")
+            who = gr.HTML(elem_id="who")  # with accounts on: who is logged in, and a way out
         story_id = gr.State(None)
         seen_head = gr.State(None)  # the head step this page shows, so a stale tab cannot write past it
         with gr.Row():
@@ -339,6 +342,13 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
 
         def list_own_stories(desk: Desk):
             return gr.update(choices=story_choices(desk))
+
+        def logged_in(desk: Desk) -> str:
+            owner = desk.service.owner
+            if owner is repo.ANYONE:
+                return ""
+            return (f'<p style="text-align: right">Logged in as <b>{html.escape(owner)}</b> · '
+                    '<a href="logout">Log out</a></p>')
 
         def open_story(desk: Desk, sid):
             if sid is None or str(sid).strip() == "":
@@ -645,6 +655,7 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
         # outputs are lists, so API clients get them in this order (the status line last)
         page = [story_id, seen_head, stories, manuscript, memory, plans, instruction, writing, version, status]
         app.load(on(list_own_stories), None, stories)  # stories made since launch
+        app.load(on(logged_in), None, who, api_visibility="undocumented")
         table = [memory_table, entry_id, entry_text, entry_keys, entry_pinned]
 
         def then_table(event) -> None:

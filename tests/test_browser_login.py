@@ -1,0 +1,92 @@
+"""The login page in a real browser (Debian's Chromium via Playwright) against `storyloom serve`
+with accounts on: a wrong password is refused on the page, the right one opens the app, and each
+person's story list holds their own stories only. No model call: the story is imported."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from gradio_client import Client, handle_file
+
+from tests.conftest import EXE, running_app, storyloom_env
+from tests.test_browser import ARTIFACTS, CHROMIUM
+
+pytestmark = pytest.mark.slow
+
+PASSWORDS = {"ada": "ada's long password", "bob": "bob's long password"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, story_backup):
+    data = tmp_path_factory.mktemp("login")
+    env = storyloom_env(data, auth="true")
+    for name, password in PASSWORDS.items():
+        subprocess.run([EXE, "user", "add", name, "--password-stdin"], input=password + "\n", env=env,
+                       check=True, capture_output=True, text=True, timeout=120)
+    with running_app(env, data / "serve.log") as url:
+        stories = {}
+        for name, password in PASSWORDS.items():
+            person = Client(url, auth=(name, password), verbose=False)
+            status = person.predict(handle_file(str(story_backup)), "", api_name="/import_story")[-1]
+            stories[name] = int(re.search(r"as story (\d+)", status).group(1))
+        yield url, stories
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        yield chromium
+        chromium.close()
+
+
+def log_in(browser, url: str, name: str, password: str):
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.goto(url)
+    page.get_by_label("username").fill(name)
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+    return page
+
+
+def story_options(page, expected: str) -> list[str]:
+    """The story list's options, once `expected` is among them (the page's load event fills it)."""
+    for _ in range(30):
+        page.locator("#stories input").click()
+        options = page.get_by_role("option").all_inner_texts()
+        page.keyboard.press("Escape")
+        if any(option.startswith(expected) for option in options):
+            return options
+        page.wait_for_timeout(1000)
+    raise AssertionError(f"{expected!r} never appeared among {options}")
+
+
+def test_a_wrong_password_is_refused_on_the_login_page(server, browser):
+    url, _ = server
+    page = log_in(browser, url, "ada", "not the password")
+    page.get_by_text("Incorrect Credentials", exact=True).wait_for(timeout=30_000)
+    assert page.locator("#premise").count() == 0  # the app is not shown
+    page.screenshot(path=ARTIFACTS / "login-refused.png")
+
+
+def test_each_person_lists_only_their_own_stories(server, browser):
+    url, stories = server
+    for name, other in (("ada", "bob"), ("bob", "ada")):
+        page = log_in(browser, url, name, PASSWORDS[name])
+        page.locator("#premise").wait_for(timeout=60_000)
+        options = story_options(page, f"{stories[name]}: ")
+        assert not any(option.startswith(f"{stories[other]}: ") for option in options), options
+        page.screenshot(path=ARTIFACTS / f"login-{name}.png")
+        page.locator("#who").get_by_text(f"Logged in as {name}").wait_for(timeout=10_000)
+
+    page.get_by_role("link", name="Log out").click()  # back to the login page, and the session ended
+    page.get_by_role("button", name="Login").wait_for(timeout=30_000)
+    page.goto(url)
+    page.get_by_role("button", name="Login").wait_for(timeout=30_000)
