@@ -23,7 +23,7 @@ from app.reading import Reading
 from app.service import StoryService
 from storage import accounts
 from storage.accounts import LOCK_AFTER
-from storage.db import Database, unavailable
+from storage.db import OUTAGES, Database, unavailable
 from storage.errors import InvalidInput
 
 log = logging.getLogger("storyloom.people")
@@ -73,14 +73,16 @@ class People:
                 *inputs, req = args
                 try:
                     yield from fn(part(self.desk(req)), *inputs)
-                except SQLAlchemyError as e:  # the database went away: say so, the page stays as it was
+                except OUTAGES as e:  # the database went away: say so, the page stays as it was
+                    log.warning("event %s: %s", fn.__name__, e)
                     raise gr.Error(str(unavailable(e))) from e
         else:
             def event(*args):
                 *inputs, req = args
                 try:
                     return fn(part(self.desk(req)), *inputs)
-                except SQLAlchemyError as e:
+                except OUTAGES as e:
+                    log.warning("event %s: %s", fn.__name__, e)
                     raise gr.Error(str(unavailable(e))) from e
         # Gradio reads the signature and type hints to count the inputs and to find where the
         # request (and event data such as gr.SelectData) go
@@ -110,9 +112,13 @@ def login_check(db: Database) -> Callable:
         with db.Session.begin() as session:  # the failure count is kept either way
             return accounts.log_in(session, name, password)
 
+    hashing: list[anyio.CapacityLimiter] = []  # made on the first login, inside the event loop
+
     async def auth(name: str, password: str) -> bool:
+        if not hashing:  # two checks at a time: a flood of logins cannot take every worker thread
+            hashing.append(anyio.CapacityLimiter(2))
         try:
-            who, why = await anyio.to_thread.run_sync(check, name, password)
+            who, why = await anyio.to_thread.run_sync(check, name, password, limiter=hashing[0])
         except SQLAlchemyError as e:  # logged for whoever runs the server; no details for strangers
             log.warning("login check failed: %s", e)
             raise HTTPException(status_code=503, detail="The accounts cannot be checked now (the database "

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gradio as gr
-from sqlalchemy.exc import SQLAlchemyError
 
 from app import clarify_panel, repetition_tab
 from app.inspector import inspector_markdown
@@ -26,7 +25,7 @@ from app.people import Desk, People
 from app.reading import ReaderView
 from app.service import StoryService, StoryView
 from storage import repo
-from storage.db import unavailable
+from storage.db import OUTAGES, unavailable
 from storage.errors import Conflict, InvalidInput, StoryloomError
 
 log = logging.getLogger("storyloom.ui")
@@ -66,10 +65,12 @@ def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[t
     StoryView, or a Problem when it failed with a message for the person."""
     events: queue.Queue = queue.Queue()
     outcome: dict = {}
+    written: dict[str, str] = {}  # the latest text of each part of the step in progress
     if steps:
-        kwargs["on_step"] = lambda number, total, view: events.put(("step", number, total, view))
-
-    written: dict[str, str] = {}
+        def on_step(number: int, total: int, view) -> None:
+            written.clear()  # that step is saved
+            events.put(("step", number, total, view))
+        kwargs["on_step"] = on_step
 
     def on_text(part: str, text: str) -> None:
         written[part] = text
@@ -80,7 +81,7 @@ def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[t
             outcome["view"] = action(*args, on_text=on_text, **kwargs)
         except StoryloomError as e:
             outcome["error"] = e
-        except SQLAlchemyError as e:  # the database went away mid-action: rolled back, text kept on screen
+        except OUTAGES as e:  # the database went away mid-action: rolled back, the text kept on screen
             log.warning("action %s: %s", getattr(action, "__name__", action), e)
             outcome["error"] = unavailable(e)
             outcome["draft"] = written.get("paragraph", "")
@@ -145,10 +146,11 @@ def cost_line(view: StoryView) -> str:
             f"({c['prompt_tokens']} prompt + {c['completion_tokens']} completion tokens, {c['retries']} retries).")
 
 
-def build_app(service: StoryService, people: People | None = None, writers: int = 4) -> gr.Blocks:
+def build_app(service: StoryService, people: People | None = None, writers: int = 1) -> gr.Blocks:
     """The page. `people` says whose stories each event may touch (default: accounts off, everyone's).
-    Events that call the model (steps, clarify, reading, imports) run `writers` at a time, the rest
-    of the page is not held up behind them; the model calls inside take turns on one model."""
+    Events that call the model (steps, clarify, reading, imports) run `writers` at a time, and auto
+    runs `writers` at a time beside them; the rest of the page is never held up behind either. The
+    model calls inside all take turns, first come first served, on the one model."""
     model = {"concurrency_id": "model", "concurrency_limit": writers}
     people = people or People(service, accounts_on=False)
     exports = ExportFolder()
@@ -354,7 +356,7 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
             if sid is None or str(sid).strip() == "":
                 return {}
             number = str(sid).split(":")[0].strip()  # a choice's value, or what the person typed
-            if not number.isdigit():
+            if not (number.isascii() and number.isdecimal()) or int(number) >= 2**31:
                 return problem(f"There is no story {str(sid)[:40]!r}: pick one of yours or type its number.")
             return at_once(desk, desk.service.view, int(number))
 
@@ -412,17 +414,18 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
                 yield missing
                 return
             run_key = (desk.service.owner, int(sid))  # only its owner can stop it
-            if run_key in runs:
+            cancel = threading.Event()
+            if runs.setdefault(run_key, cancel) is not cancel:  # one step: two tabs cannot both start
                 yield problem("Auto mode is already running on this story.")
                 return
-            runs[run_key] = cancel = threading.Event()
             try:
                 for event in stream(desk.service.auto, int(sid), int(steps or 0), cancel=cancel, steps=True):
                     yield render(desk, event,
                                  lambda view: "Auto mode stopped." if cancel.is_set() else "Auto mode done.")
             finally:  # also when the page went away mid-run: nobody could press Stop any more
                 cancel.set()
-                runs.pop(run_key, None)
+                if runs.get(run_key) is cancel:
+                    del runs[run_key]
 
         def stop(desk: Desk, sid):
             cancel = runs.get((desk.service.owner, int(sid))) if sid is not None else None
@@ -672,7 +675,8 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
         then_table(undo_button.click(on(simple(undo)), [story_id, seen_head], page))
         then_table(older_button.click(on(simple(older)), [story_id, seen_head], page))
         then_table(newer_button.click(on(simple(newer)), [story_id, seen_head], page))
-        then_table(auto_button.click(on(auto), [story_id, auto_steps], [*page, auto_progress], **model))
+        then_table(auto_button.click(on(auto), [story_id, auto_steps], [*page, auto_progress],
+                                     concurrency_id="auto", concurrency_limit=writers))  # not in line with steps
         stop_button.click(on(stop), story_id, [writing, status], concurrency_limit=None)
         edit_number.change(on(load_paragraph), [story_id, edit_number], [edit_text, chapter, writing, status])
         then_table(save_button.click(on(save), [story_id, seen_head, edit_number, edit_text, chapter], page,

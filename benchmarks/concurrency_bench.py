@@ -7,9 +7,10 @@ steps over the wall time of the round. Every answer is checked: the client's own
 exactly one new paragraph, the one it was shown, and no story got another's. One warm-up step
 loads the model first and is not counted.
 
-    .venv/bin/python benchmarks/concurrency_bench.py [--clients 1 5 20] [--writers 4]
+    .venv/bin/python benchmarks/concurrency_bench.py [--clients 1 5 20] [--writers 1]
 
-Prints a table and writes benchmarks/results/concurrency.json."""
+Prints a table and writes benchmarks/results/concurrency.json (concurrency-writersN.json for
+another --writers N)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from storage.db import open_database, sqlite_url  # noqa: E402
 from tests.conftest import running_app, storyloom_env, write_story_backup  # noqa: E402
 from tests.test_web_accounts import page  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "results" / "concurrency.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 COST = re.compile(r"\((\d+) prompt \+ (\d+) completion tokens")
 
 
@@ -98,7 +99,7 @@ def round_of(url: str, backup: Path, clients: int, db_path: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 5, 20])
-    parser.add_argument("--writers", type=int, default=4, help="STORYLOOM_WRITERS of the server")
+    parser.add_argument("--writers", type=int, default=1, help="STORYLOOM_WRITERS of the server")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="storyloom-concurrency-") as tmp:
@@ -126,8 +127,9 @@ def main() -> None:
     for r in rounds:
         for problem in r["problems"]:
             print(f"  {r['clients']} clients: {problem}")
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    out = RESULTS / ("concurrency.json" if args.writers == 1 else f"concurrency-writers{args.writers}.json")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                                "writers": args.writers, "model_loads": loads, "warm_up": warm,
                                "rounds": rounds}, indent=1))
     if any(r["problems"] for r in rounds) or loads != 1:

@@ -92,9 +92,10 @@ def list_users(session: Session) -> list[str]:
 
 
 def log_in(session: Session, name: str, password: str, now: datetime | None = None) -> tuple[str | None, str]:
-    """(the user's name, "") when the password is right; (None, why) otherwise, with the same reason
-    for an unknown name and a wrong password (it does not tell which names exist). The failure
-    count changes in `session`: commit it either way."""
+    """(the user's name, "") when the password is right; (None, why) otherwise, with the same reason,
+    after the same hashing, for an unknown name and a wrong password. A locked account says so
+    (and so that the name exists): a person locked out should know why, and names are not secret
+    here. The failure count changes in `session`: commit it either way."""
     now = now or datetime.now(timezone.utc)
     user = session.scalar(select(User).where(User.name == name)) if name and len(name) <= 64 else None
     if user is not None and user.locked_until is not None and _aware(user.locked_until) > now:
@@ -103,10 +104,12 @@ def log_in(session: Session, name: str, password: str, now: datetime | None = No
     # an unknown name is checked against a hash too, so its answer takes as long as a wrong password's
     usable = bool(password) and len(password) <= MAX_PASSWORD
     if not (usable and password_matches(password, user.password_hash if user else NOBODY)) or user is None:
-        if user is not None:
-            user.failed_logins += 1
-            if user.failed_logins >= LOCK_AFTER:
-                lock = timedelta(seconds=2) * 2 ** min(user.failed_logins - LOCK_AFTER, 20)
+        if user is not None:  # counted in one statement: guesses sent in parallel all count
+            failures = session.execute(update(User).where(User.id == user.id)
+                                       .values(failed_logins=User.failed_logins + 1)
+                                       .returning(User.failed_logins)).scalar_one()
+            if failures >= LOCK_AFTER:
+                lock = timedelta(seconds=2) * 2 ** min(failures - LOCK_AFTER, 20)
                 user.locked_until = now + min(lock, MAX_LOCK)
         return None, "wrong name or password"
     user.failed_logins, user.locked_until = 0, None

@@ -77,11 +77,15 @@ def migrate(engine: Engine, revision: str = "head") -> None:
                 raise DatabaseUnavailable(f"the database has {len(broken)} broken references after migrating")
 
 
+# the errors of a database that went away, refused a connection, or timed out (not bugs in a query)
+OUTAGES = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
+
+
 def unavailable(error: exc.SQLAlchemyError) -> DatabaseUnavailable:
-    """A database failure in the middle of an action (the server went away, refused, or a lock
-    timed out), as one line for the person. Transactions roll back, so nothing was saved."""
-    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-    problem = DatabaseUnavailable(f"the database failed ({reason[:300]}); nothing was saved. "
+    """A database outage in the middle of an action, as one line for the person. The action's
+    transaction rolled back, so its change was not saved."""
+    reason = (str(getattr(error, "orig", None) or error).strip().splitlines() or ["no reason given"])[0]
+    problem = DatabaseUnavailable(f"the database failed ({reason[:300]}); this change was not saved. "
                                   "Try again once it is back")
     problem.__cause__ = error
     return problem

@@ -128,3 +128,21 @@ def test_an_unknown_name_costs_a_hash_as_a_wrong_password_does(db, monkeypatch):
         assert accounts.log_in(s, "nobody", "some password") == (None, "wrong name or password")
         assert accounts.log_in(s, "ada", "some password") == (None, "wrong name or password")
     assert checked[0] == module.NOBODY and checked[1].startswith("scrypt$") and len(checked) == 2
+
+
+def test_guesses_sent_in_parallel_all_count(db):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with db.Session.begin() as s:
+        accounts.add_user(s, "ada", "right password")
+
+    def guess(n: int) -> str:
+        with db.Session.begin() as s:
+            return accounts.log_in(s, "ada", f"guess {n}")[1]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(guess, range(16)))
+    counted = answers.count("wrong name or password")
+    with db.Session() as s:
+        failures = s.query(User).filter_by(name="ada").one().failed_logins
+    assert counted >= accounts.LOCK_AFTER and failures == counted  # no guess was lost to another's write

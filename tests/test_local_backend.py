@@ -100,3 +100,37 @@ def test_a_reply_never_starts_with_an_avoided_word(backend):
         avoided = "".join(backend.generate(ask(text, temperature=temperature, max_new_tokens=8,
                                                avoid_start=("we", "I", "you"), seed=1)))
         assert avoided.split()[0].strip(",.:'").lower() not in {"we", "i", "you"}, avoided
+
+
+def test_model_calls_take_turns_in_the_order_they_came():
+    import threading
+    import time
+
+    from generation.local import Turns
+
+    turns, order, holding = Turns(), [], threading.Event()
+
+    def first():
+        with turns:
+            holding.set()
+            time.sleep(0.3)  # the others line up meanwhile
+            order.append(0)
+
+    def later(n):
+        with turns:
+            order.append(n)
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    holding.wait()
+    for n in range(1, 9):
+        thread = threading.Thread(target=later, args=(n,))
+        thread.start()
+        threads.append(thread)
+        for _ in range(200):  # until it waits in line (the n-th waiter), so the order is known
+            if len(turns._waiting) == n:
+                break
+            time.sleep(0.005)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert order == list(range(9))

@@ -62,3 +62,14 @@ def test_an_imported_backup_belongs_to_whoever_imports_it(two):
     copy = Manuscripts(bob).import_file(backup.filename, backup.data)
     assert [i for i, _ in bob.list_stories()] == [copy.id]
     assert copy.id not in [i for i, _ in ada.list_stories()]
+
+
+def test_another_persons_playthrough_is_not_found(two):
+    _, ada, bob, story = two
+    play = Reading(ada).start(story.id, "ada")
+    for action in (lambda: Reading(bob).view(play.playthrough_id),
+                   lambda: Reading(bob).choose(play.playthrough_id, 1),
+                   lambda: Reading(bob).choose(play.playthrough_id, 9)):  # not "there is no choice 9"
+        with pytest.raises(NotFound, match=f"no playthrough with id {play.playthrough_id}$"):
+            action()
+    assert Reading(ada).view(play.playthrough_id).scenes == play.scenes  # unchanged, and still hers

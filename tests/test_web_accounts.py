@@ -91,8 +91,11 @@ def test_a_hundred_wrong_passwords_lock_that_account_only(server):
     assert {code for code, _ in answers} == {400}  # the status Gradio's login page answers
     wrong = '"Wrong name or password"'
     locked = '"Too many failed logins for this account: try again in'
-    assert [wrong in detail for _, detail in answers] == [True] * 5 + [False] * 95
-    assert all(locked in detail for _, detail in answers[5:])
+    assert all(wrong in detail for _, detail in answers[:5])
+    assert all(wrong in detail or locked in detail for _, detail in answers)
+    # locked after the 5th: 2 s, then 4, 8...; a miss is counted (and hashed) only when a lock ran
+    # out, which a slow machine may let happen once or twice in a hundred quick tries
+    assert 5 <= sum(wrong in detail for _, detail in answers) <= 8
     assert log_in(server, "nobody", "some password") == (400, f'{{"detail":{wrong}}}')  # as a wrong password
     right = log_in(server, "ada", PASSWORDS["ada"])
     assert right[0] == 400 and locked in right[1]  # locked, even with the right password
