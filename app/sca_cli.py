@@ -46,7 +46,8 @@ def run(args: argparse.Namespace, service, settings) -> None:
     def progress(done: float, what: str) -> None:
         print(f"\r[{done:4.0%}] {what:<60}", end="", file=sys.stderr, flush=True)
 
-    result = clarify(service.writer.backend, service.memory.embedder, args.text, context, settings, progress, last)
+    result = clarify(service.writer.backend, service.memory.embedder, args.text, context, settings, progress, last,
+                     scorer=service.scorer)
     print(file=sys.stderr)
     print(json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
 

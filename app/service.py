@@ -60,12 +60,13 @@ class Cancelled(StoryloomError):
 
 class StoryService:
     def __init__(self, db: Database, memory: LongTermMemory, writer: Writer, limits: Limits = Limits(),
-                 decoding: Decoding = Decoding()):
+                 decoding: Decoding = Decoding(), scorer=None):
         self.db = db
         self.memory = memory
         self.writer = writer
         self.limits = limits
         self.default_decoding = decoding  # for stories whose decoding settings were never changed
+        self.scorer = scorer  # a local model for clarify's gradients when the writer's backend has none
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.owner = repo.ANYONE  # accounts off; as_user scopes a copy to one person
@@ -157,7 +158,8 @@ class StoryService:
             with self.db.Session() as session:
                 head = self.head(session, story_id)
                 context, last = head.short_memory, head.paragraph
-        return clarify(self.writer.backend, self.memory.embedder, text, context, progress=progress, last=last)
+        return clarify(self.writer.backend, self.memory.embedder, text, context, progress=progress, last=last,
+                       scorer=self.scorer)
 
     def repetition(self, story_id: int) -> list[dict]:
         """Per paragraph of the current branch: rep-4 over its words, and how many of its sentences

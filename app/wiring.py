@@ -28,7 +28,11 @@ def build_service(settings: Settings) -> StoryService:
     limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k)
     decoding = Decoding(ditto=settings.ditto, guard=settings.guard, guard_lambda=settings.guard_lambda)
     writer = Writer(backend, retries=settings.retries, one_call=settings.one_call)
-    return StoryService(db, LongTermMemory(embedder), writer, limits, decoding)
+    # a served model gives text only: clarify scores its paraphrases with the embedded model
+    # (loaded on the first clarify, never otherwise)
+    scorer = None if hasattr(backend, "exclusive") else TransformersBackend(None, settings.device,
+                                                                              settings.stream_timeout)
+    return StoryService(db, LongTermMemory(embedder), writer, limits, decoding, scorer=scorer)
 
 
 def build_backend(settings: Settings):

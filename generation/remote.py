@@ -30,7 +30,7 @@ from storage.errors import InvalidInput
 
 APIS = ("chat", "completions")
 LIMITS = ("the sentence-repetition guard, DRY, the repetition penalty and DITTO need the model's logits, which "
-          "a server does not give; SCA's Integrated Gradients need its gradients")
+          "a server does not give; clarify's Integrated Gradients come from the embedded model in this process")
 
 
 class OpenAIBackend:

@@ -241,19 +241,23 @@ def attribute(model, tokenizer, text: str, steps: int = 8, continuation_tokens: 
 
 
 def clarify(backend, embedder, text: str, context: str = "", settings: SCASettings | None = None,
-            progress: Progress | None = None, last: str = "") -> Clarification:
+            progress: Progress | None = None, last: str = "", scorer=None) -> Clarification:
     """The original and its rewordings, ranked by comprehension (module docstring). `context` is the
-    story's short-term memory, `last` its last paragraph. Needs a backend with a local model
-    (`exclusive()`); the person's text is returned as one of the candidates."""
+    story's short-term memory, `last` its last paragraph. The paraphrases come from `backend`;
+    the gradients (and the thing an "it" names) from `scorer`, a backend with a local model
+    (`exclusive()`), by default `backend` itself: a served model that only gives text can write
+    the paraphrases while the small local model scores them. The person's text is returned as one
+    of the candidates."""
     settings = settings or SCASettings()
     started = time.monotonic()
     text = check_text(text)
-    if not hasattr(backend, "exclusive"):
+    scorer = scorer or backend
+    if not hasattr(scorer, "exclusive"):
         raise SCAUnavailable(f"the {backend.name} backend gives no gradients, so clarify cannot score the "
                              "paraphrases; clarify needs the local model")
     if progress:
         progress(0.0, "putting names from the story for the pronouns")
-    with backend.exclusive() as (model, tokenizer):
+    with scorer.exclusive() as (model, tokenizer):
         resolved = resolve(text, context, last, model, tokenizer)[: settings.candidates]
     source = resolved[0].text if resolved else text
     found, problems = paraphrases(backend, source, "" if resolved else context,
@@ -266,7 +270,7 @@ def clarify(backend, embedder, text: str, context: str = "", settings: SCASettin
     candidates = [Candidate(t, origin, float(vectors[0] @ vectors[i]), measure(t).to_dict())
                   for i, (t, origin) in enumerate(wordings)]
     kept = [c for c in candidates if c.similarity >= settings.min_similarity or c.origin == "yours"]
-    with backend.exclusive() as (model, tokenizer):
+    with scorer.exclusive() as (model, tokenizer):
         for number, candidate in enumerate(kept, 1):
             if progress:
                 progress(0.5 + 0.5 * (number - 1) / len(kept), f"Integrated Gradients for candidate {number} of "

@@ -170,6 +170,20 @@ def test_clarify_ranks_the_original_and_its_paraphrases_and_keeps_the_original(b
 
 
 @pytest.mark.slow
+def test_a_text_only_model_paraphrases_and_the_local_model_scores(backend, embedder):
+    """As with a model behind a server: the paraphrases come from it, the gradients from the local model."""
+    written = iter([" Mara carries the brass key up to the lamp room after her quarrel with Tomas.",
+                    " After arguing with Tomas, Mara brings the brass key to the top of the lighthouse."])
+    served = ScriptedBackend(lambda request: next(written, " Mara goes up.")
+                             if "Instruction:" in request.messages[-1]["content"] else None)
+    result = clarify(served, embedder, UNCLEAR, CONTEXT, SCASettings(candidates=4), scorer=backend)  # 2 named
+    paraphrased = [c for c in result.candidates if c.origin.startswith("paraphrase")]
+    assert paraphrased and all("brass key" in c.text for c in paraphrased)  # the served model's words
+    assert all(c.attribution is not None and 0 < c.comprehension <= 1 for c in result.candidates if not c.drifted)
+    assert all(r.messages[-1]["content"].startswith(("Summary", "Instruction")) for r in served.requests)
+
+
+@pytest.mark.slow
 def test_auto_mode_with_the_setting_on_writes_from_the_best_wording(backend, embedder, db):
     from app.service import StoryService
     from generation.recurrence import Writer
