@@ -72,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     folder.add_argument("out", help="a new or empty folder")
 
     serve = sub.add_parser("serve", help="serve the web app")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="the address to listen on (default STORYLOOM_HOST: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="the port (default STORYLOOM_PORT: 7860)")
     serve.add_argument("--allow-no-auth", action="store_true",
                        help="serve a non-loopback --host without accounts (only on a network that is yours alone)")
     return parser
