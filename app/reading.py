@@ -43,18 +43,17 @@ class Reading:
         return self.view(playthrough_id)
 
     def _playthrough(self, session, playthrough_id: int):
-        """The playthrough, when its story is this person's: another's is "not found" as well."""
+        """The playthrough and its story, when the story is this person's: another's is "not found"."""
         playthrough = repo.get_playthrough(session, playthrough_id)
         try:
-            self.stories.story(session, playthrough.story_id)
+            return playthrough, self.stories.story(session, playthrough.story_id)
         except NotFound:
             raise NotFound(f"no playthrough with id {playthrough_id}") from None
-        return playthrough
 
     def choose(self, playthrough_id: int, number: int, on_text: OnText | None = None) -> ReaderView:
         """Follow choice `number` of the current scene: write the next scene and its choices."""
         with self.db.Session() as session:
-            playthrough = self._playthrough(session, playthrough_id)
+            playthrough, _ = self._playthrough(session, playthrough_id)
             action = pick(playthrough.choices, number, "choice")
             story_id, head_id = playthrough.story_id, playthrough.head_step_id
 
@@ -68,8 +67,7 @@ class Reading:
 
     def view(self, playthrough_id: int) -> ReaderView:
         with self.db.Session() as session:
-            playthrough = self._playthrough(session, playthrough_id)
-            story = self.stories.story(session, playthrough.story_id)
+            playthrough, story = self._playthrough(session, playthrough_id)
             path = repo.path_to(session, playthrough.head_step_id)
             start = [s.id for s in path].index(playthrough.start_step_id)
             scenes = [s.paragraph for s in path[start:]]

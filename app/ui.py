@@ -85,7 +85,7 @@ def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[t
             log.warning("action %s: %s", getattr(action, "__name__", action), e)
             outcome["error"] = unavailable(e)
             outcome["draft"] = written.get("paragraph", "")
-        except Exception as e:  # a bug or an outage: logged with its traceback, one line for the person
+        except Exception as e:  # a bug: logged with its traceback, one line for the person
             log.exception("action %s failed", getattr(action, "__name__", action))
             outcome["error"] = StoryloomError(f"unexpected error ({type(e).__name__}: {e}); nothing was written")
         finally:

@@ -27,7 +27,6 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 LOCK_AFTER = 5
 MAX_LOCK = timedelta(minutes=15)
-LOCKED = "too many failed logins for this account"  # how a refusal of a locked account starts
 # scrypt with n = 2**14, r = 8, p = 1: 16 MiB and about 50 ms a check on one core
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 # an unknown name's password is checked against this (of a random password nobody knows)
@@ -100,7 +99,7 @@ def log_in(session: Session, name: str, password: str, now: datetime | None = No
     user = session.scalar(select(User).where(User.name == name)) if name and len(name) <= 64 else None
     if user is not None and user.locked_until is not None and _aware(user.locked_until) > now:
         wait = math.ceil((_aware(user.locked_until) - now).total_seconds())
-        return None, f"{LOCKED}: try again in {wait} s"
+        return None, f"too many failed logins for this account: try again in {wait} s"
     # an unknown name is checked against a hash too, so its answer takes as long as a wrong password's
     usable = bool(password) and len(password) <= MAX_PASSWORD
     if not (usable and password_matches(password, user.password_hash if user else NOBODY)) or user is None:

@@ -4,34 +4,21 @@ person's story list holds their own stories only. No model call: the story is im
 
 from __future__ import annotations
 
-import re
-import subprocess
-
 import pytest
-from gradio_client import Client, handle_file
 
-from tests.conftest import EXE, running_app, storyloom_env
-from tests.test_browser import ARTIFACTS, CHROMIUM
+from tests.conftest import running_app, storyloom_env
+from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.test_web_accounts import PASSWORDS, add_users, client, import_backup
 
 pytestmark = pytest.mark.slow
-
-PASSWORDS = {"ada": "ada's long password", "bob": "bob's long password"}
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, story_backup):
     data = tmp_path_factory.mktemp("login")
     env = storyloom_env(data, auth="true")
-    for name, password in PASSWORDS.items():
-        subprocess.run([EXE, "user", "add", name, "--password-stdin"], input=password + "\n", env=env,
-                       check=True, capture_output=True, text=True, timeout=120)
+    add_users(env)
     with running_app(env, data / "serve.log") as url:
-        stories = {}
-        for name, password in PASSWORDS.items():
-            person = Client(url, auth=(name, password), verbose=False)
-            status = person.predict(handle_file(str(story_backup)), "", api_name="/import_story")[-1]
-            stories[name] = int(re.search(r"as story (\d+)", status).group(1))
-        yield url, stories
+        yield url, {name: import_backup(client(url, name), story_backup) for name in PASSWORDS}
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +27,7 @@ def browser():
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 

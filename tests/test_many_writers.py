@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import Client
 
 from app.people import People
 from app.service import StoryService
@@ -25,7 +25,7 @@ from storage import repo
 from storage.db import open_database, sqlite_url
 from tests.conftest import free_port, running_app, storyloom_env
 from tests.fakes import PARAGRAPHS, ScriptedBackend
-from tests.test_web_accounts import page
+from tests.test_web_accounts import import_backup, page
 
 MARK = re.compile(r"\bwriter-(\d+)\b")
 
@@ -123,10 +123,7 @@ def test_writers_share_one_loaded_embedded_model(tmp_path, story_backup):
     log = tmp_path / "serve.log"
     with running_app(storyloom_env(data), log) as url:
         clients = [Client(url, verbose=False) for _ in range(4)]
-        story_ids = []
-        for me in clients:
-            status = page(me.predict(handle_file(str(story_backup)), "", api_name="/import_story"))["status"]
-            story_ids.append(int(re.search(r"as story (\d+)", status).group(1)))
+        story_ids = [import_backup(me, story_backup) for me in clients]
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda me: page(me.predict(1, "", api_name="/step")), clients))
         served = log.read_text()

@@ -18,14 +18,19 @@ from tests.conftest import EXE, running_app, storyloom_env
 PASSWORDS = {"ada": "ada's long password", "bob": "bob's long password"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("accounts")
-    env = storyloom_env(data, auth="true")
+def add_users(env: dict[str, str]) -> None:
+    """ada and bob, made with `storyloom user add` in the data directory of `env`."""
     for name, password in PASSWORDS.items():
         made = subprocess.run([EXE, "user", "add", name, "--password-stdin"], input=password + "\n", env=env,
                               capture_output=True, text=True, timeout=120)
         assert made.returncode == 0, made.stderr
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("accounts")
+    env = storyloom_env(data, auth="true")
+    add_users(env)
     with running_app(env, data / "serve.log") as url:
         yield url
 
