@@ -12,7 +12,7 @@ import gradio as gr
 
 from app.service import StoryService
 from generation.sca import Candidate, Clarification
-from storage.errors import StoryloomError
+from common.errors import StoryloomError
 
 
 def heat(candidate: Candidate) -> str:

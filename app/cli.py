@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from storage.errors import StoryloomError
+from common.errors import StoryloomError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -317,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"storyloom: error: bad setting: {problems}", file=sys.stderr)
         return 1
     except SQLAlchemyError as e:
-        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
-        print(f"storyloom: error: database error: {reason}; nothing was written", file=sys.stderr)
+        from storage.db import database_reason
+
+        print(f"storyloom: error: database error: {database_reason(e)}; nothing was written", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("storyloom: interrupted; the step in progress was not saved", file=sys.stderr)

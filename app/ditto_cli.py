@@ -9,7 +9,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 
 
 def _lam(text: str) -> float:

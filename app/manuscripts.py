@@ -14,7 +14,7 @@ from pathlib import Path
 from app.service import StoryService, StoryView, checked_text
 from memory.longterm import Embedded, chunks
 from storage import backup, formats, repo
-from storage.errors import InvalidInput, StoryloomError
+from common.errors import InvalidInput, StoryloomError
 
 Progress = Callable[[str], None]  # a line saying how far a long import or export has got
 EMBED_BATCH = 256  # memory chunks embedded at a time when importing a draft

@@ -14,7 +14,7 @@ from datetime import datetime
 from app.service import StoryService, checked_text
 from memory.longterm import Hit, Lore, Query
 from storage import repo
-from storage.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from storage.models import MemoryEntry
 
 PERSON_KINDS = ("note", "lore")  # the kinds a person adds; paragraph and summary entries come from steps

@@ -24,7 +24,7 @@ from app.service import StoryService
 from storage import accounts
 from storage.accounts import LOCK_AFTER
 from storage.db import OUTAGES, Database, unavailable
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 
 log = logging.getLogger("storyloom.people")
 

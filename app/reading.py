@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from app.service import StoryService, checked_text, pick
 from generation.recurrence import OnText
 from storage import repo
-from storage.errors import NotFound
+from common.errors import NotFound
 from storage.models import Playthrough, Step
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 from app.service import StoryService
 from generation.backend import Decoding
 from generation.ditto import DEFAULT_ADAPTER
-from storage.errors import StoryloomError
+from common.errors import StoryloomError
 
 DEFAULT_PENALTY = 1.1  # what story calls use when the story sets none
 

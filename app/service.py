@@ -14,7 +14,7 @@ from generation.recurrence import Continuation, OnText, Opening, StepContext, Us
 from memory.longterm import Embedded, LongTermMemory, Query, chunks
 from storage import repo
 from storage.db import Database
-from storage.errors import Busy, Conflict, InvalidInput, NotFound, StoryloomError
+from common.errors import Busy, Cancelled, Conflict, InvalidInput, NotFound, StoryloomError
 from storage.models import Step
 
 
@@ -52,10 +52,6 @@ class Limits:
     lore: int = 8  # pinned entries and triggered lore in one prompt, at most
     memory_chars: int = 4000  # a memory entry or the short-term memory
     query_chars: int = 2000  # a memory search typed by the person
-
-
-class Cancelled(StoryloomError):
-    """The person stopped the action; nothing of the step in progress was written."""
 
 
 class StoryService:

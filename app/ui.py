@@ -26,7 +26,7 @@ from app.reading import ReaderView
 from app.service import StoryService, StoryView
 from storage import repo
 from storage.db import OUTAGES, unavailable
-from storage.errors import Conflict, InvalidInput, StoryloomError
+from common.errors import Conflict, InvalidInput, StoryloomError
 
 log = logging.getLogger("storyloom.ui")
 

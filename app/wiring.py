@@ -13,7 +13,7 @@ from generation.recurrence import Writer
 from memory.embedder import Embedder
 from memory.longterm import LongTermMemory
 from storage.db import open_database
-from storage.errors import DatabaseUnavailable
+from common.errors import DatabaseUnavailable
 
 
 def build_service(settings: Settings) -> StoryService:

@@ -62,7 +62,7 @@ def main() -> None:
 
     from app.config import Settings
     from app.wiring import build_service, quiet_libraries
-    from storage.errors import StoryloomError
+    from common.errors import StoryloomError
 
     quiet_libraries()
     service = build_service(Settings(data_dir=Path(tempfile.mkdtemp(prefix="storyloom-auto-"))))

@@ -37,7 +37,7 @@ if __package__ in (None, ""):
 
 from generation.backend import Decoding  # noqa: E402
 from generation.ditto import DEFAULT_ADAPTER  # noqa: E402
-from generation.errors import GenerationFailed  # noqa: E402
+from common.errors import GenerationFailed  # noqa: E402
 from generation.local import TransformersBackend  # noqa: E402
 from generation.recurrence import StepContext, Writer  # noqa: E402
 from generation.sca import SCASettings, clarify  # noqa: E402

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 
 
 def check_lambda(lam: float) -> float:

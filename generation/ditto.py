@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from generation.backend import Decoding, check_lambda
-from storage.errors import InvalidInput, StoryloomError
+from common.errors import InvalidInput, StoryloomError
 
 LAMBDA = 0.5
 PLAIN = Decoding(guard=False, repetition_penalty=1.0)  # greedy decoding with no anti-repetition control

@@ -15,7 +15,7 @@ from pathlib import Path
 from queue import Empty
 
 from generation.backend import Request
-from generation.errors import GenerationFailed, ModelUnavailable
+from common.errors import GenerationFailed, ModelUnavailable
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 log = logging.getLogger("storyloom.model")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from generation.errors import ParseError
+from common.errors import ParseError
 
 _PREAMBLE = re.compile(r"^\s*(sure|certainly|okay|ok|here('s| is| are)|of course)\b[^\n]*[:!]\s*", re.I)
 # Replies that address the person ("I'll...", "Let's...") instead of saying what happens. A plan or

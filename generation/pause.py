@@ -26,7 +26,7 @@ from pathlib import Path
 from generation.ditto import (
     LORA_TARGETS, AdapterUnavailable, model_fingerprint, new_run, split_sentences, warmup_then_decay,
 )
-from storage.errors import InvalidInput, StoryloomError
+from common.errors import InvalidInput, StoryloomError
 
 PAUSE = "[PAUSE]"
 META = "storyloom-pause.json"

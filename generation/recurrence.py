@@ -13,7 +13,7 @@ from functools import partial
 
 from generation import parse, prompts
 from generation.backend import Backend, Decoding, Request
-from generation.errors import GenerationFailed, ParseError
+from common.errors import GenerationFailed, ParseError
 from generation.prompts import Budget, fit
 
 # A plan is a short call, and a small model often answers about the writing instead of the story:

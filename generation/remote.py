@@ -25,8 +25,8 @@ import math
 from collections.abc import Iterator
 
 from generation.backend import Request
-from generation.errors import GenerationFailed, ModelUnavailable
-from storage.errors import InvalidInput
+from common.errors import GenerationFailed, ModelUnavailable
+from common.errors import InvalidInput
 
 APIS = ("chat", "completions")
 LIMITS = ("the sentence-repetition guard, DRY, the repetition penalty and DITTO need the model's logits, which "

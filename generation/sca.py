@@ -39,10 +39,10 @@ from contextlib import closing
 from dataclasses import dataclass, field
 
 from generation import parse, prompts
-from generation.errors import ParseError
+from common.errors import ParseError
 from generation.measures import english_share, measure
 from generation.resolve import resolve
-from storage.errors import InvalidInput, StoryloomError
+from common.errors import InvalidInput, StoryloomError
 
 MAX_CHARS = 2000  # an instruction or premise clarify accepts
 MIN_ENGLISH = 0.5  # share of English words below which a text is refused

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.errors import StoryloomError
+from common.errors import StoryloomError
 
 MAX_CHARS = 4000  # the model reads 256 word pieces; longer text only costs time to tokenize
 

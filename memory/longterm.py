@@ -23,7 +23,7 @@ from memory.embedder import Embedder
 from memory.index import VectorIndex, gpu_count
 from memory.lexical import STOP_WORDS, LexicalIndex
 from storage import repo
-from storage.errors import InvalidInput, NotFound, StoryloomError
+from common.errors import InvalidInput, NotFound, StoryloomError
 from storage.models import MEMORY_KINDS, MemoryEntry
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from storage.errors import Conflict, InvalidInput, NotFound
+from common.errors import Conflict, InvalidInput, NotFound
 from storage.models import Story, User
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage import repo
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 from storage.models import MEMORY_KINDS, MemoryEntry, Playthrough, Step, Story
 
 FORMAT = "storyloom-backup"

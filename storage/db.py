@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, exc, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.errors import DatabaseUnavailable
+from common.errors import DatabaseUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -81,11 +81,19 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 OUTAGES = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
 
 
+def database_reason(error: exc.SQLAlchemyError) -> str:
+    """The first line of what the database driver said (not SQLAlchemy's wrapping), at most 300
+    characters; "no reason given" when the driver said nothing."""
+    said = str(error.orig) if isinstance(error, exc.DBAPIError) and error.orig is not None else str(error)
+    lines = said.strip().splitlines()
+    return lines[0][:300] if lines and lines[0].strip() else "no reason given"
+
+
 def unavailable(error: exc.SQLAlchemyError) -> DatabaseUnavailable:
     """A database outage in the middle of an action, as one line for the person. The action's
     transaction rolled back, so its change was not saved."""
-    reason = (str(getattr(error, "orig", None) or error).strip().splitlines() or ["no reason given"])[0]
-    problem = DatabaseUnavailable(f"the database failed ({reason[:300]}); this change was not saved. "
+    reason = database_reason(error)
+    problem = DatabaseUnavailable(f"the database failed ({reason}); this change was not saved. "
                                   "Try again once it is back")
     problem.__cause__ = error
     return problem
@@ -99,6 +107,5 @@ def open_database(url: str) -> Database:
         migrate(engine)
     except exc.SQLAlchemyError as e:
         engine.dispose()
-        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
-        raise DatabaseUnavailable(f"cannot open database {shown}: {reason}") from e
+        raise DatabaseUnavailable(f"cannot open database {shown}: {database_reason(e)}") from e
     return Database(engine, sessionmaker(engine, expire_on_commit=False))

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 
 FORMATS = ("md", "txt", "epub", "docx", "pdf", "json")
 MEDIA_TYPES = {

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, defer
 
-from storage.errors import Conflict, NotFound
+from common.errors import Conflict, NotFound
 from storage.models import MemoryEntry, Playthrough, Step, Story
 
 

@@ -11,7 +11,7 @@ from generation.ditto import (
     MIN_SENTENCES, Corpus, TrainConfig, reference_logprobs, ditto_loss, kl_loss, mle_loss, paragraphs_of, read_corpus, rep_n, rep_r, rep_w,
     repeat_sample, repeated_sentences, split_sentences, summarize, usable,
 )
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 
 WIKI = """ = Robert Boulter = 
 

@@ -11,7 +11,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from storage import formats
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 
 PARAGRAPHS = [
     "Zoë opened the door of the lighthouse; the sea was “quiet” for once — almost.",

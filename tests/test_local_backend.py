@@ -5,7 +5,7 @@ from contextlib import closing
 import pytest
 
 from generation.backend import Request
-from generation.errors import ModelUnavailable
+from common.errors import ModelUnavailable
 from generation.local import TransformersBackend, embedded_model, resolve_model
 
 

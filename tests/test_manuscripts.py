@@ -11,9 +11,9 @@ from app.manuscripts import Manuscripts
 from app.memories import Memories
 from app.reading import Reading
 from generation.backend import Decoding
-from generation.errors import GenerationFailed
+from common.errors import GenerationFailed
 from storage import backup
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 from storage.models import MemoryEntry, Playthrough, Step, Story
 from tests.test_service import make_service
 

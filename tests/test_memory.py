@@ -6,7 +6,7 @@ import pytest
 from memory.index import VectorIndex
 from memory.longterm import LongTermMemory, chunks
 from storage import repo
-from storage.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 
 FACTS = [
     "The lighthouse keeper Mara keeps a brass telescope that belonged to her grandfather.",

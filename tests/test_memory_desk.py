@@ -10,7 +10,7 @@ from app.service import Limits, StoryService
 from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
 from storage import repo
-from storage.errors import Busy, Conflict, InvalidInput, NotFound
+from common.errors import Busy, Conflict, InvalidInput, NotFound
 from tests.fakes import ScriptedBackend
 
 

@@ -9,7 +9,7 @@ import pytest
 from app.manuscripts import Manuscripts
 from app.memories import Memories
 from app.reading import Reading
-from storage.errors import NotFound
+from common.errors import NotFound
 from tests.test_service import make_service
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from generation import parse
-from generation.errors import ParseError
+from common.errors import ParseError
 
 
 def test_title_drops_preamble_label_and_quotes():

@@ -6,7 +6,7 @@ import pytest
 
 from generation.ditto import AdapterUnavailable
 from generation.pause import PAUSE, PauseSettings, TuneConfig, insert_pauses, strip_pauses
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 
 LONG = ("Mara climbed the stairs, counted the steps, and stopped at the lamp room. The glass rattled in the wind; "
         "below, the sea threw itself at the rocks. She read the letter again: it was dated fifty years ahead.")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from generation.errors import GenerationFailed
+from common.errors import GenerationFailed
 from generation.prompts import Budget, fit
 from generation.recurrence import PLAN_TRIES, StepContext, Writer
 from tests.fakes import PARAGRAPH, PLANS, ScriptedBackend

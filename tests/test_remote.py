@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from generation.backend import Request
-from generation.errors import GenerationFailed, ModelUnavailable
+from common.errors import GenerationFailed, ModelUnavailable
 from generation.remote import OpenAIBackend
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 
 ASK = Request(messages=[{"role": "user", "content": "Write about the sea."}], max_new_tokens=20)
 

@@ -8,10 +8,10 @@ import math
 import pytest
 
 from generation import parse
-from generation.errors import ParseError
+from common.errors import ParseError
 from generation.measures import english_share, flesch, measure, syllables, tag
 from generation.sca import SCASettings, SCAUnavailable, check_text, clarify, paraphrases, score_words
-from storage.errors import InvalidInput
+from common.errors import InvalidInput
 from tests.fakes import ScriptedBackend
 
 UNCLEAR = "She takes it up there after the thing with him, and then they both see what it means."

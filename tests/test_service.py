@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import func, select
 
 from app.service import Limits, StoryService
-from generation.errors import GenerationFailed
+from common.errors import GenerationFailed
 from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
-from storage.errors import Conflict, InvalidInput, NotFound
+from common.errors import Conflict, InvalidInput, NotFound
 from storage.models import MemoryEntry, Step, Story
 from tests.fakes import PARAGRAPH, ScriptedBackend
 

@@ -6,7 +6,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage import repo
 from storage.db import open_database, sqlite_url
-from storage.errors import Conflict, DatabaseUnavailable, NotFound
+from common.errors import Conflict, DatabaseUnavailable, NotFound
 
 
 def test_migrations_create_the_schema_with_foreign_keys_and_wal_on_sqlite(db):

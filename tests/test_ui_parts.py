@@ -2,7 +2,7 @@
 
 from app.inspector import inspector_markdown
 from app.ui import Problem, stream
-from storage.errors import Conflict, InvalidInput
+from common.errors import Conflict, InvalidInput
 
 
 def test_stream_yields_text_then_the_result():
