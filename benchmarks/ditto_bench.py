@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.longstory import shared_data_dir  # noqa: E402
+from benchmarks.longstory import TEXTS  # noqa: E402
 from generation.backend import Decoding  # noqa: E402
 from generation.ditto import (  # noqa: E402
     DEFAULT_ADAPTER, PLAIN, adapter_off, attach_adapter, eval_samples, evaluate, read_corpus,
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ditto.json"))
     args = parser.parse_args()
 
-    data = shared_data_dir()
+    data = TEXTS
     started = time.perf_counter()
     model, tokenizer = load_model(resolve_model(None), "auto")
     model = attach_adapter(model, args.adapter)

@@ -1,6 +1,6 @@
 """Export and import of a 100,000-word manuscript, through the service the app and CLI use.
 
-The manuscript: The Great Gatsby's paragraphs (the shared data), repeated until it has 100,000
+The manuscript: The Great Gatsby's paragraphs (assets/texts), repeated until it has 100,000
 words, a chapter every 40 paragraphs, written as a Markdown draft. Measured in one process:
 
 1. importing it as a draft: reading, embedding every paragraph into long-term memory, the two
@@ -30,14 +30,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.longstory import shared_data_dir  # noqa: E402
+from benchmarks.longstory import TEXTS  # noqa: E402
 
 
 def draft(words: int) -> bytes:
     from generation.ditto import paragraphs_of
     from storage.formats import manuscript_of, to_markdown
 
-    source = paragraphs_of((shared_data_dir() / "the-great-gatsby.txt").read_text())
+    source = paragraphs_of((TEXTS / "the-great-gatsby.txt").read_text())
     source = [p for p in source if len(p.split()) >= 8]
     paragraphs, total = [], 0
     while total < words:

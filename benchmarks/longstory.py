@@ -1,5 +1,5 @@
-"""A synthetic long story for measuring long-term memory: filler paragraphs from the shared
-public-domain texts, with 20 distinct facts planted in the first 20 steps, and for each fact a
+"""A synthetic long story for measuring long-term memory: filler paragraphs from assets/texts
+(The Great Gatsby and WikiText-2), with 20 distinct facts planted in the first 20 steps, and for each fact a
 plan (what a writer would ask for later) that needs it. Used by benchmarks/memory_recall.py and
 tests/test_recall.py.
 
@@ -8,7 +8,6 @@ competes with them for retrieval; the plans name the subject of a fact but never
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -56,15 +55,8 @@ FACTS = [
 ]
 
 
-def shared_data_dir() -> Path:
-    """../shared/data beside the repository (or STORYLOOM_SHARED_DATA)."""
-    candidates = [os.environ.get("STORYLOOM_SHARED_DATA"),
-                  Path(__file__).resolve().parents[2] / "shared" / "data", "/work/shared/data"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "the-great-gatsby.txt").is_file():
-            return Path(candidate)
-    raise FileNotFoundError("the shared data (the-great-gatsby.txt, wikitext-2-valid.txt) was not found in "
-                            "../shared/data; set STORYLOOM_SHARED_DATA to its folder")
+# The Great Gatsby and WikiText-2's validation split, shipped in the repository with their licences
+TEXTS = Path(__file__).resolve().parents[1] / "assets" / "texts"
 
 
 def _merge(pieces: list[str], words: int) -> list[str]:
@@ -79,7 +71,7 @@ def _merge(pieces: list[str], words: int) -> list[str]:
 
 
 def gatsby_paragraphs(words: int = 110) -> list[str]:
-    text = (shared_data_dir() / "the-great-gatsby.txt").read_text(encoding="utf-8")
+    text = (TEXTS / "the-great-gatsby.txt").read_text(encoding="utf-8")
     text = text.split("*** START OF")[1].split("\n", 1)[1].split("*** END OF")[0]
     text = text[text.index("In my younger and more vulnerable years"):]
     pieces = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
@@ -87,7 +79,7 @@ def gatsby_paragraphs(words: int = 110) -> list[str]:
 
 
 def wikitext_paragraphs(words: int = 110) -> list[str]:
-    lines = (shared_data_dir() / "wikitext-2-valid.txt").read_text(encoding="utf-8").splitlines()
+    lines = (TEXTS / "wikitext-2-valid.txt").read_text(encoding="utf-8").splitlines()
     pieces = []
     for line in lines:
         line = line.strip()

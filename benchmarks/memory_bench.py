@@ -50,7 +50,7 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 
 def paragraphs(count: int) -> list[str]:
-    """`count` filler paragraphs, all the shared texts give, repeated when the story is longer."""
+    """`count` filler paragraphs, all the shipped texts give, repeated when the story is longer."""
     from benchmarks.longstory import gatsby_paragraphs, wikitext_paragraphs
 
     available = gatsby_paragraphs() + wikitext_paragraphs()

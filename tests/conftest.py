@@ -30,6 +30,9 @@ def free_port() -> int:
 
 EXE = str(Path(sys.executable).with_name("storyloom"))
 
+# The texts the tests train and measure on, shipped in the repository with their licences
+TEXTS = Path(__file__).resolve().parent.parent / "assets" / "texts"
+
 
 def storyloom_env(data_dir: Path, **settings: str) -> dict[str, str]:
     """The environment for a `storyloom` process: none of this shell's STORYLOOM_ settings, its own

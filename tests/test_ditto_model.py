@@ -19,10 +19,10 @@ from generation.local import TransformersBackend, load_model, resolve_model
 
 pytestmark = pytest.mark.slow
 
-WIKI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2-valid.txt"
-if not WIKI.is_file():
-    WIKI = Path("/work/shared/data/wikitext-2-valid.txt")
-GATSBY = WIKI.with_name("the-great-gatsby.txt")
+from tests.conftest import TEXTS
+
+WIKI = TEXTS / "wikitext-2-valid.txt"
+GATSBY = TEXTS / "the-great-gatsby.txt"
 
 
 def storyloom(*args, timeout=600):

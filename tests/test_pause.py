@@ -7,6 +7,7 @@ import pytest
 from generation.ditto import AdapterUnavailable
 from generation.pause import PAUSE, PauseSettings, TuneConfig, insert_pauses, strip_pauses
 from common.errors import InvalidInput
+from tests.conftest import TEXTS
 
 LONG = ("Mara climbed the stairs, counted the steps, and stopped at the lamp room. The glass rattled in the wind; "
         "below, the sea threw itself at the rocks. She read the letter again: it was dated fifty years ahead.")
@@ -45,7 +46,7 @@ def tuned(tmp_path_factory):
 
     model, tokenizer = load_model(embedded_model(), "cpu")
     folder = tmp_path_factory.mktemp("pause") / "adapter"
-    meta = tune(model, tokenizer, ["../shared/data/the-great-gatsby.txt"], folder,
+    meta = tune(model, tokenizer, [TEXTS / "the-great-gatsby.txt"], folder,
                 TuneConfig(steps=2, batch=2, eval_samples=4))
     return folder, meta
 
