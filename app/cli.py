@@ -221,10 +221,8 @@ def _export(service, args) -> None:
     import time
     from pathlib import Path
 
-    from app.manuscripts import Manuscripts
-
     started = time.perf_counter()
-    done = Manuscripts(service).export(args.story_id, args.format, vectors=not args.no_vectors)
+    done = service.manuscripts.export(args.story_id, args.format, vectors=not args.no_vectors)
     out = Path(args.out)
     if out.is_dir():
         out = out / done.filename
@@ -241,12 +239,12 @@ def _export(service, args) -> None:
 def _import(service, args) -> None:
     from pathlib import Path
 
-    from app.manuscripts import Manuscripts, read_file
+    from app.service.manuscripts import read_file
 
     path = Path(args.path)
     raw = read_file(path)
-    view = Manuscripts(service).import_file(path.name, raw, premise=args.premise,
-                                            on_progress=lambda line: print(line, file=sys.stderr, flush=True))
+    view = service.manuscripts.import_file(path.name, raw, premise=args.premise,
+                                           on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     if view.notice:
         print(f"note: {view.notice}", file=sys.stderr)
     print(f"story {view.id}: {view.title!r}, {len(view.paragraphs)} paragraphs", file=sys.stderr)
@@ -274,9 +272,7 @@ def _memory(service, args: argparse.Namespace) -> None:
     import json
     from dataclasses import asdict
 
-    from app.memories import Memories
-
-    memories = Memories(service)
+    memories = service.memories
     if args.query is None:
         rows = memories.entries(args.story_id)
         if args.json:

@@ -10,16 +10,12 @@ import ipaddress
 import logging
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import anyio
 import gradio as gr
 from fastapi import HTTPException
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.manuscripts import Manuscripts
-from app.memories import Memories
-from app.reading import Reading
 from app.service import StoryService
 from storage import accounts
 from storage.accounts import LOCK_AFTER
@@ -29,39 +25,25 @@ from common.errors import InvalidInput
 log = logging.getLogger("storyloom.people")
 
 
-@dataclass(frozen=True)
-class Desk:
-    """One person's storyloom: the story service and its helpers, all scoped to the same person."""
-
-    service: StoryService
-    reading: Reading
-    memories: Memories
-    manuscripts: Manuscripts
-
-    @classmethod
-    def of(cls, service: StoryService) -> "Desk":
-        return cls(service, Reading(service), Memories(service), Manuscripts(service))
-
-
 class People:
-    """Turns a Gradio request into the desk of the person who sent it."""
+    """Turns a Gradio request into the story service of the person who sent it (their desk: the
+    service scoped to them, with its use cases: writing, editing, memories, reading, manuscripts)."""
 
     def __init__(self, service: StoryService, accounts_on: bool):
         self.service = service
         self.accounts_on = accounts_on
-        self.everyone = Desk.of(service)  # accounts off: one desk with every story
 
-    def desk(self, request: gr.Request | None) -> Desk:
+    def desk(self, request: gr.Request | None) -> StoryService:
         if not self.accounts_on:
-            return self.everyone
-        name = getattr(request, "username", None)
+            return self.service  # accounts off: one desk with every story
+        name = request.username if request is not None else None
         if not name:  # the login page stands before every route; this would be a bug
             raise gr.Error("You are not logged in. Reload the page and log in.")
-        return Desk.of(self.service.as_user(name))
+        return self.service.as_user(name)
 
-    def handler(self, fn: Callable, part: Callable[[Desk], object] = lambda desk: desk) -> Callable:
-        """An event function for Gradio from fn(desk, *inputs): it takes the inputs and the request,
-        and calls fn with the requester's desk (or part(desk), e.g. just the service) first."""
+    def handler(self, fn: Callable) -> Callable:
+        """An event function for Gradio from fn(service, *inputs): it takes the inputs and the
+        request, and calls fn with the requester's scoped service first."""
         signature = inspect.signature(fn)
         first, *params = signature.parameters.values()
         hints = {name: hint for name, hint in typing.get_type_hints(fn).items() if name != first.name}
@@ -72,7 +54,7 @@ class People:
             def event(*args):
                 *inputs, req = args
                 try:
-                    yield from fn(part(self.desk(req)), *inputs)
+                    yield from fn(self.desk(req), *inputs)
                 except OUTAGES as e:  # the database went away: say so, the page stays as it was
                     log.warning("event %s: %s", fn.__name__, e)
                     raise gr.Error(str(unavailable(e))) from e
@@ -80,7 +62,7 @@ class People:
             def event(*args):
                 *inputs, req = args
                 try:
-                    return fn(part(self.desk(req)), *inputs)
+                    return fn(self.desk(req), *inputs)
                 except OUTAGES as e:
                     log.warning("event %s: %s", fn.__name__, e)
                     raise gr.Error(str(unavailable(e))) from e
@@ -90,10 +72,6 @@ class People:
         event.__annotations__ = {**hints, "request": gr.Request}
         event.__name__ = event.__qualname__ = fn.__name__
         return event
-
-    def per_service(self, fn: Callable) -> Callable:
-        """handler() for fn(service, *inputs): the requester's scoped story service first."""
-        return self.handler(fn, part=lambda desk: desk.service)
 
 
 LOGIN_MESSAGE = (f"Log in with the name and password from `storyloom user add`. After {LOCK_AFTER} wrong "

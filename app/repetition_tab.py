@@ -57,7 +57,7 @@ def build(service: StoryService, story_id: gr.State,
           per_person: Callable[[Callable], Callable]) -> RepetitionTab:
     """The tab. Its events run on the scoped service of whoever sent them: per_person turns
     fn(service, *inputs) into such an event function."""
-    backend = service.writer.backend
+    backend = service.context.writer.backend
     describe = getattr(backend, "describe_adapter", lambda: "this backend has no DITTO adapter")
     with gr.Tab("Repetition", id="repetition") as tab:
         gr.Markdown("How this story fights repetition. Settings are saved with the story and used by its "

@@ -46,8 +46,8 @@ def run(args: argparse.Namespace, service, settings) -> None:
     def progress(done: float, what: str) -> None:
         print(f"\r[{done:4.0%}] {what:<60}", end="", file=sys.stderr, flush=True)
 
-    result = clarify(service.writer.backend, service.memory.embedder, args.text, context, settings, progress, last,
-                     scorer=service.scorer)
+    result = clarify(service.context.writer.backend, service.context.memory.embedder, args.text, context,
+                     settings, progress, last, scorer=service.context.scorer)
     print(file=sys.stderr)
     print(json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
 
@@ -57,9 +57,10 @@ def _tune(args, settings) -> None:
 
     from app.ditto_cli import _bar
     from app.wiring import ditto_adapter
-    from generation.ditto import attach_adapter
+    from generation.adapters import attach_adapter, fold_in
     from generation.local import load_model, resolve_model
-    from generation.pause import PauseSettings, TuneConfig, tune
+    from generation.pause import PauseSettings
+    from generation.pause_tuning import TuneConfig, tune
 
     config = TuneConfig(steps=args.steps, lr=args.lr, batch=args.batch,
                         pauses=PauseSettings(args.per_boundary, args.min_words, not args.sentences_only))
@@ -68,7 +69,7 @@ def _tune(args, settings) -> None:
     model, tokenizer = load_model(resolve_model(settings.model), "cpu")
     adapter = None if args.no_ditto else ditto_adapter(settings)
     if adapter:  # tuned on the model as it writes: DITTO folded into the weights
-        model = attach_adapter(model, adapter).merge_and_unload()
+        model = fold_in(attach_adapter(model, adapter))
     with _bar(args.steps, "step", "pause tuning") as bar:
         def progress(step: int, steps: int, loss: float) -> None:
             bar.update(1)

@@ -19,10 +19,10 @@ import gradio as gr
 
 from app import clarify_panel, repetition_tab
 from app.inspector import inspector_markdown
-from app.manuscripts import read_file
-from app.memories import EntryRow
-from app.people import Desk, People
-from app.reading import ReaderView
+from app.people import People
+from app.service.manuscripts import read_file
+from app.service.memories import EntryRow
+from app.service.reading import ReaderView
 from app.service import StoryService, StoryView
 from storage import repo
 from storage.db import OUTAGES, unavailable
@@ -156,8 +156,8 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
     exports = ExportFolder()
     runs: dict[tuple, threading.Event] = {}  # (owner, story id) -> the stop signal of its running auto mode
 
-    def story_choices(desk: Desk) -> list[tuple[str, int]]:
-        return [(f"{i}: {t}", i) for i, t in desk.service.list_stories()]
+    def story_choices(desk: StoryService) -> list[tuple[str, int]]:
+        return [(f"{i}: {t}", i) for i, t in desk.list_stories()]
 
     with gr.Blocks(title="storyloom") as app:
         with gr.Row():
@@ -259,7 +259,7 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
                         memory_table = gr.Dataframe(headers=MEMORY_HEADERS, value=[], interactive=False, wrap=True,
                                                     max_height=600, elem_id="memory-table",
                                                     column_widths=["6%", "9%", "11%", "7%", "6%", "10%", "11%", "40%"])
-                    repetition = repetition_tab.build(service, story_id, people.per_service)
+                    repetition = repetition_tab.build(service, story_id, people.handler)
                     with gr.Tab("Inspect", id="inspect"):
                         inspect_number = gr.Number(label="Paragraph number (0 or empty: the last)", precision=0,
                                                    elem_id="inspect-number")
@@ -290,12 +290,12 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
                         import_button = gr.Button("Import as a new story", variant="primary", elem_id="import")
                 status = gr.Markdown(elem_id="status")
                 repetition.wire(status)
-                clarify_panel.wire(people.per_service, clarifying, story_id, instruction, premise, clarify_premise_button,
+                clarify_panel.wire(people.handler, clarifying, story_id, instruction, premise, clarify_premise_button,
                                    status, model)
 
         # -- how results reach the page ------------------------------------------------
 
-        def show(desk: Desk, view: StoryView, note: str = "") -> dict:
+        def show(desk: StoryService, view: StoryView, note: str = "") -> dict:
             choices = [(f"{n}. {p}", n) for n, p in enumerate(view.plans, 1)]
             number, count = view.version
             return {story_id: view.id, seen_head: view.head_step_id,
@@ -308,10 +308,10 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
             gr.Warning(message)
             return {writing: "", status: f"**Nothing was written:** {message}"}
 
-        def render(desk: Desk, event, note: Callable[[StoryView], str] = cost_line, sid=None) -> dict:
+        def render(desk: StoryService, event, note: Callable[[StoryView], str] = cost_line, sid=None) -> dict:
             if isinstance(event, Problem):
                 if event.stale_page and sid:
-                    return {**show(desk, desk.service.view(sid)), **problem(event)}
+                    return {**show(desk, desk.view(sid)), **problem(event)}
                 if event.draft:  # not saved: the text stays on screen, to copy
                     return {**problem(event), writing: f"*Not saved; the paragraph as written:*\n\n"
                                                        f"{literal(event.draft)}"}
@@ -326,11 +326,11 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
                 return {writing: f"*Importing…* {literal(text)}"}
             return {writing: f"*Writing {PART_NAMES.get(part, part)}…*\n\n{literal(text)}"}
 
-        def run(desk: Desk, action, sid, *args, **kwargs) -> Iterator[dict]:
+        def run(desk: StoryService, action, sid, *args, **kwargs) -> Iterator[dict]:
             for event in stream(action, sid, *args, **kwargs):
                 yield render(desk, event, sid=sid)
 
-        def at_once(desk: Desk, action, sid, *args, **kwargs) -> dict:
+        def at_once(desk: StoryService, action, sid, *args, **kwargs) -> dict:
             try:
                 view = action(sid, *args, **kwargs)
             except StoryloomError as e:
@@ -342,34 +342,34 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
 
         # -- actions: each takes the desk of the person who asked, then the page's inputs ------
 
-        def list_own_stories(desk: Desk):
+        def list_own_stories(desk: StoryService):
             return gr.update(choices=story_choices(desk))
 
-        def logged_in(desk: Desk) -> str:
-            owner = desk.service.owner
+        def logged_in(desk: StoryService) -> str:
+            owner = desk.context.owner
             if owner is repo.ANYONE:
                 return ""
             return (f'<p style="text-align: right">Logged in as <b>{html.escape(owner)}</b> · '
                     '<a href="logout">Log out</a></p>')
 
-        def open_story(desk: Desk, sid):
+        def open_story(desk: StoryService, sid):
             if sid is None or str(sid).strip() == "":
                 return {}
             number = str(sid).split(":")[0].strip()  # a choice's value, or what the person typed
             if not (number.isascii() and number.isdecimal()) or int(number) >= 2**31:
                 return problem(f"There is no story {str(sid)[:40]!r}: pick one of yours or type its number.")
-            return at_once(desk, desk.service.view, int(number))
+            return at_once(desk, desk.view, int(number))
 
-        def start(desk: Desk, text: str, title_text: str):
-            for event in stream(desk.service.new_story, text, title_text or None):
+        def start(desk: StoryService, text: str, title_text: str):
+            for event in stream(desk.new_story, text, title_text or None):
                 yield render(desk, event)
 
-        def pick(desk: Desk, plan_number, sid):
+        def pick(desk: StoryService, plan_number, sid):
             if plan_number is None or sid is None:
                 return gr.update()
-            return desk.service.view(int(sid)).plans[int(plan_number) - 1]
+            return desk.view(int(sid)).plans[int(plan_number) - 1]
 
-        def write_next(desk: Desk, sid, head, plan_number, text: str):
+        def write_next(desk: StoryService, sid, head, plan_number, text: str):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
@@ -378,25 +378,25 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
                 yield problem("Pick one of the plans or write your own instruction.")
                 return
             try:
-                plans_now = desk.service.view(int(sid)).plans
+                plans_now = desk.view(int(sid)).plans
             except StoryloomError as e:
                 yield problem(str(e))
                 return
             if plan_number is not None and text in ("", plans_now[int(plan_number) - 1]):
-                yield from run(desk, desk.service.step, int(sid), int(plan_number), None, seen_head=head)
+                yield from run(desk, desk.step, int(sid), int(plan_number), None, seen_head=head)
             else:
-                yield from run(desk, desk.service.step, int(sid), None, text, seen_head=head)
+                yield from run(desk, desk.step, int(sid), None, text, seen_head=head)
 
-        def regenerate(desk: Desk, sid, head):
+        def regenerate(desk: StoryService, sid, head):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
-            yield from run(desk, desk.service.regenerate, int(sid), seen_head=head)
+            yield from run(desk, desk.regenerate, int(sid), seen_head=head)
 
         def simple(action: Callable[..., StoryView]) -> Callable:
             """A quick action(service, story id, seen head) that shows the story as it then is."""
-            def handler(desk: Desk, sid, head):
-                return needs_story(sid) or at_once(desk, functools.partial(action, desk.service), int(sid), head)
+            def handler(desk: StoryService, sid, head):
+                return needs_story(sid) or at_once(desk, functools.partial(action, desk), int(sid), head)
             handler.__name__ = action.__name__
             return handler
 
@@ -409,17 +409,17 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
         def newer(service: StoryService, sid, head):
             return service.other_version(sid, +1, head)
 
-        def auto(desk: Desk, sid, steps):
+        def auto(desk: StoryService, sid, steps):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
-            run_key = (desk.service.owner, int(sid))  # only its owner can stop it
+            run_key = (desk.context.owner, int(sid))  # only its owner can stop it
             cancel = threading.Event()
             if runs.setdefault(run_key, cancel) is not cancel:  # one step: two tabs cannot both start
                 yield problem("Auto mode is already running on this story.")
                 return
             try:
-                for event in stream(desk.service.auto, int(sid), int(steps or 0), cancel=cancel, steps=True):
+                for event in stream(desk.auto, int(sid), int(steps or 0), cancel=cancel, steps=True):
                     yield render(desk, event,
                                  lambda view: "Auto mode stopped." if cancel.is_set() else "Auto mode done.")
             finally:  # also when the page went away mid-run: nobody could press Stop any more
@@ -427,18 +427,18 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
                 if runs.get(run_key) is cancel:
                     del runs[run_key]
 
-        def stop(desk: Desk, sid):
-            cancel = runs.get((desk.service.owner, int(sid))) if sid is not None else None
+        def stop(desk: StoryService, sid):
+            cancel = runs.get((desk.context.owner, int(sid))) if sid is not None else None
             if cancel is None:
                 return problem("Nothing is running on this story.")
             cancel.set()
             return {status: "Stopping… the step in progress will be dropped."}
 
-        def load_paragraph(desk: Desk, sid, number):
+        def load_paragraph(desk: StoryService, sid, number):
             if sid is None or number is None:
                 return {}
             try:
-                view = desk.service.view(int(sid))
+                view = desk.view(int(sid))
             except StoryloomError as e:
                 return problem(str(e))
             if not 1 <= int(number) <= len(view.paragraphs):
@@ -446,12 +446,12 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
             index = int(number) - 1
             return {edit_text: view.paragraphs[index], chapter: view.chapters[index] or ""}
 
-        def save(desk: Desk, sid, head, number, text, chapter_title):
+        def save(desk: StoryService, sid, head, number, text, chapter_title):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
             try:
-                view = desk.service.view(int(sid))
+                view = desk.view(int(sid))
             except StoryloomError as e:
                 yield problem(str(e))
                 return
@@ -461,28 +461,28 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
             changed = (text or "").strip() != view.paragraphs[int(number) - 1]
             saved = (f"Paragraph {int(number)} saved; its memories were derived again from the new text."
                      if changed else f"Paragraph {int(number)} saved (chapter only; the text did not change).")
-            for event in stream(desk.service.edit_paragraph, int(sid), view.step_ids[int(number) - 1], text,
+            for event in stream(desk.edit_paragraph, int(sid), view.step_ids[int(number) - 1], text,
                                 chapter_title or "", seen_head=head):  # its summary is written again
                 yield render(desk, event, lambda result: result.notice or saved, sid=int(sid))
 
-        def save_memory(desk: Desk, sid, head, text):
+        def save_memory(desk: StoryService, sid, head, text):
             if (missing := needs_story(sid)) is not None:
                 return missing
             try:
-                return show(desk, desk.service.edit_short_memory(int(sid), text, seen_head=head),
+                return show(desk, desk.edit_short_memory(int(sid), text, seen_head=head),
                             "Short-term memory saved: the next step starts from it.")
             except StoryloomError as e:
                 return render(desk, Problem(e), sid=int(sid))
 
         # -- the memory desk ----------------------------------------------------------------
 
-        def memory_page(desk: Desk, sid, stale: bool, note: str = "") -> dict:
+        def memory_page(desk: StoryService, sid, stale: bool, note: str = "") -> dict:
             rows = desk.memories.entries(int(sid), include_stale=bool(stale), newest=MEMORY_ROWS)
             total = desk.memories.count(int(sid), include_stale=bool(stale))
             shown = f" (the newest {MEMORY_ROWS} shown; search finds any)" if total > MEMORY_ROWS else ""
             return {memory_table: memory_rows(rows), status: note or f"{total} memory entries{shown}."}
 
-        def refresh_memory(desk: Desk, sid, stale):
+        def refresh_memory(desk: StoryService, sid, stale):
             if sid is None:
                 return {}
             try:
@@ -490,7 +490,7 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
             except StoryloomError as e:
                 return problem(str(e))
 
-        def refresh_table(desk: Desk, sid, stale):
+        def refresh_table(desk: StoryService, sid, stale):
             """After the story changed or another story opened: the table as it is now, no entry picked."""
             cleared = {entry_id: None, entry_text: "", entry_keys: "", entry_pinned: False}
             if sid is None:
@@ -502,7 +502,7 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
 
         def memory_action(action):
             """Run a memory-desk action; afterwards the table shows the memory as it is now."""
-            def handler(desk: Desk, sid, stale, number, text, keys, pinned):
+            def handler(desk: StoryService, sid, stale, number, text, keys, pinned):
                 if (missing := needs_story(sid)) is not None:
                     return missing
                 try:
@@ -521,7 +521,7 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
                 raise InvalidInput("give the id of an entry (click a row of the table)")
             return int(number)
 
-        def save_entry(desk: Desk, sid, number, text, keys, pinned):
+        def save_entry(desk: StoryService, sid, number, text, keys, pinned):
             row = desk.memories.entry(sid, entry_number(number))
             updated = desk.memories.update(sid, row.id, text, keys=parse_keys(keys), pinned=bool(pinned))
             if updated.stale:
@@ -530,18 +530,18 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
             return f"Entry {updated.id} saved; the next step sees it as it is now.", {}
 
         def add_entry(kind):
-            def action(desk: Desk, sid, number, text, keys, pinned):
+            def action(desk: StoryService, sid, number, text, keys, pinned):
                 row = desk.memories.add(sid, text, kind, keys=parse_keys(keys), pinned=bool(pinned))
                 return f"{kind.capitalize()} {row.id} added.", {entry_id: row.id}
             action.__name__ = f"add_{kind}"
             return action
 
-        def delete_entry(desk: Desk, sid, number, text, keys, pinned):
+        def delete_entry(desk: StoryService, sid, number, text, keys, pinned):
             desk.memories.delete(sid, entry_number(number))
             return f"Entry {int(number)} deleted.", {entry_id: None, entry_text: "", entry_keys: "",
                                                      entry_pinned: False}
 
-        def pick_entry(desk: Desk, sid, evt: gr.SelectData):
+        def pick_entry(desk: StoryService, sid, evt: gr.SelectData):
             if sid is None or not evt.row_value:
                 return {}
             try:
@@ -550,7 +550,7 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
                 return problem(f"{e}; the table was out of date and is shown as it is now")
             return {entry_id: row.id, entry_text: row.text, entry_keys: ", ".join(row.keys), entry_pinned: row.pinned}
 
-        def search_memory(desk: Desk, sid, query, k):
+        def search_memory(desk: StoryService, sid, query, k):
             if (missing := needs_story(sid)) is not None:
                 return missing
             try:
@@ -563,16 +563,16 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
             rows += [[e.reason, "", "", e.entry_id, e.kind, where.get(e.entry_id, ""), e.text] for e in result.by_rule]
             return {found: rows, status: f"{len(result.hits)} found by meaning, {len(result.by_rule)} by rule."}
 
-        def inspect(desk: Desk, sid, number):
+        def inspect(desk: StoryService, sid, number):
             if (missing := needs_story(sid)) is not None:
                 return missing
             try:
-                view = desk.service.view(int(sid))
+                view = desk.view(int(sid))
                 number = int(number or 0)  # 0 or empty: the last paragraph
                 if number and not 1 <= number <= len(view.step_ids):
                     raise IndexError
                 step_id = view.step_ids[number - 1] if number else None
-                return {inspected: inspector_markdown(desk.service.inspect(int(sid), step_id))}
+                return {inspected: inspector_markdown(desk.inspect(int(sid), step_id))}
             except IndexError:
                 return problem(f"There is no paragraph {int(number)}.")
             except StoryloomError as e:
@@ -580,7 +580,7 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
 
         # -- reader mode ------------------------------------------------------------------
 
-        def show_play(desk: Desk, play: ReaderView) -> dict:
+        def show_play(desk: StoryService, play: ReaderView) -> dict:
             scenes = "\n\n".join(literal(s) for s in play.scenes[:-1])
             recent = f"{scenes}\n\n---\n\n{literal(play.scenes[-1])}" if scenes else literal(play.scenes[-1])
             options = [(f"{p[1]} ({p[2]} scenes)", p[0]) for p in desk.reading.playthroughs(play.story_id)]
@@ -589,26 +589,26 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
                     playthrough: gr.update(choices=options, value=play.playthrough_id),
                     status: f"Scene {len(play.scenes)}."}
 
-        def play(desk: Desk, action, *args) -> Iterator[dict]:
+        def play(desk: StoryService, action, *args) -> Iterator[dict]:
             for event in stream(action, *args):
                 if isinstance(event, ReaderView):
                     yield show_play(desk, event)
                 else:
                     yield render(desk, event)
 
-        def start_reading(desk: Desk, sid, name):
+        def start_reading(desk: StoryService, sid, name):
             if (missing := needs_story(sid)) is not None:
                 yield missing
                 return
             yield from play(desk, desk.reading.start, int(sid), name)
 
-        def choose(desk: Desk, pid, number):
+        def choose(desk: StoryService, pid, number):
             if pid is None or number is None:
                 yield problem("Start a playthrough and pick what to do.")
                 return
             yield from play(desk, desk.reading.choose, int(pid), int(number))
 
-        def resume(desk: Desk, pid):
+        def resume(desk: StoryService, pid):
             try:
                 return show_play(desk, desk.reading.view(int(pid))) if pid is not None else {}
             except StoryloomError as e:
@@ -616,7 +616,7 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
 
         # -- files -------------------------------------------------------------------------
 
-        def export(desk: Desk, sid, fmt, with_vectors):
+        def export(desk: StoryService, sid, fmt, with_vectors):
             hidden = {download: gr.update(visible=False)}
             if (missing := needs_story(sid)) is not None:
                 return {**missing, **hidden}
@@ -630,7 +630,7 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
             return {download: gr.update(value=str(path), label=f"⬇ Download {done.filename}", visible=True),
                     status: note, writing: ""}
 
-        def import_story(desk: Desk, path, premise_text):
+        def import_story(desk: StoryService, path, premise_text):
             if not path:
                 yield problem("Choose a file to import first.")
                 return
@@ -714,7 +714,7 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
     check_binding(host, settings.auth, allow_no_auth or settings.allow_no_auth)
     service = build_service(settings)
     if settings.auth:
-        with service.db.Session() as session:
+        with service.context.db.Session() as session:
             if not accounts.list_users(session):
                 raise InvalidInput("accounts are on (STORYLOOM_AUTH) but there are none: add one with "
                                    "`storyloom user add NAME` (and `storyloom user claim NAME` for the stories "
@@ -722,5 +722,5 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
     app = build_app(service, People(service, accounts_on=settings.auth), writers=settings.writers)
     app.queue(default_concurrency_limit=16).launch(
         server_name=host, server_port=port or settings.port, theme=gr.themes.Soft(), show_error=True,
-        ssr_mode=False, auth=login_check(service.db) if settings.auth else None,
+        ssr_mode=False, auth=login_check(service.context.db) if settings.auth else None,
         auth_message=LOGIN_MESSAGE)

@@ -65,7 +65,7 @@ def test_a_step_whose_database_goes_away_saves_nothing_and_keeps_the_text(outage
     assert outcome.draft.strip() in [p.strip() for p in PARAGRAPHS]  # what the model wrote, whole
 
     def view(desk, story_id):
-        return desk.service.view(story_id)
+        return desk.view(story_id)
 
     event = People(service, accounts_on=False).handler(view)
     with pytest.raises(gr.Error, match="the database failed"):  # any other action says the same

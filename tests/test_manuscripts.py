@@ -7,9 +7,6 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from app.manuscripts import Manuscripts
-from app.memories import Memories
-from app.reading import Reading
 from generation.backend import Decoding
 from common.errors import GenerationFailed
 from storage import backup
@@ -47,8 +44,8 @@ def written(db, embedder):
     service.regenerate(view.id)  # a second version: the tree branches
     view = service.step(view.id, instruction="Mara burns the letter.")
     service.set_chapter(view.id, view.step_ids[1], "Chapter Two: The Reef")
-    Memories(service).add(view.id, "Ilse is Mara's twin sister.", kind="lore", keys=["Ilse"])
-    reading = Reading(service)
+    service.memories.add(view.id, "Ilse is Mara's twin sister.", kind="lore", keys=["Ilse"])
+    reading = service.reading
     reading.choose(reading.start(view.id, "Ben").playthrough_id, 1)  # a reader's scene: a step off the manuscript
     service.set_decoding(view.id, Decoding(guard_lambda=0.2, repetition_penalty=1.1))
     return service, view.id
@@ -56,7 +53,7 @@ def written(db, embedder):
 
 def test_a_backup_restores_the_story_exactly(written, db):
     service, story_id = written
-    manuscripts = Manuscripts(service)
+    manuscripts = service.manuscripts
     first = manuscripts.export(story_id, "json")
     assert first.filename == "The Keeper's Letter.json" and first.media_type == "application/json"
     before = counts(db)
@@ -79,7 +76,7 @@ def test_a_backup_restores_the_story_exactly(written, db):
 
 def test_a_backup_without_vectors_is_embedded_again_on_import(written, db):
     service, story_id = written
-    manuscripts = Manuscripts(service)
+    manuscripts = service.manuscripts
     slim = manuscripts.export(story_id, "json", vectors=False)
     assert json.loads(slim.data)["vectors"] is None and len(slim.data) < len(manuscripts.export(story_id, "json").data)
     lines = []
@@ -116,7 +113,7 @@ def _resealed(document: dict) -> bytes:
 ])
 def test_bad_backups_are_refused_and_nothing_is_written(written, db, spoil, message):
     service, story_id = written
-    manuscripts = Manuscripts(service)
+    manuscripts = service.manuscripts
     raw = manuscripts.export(story_id, "json").data
     before = counts(db)
     with pytest.raises(InvalidInput, match=message):
@@ -126,7 +123,7 @@ def test_bad_backups_are_refused_and_nothing_is_written(written, db, spoil, mess
 
 def test_a_markdown_draft_becomes_a_story_that_can_go_on(db, embedder):
     service, backend = make_service(db, embedder)
-    manuscripts = Manuscripts(service)
+    manuscripts = service.manuscripts
     lines = []
     view = manuscripts.import_file("greyhaven.md", DRAFT.encode(), on_progress=lines.append)
     assert view.title == "The Lighthouse at Greyhaven" and len(view.paragraphs) == 4
@@ -152,7 +149,7 @@ def test_a_draft_is_imported_even_when_the_model_fails(db, embedder):
         raise GenerationFailed("the model is not available")
 
     service, _ = make_service(db, embedder, override=broken)
-    view = Manuscripts(service).import_file("notes.txt", b"Chapter 1\n\nShe left the island.\n\nShe came back.\n",
+    view = service.manuscripts.import_file("notes.txt", b"Chapter 1\n\nShe left the island.\n\nShe came back.\n",
                                             premise="A keeper leaves and returns.")
     assert view.paragraphs == ["She left the island.", "She came back."] and view.plans == []
     assert "could not write the short-term memory" in view.notice
@@ -166,13 +163,13 @@ def test_a_draft_is_imported_even_when_the_model_fails(db, embedder):
 def test_bad_drafts_change_nothing(db, embedder, name, raw, message):
     service, backend = make_service(db, embedder)
     with pytest.raises(InvalidInput, match=message):
-        Manuscripts(service).import_file(name, raw)
+        service.manuscripts.import_file(name, raw)
     assert counts(db) == (0, 0, 0, 0) and backend.requests == []
 
 
 def test_a_draft_keeps_its_author_and_long_headings_are_cut_with_a_notice(db, embedder):
     service, _ = make_service(db, embedder)
-    manuscripts = Manuscripts(service)
+    manuscripts = service.manuscripts
     heading = "The " + "very " * 100 + "long chapter"
     view = manuscripts.import_file("a.md", f"# Title\n\n*by Ann Wren*\n\n## {heading}\n\nShe left.\n".encode())
     assert view.chapters[0].endswith("…") and len(view.chapters[0]) <= 200
@@ -185,7 +182,7 @@ def test_a_draft_keeps_its_author_and_long_headings_are_cut_with_a_notice(db, em
 
 def test_odd_titles_make_safe_file_names_and_stay_in_the_document(db, embedder):
     service, _ = make_service(db, embedder)
-    manuscripts = Manuscripts(service)
+    manuscripts = service.manuscripts
     view = manuscripts.import_file("x.md", b"# ../../etc/passwd \xf0\x9f\xa6\x8a\n\nA fox came to the door.\n")
     assert view.title == "../../etc/passwd 🦊"
     for fmt in ("md", "txt", "epub", "docx", "pdf", "json"):

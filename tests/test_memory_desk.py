@@ -5,7 +5,6 @@ import threading
 
 import pytest
 
-from app.memories import Memories
 from app.service import Limits, StoryService
 from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
@@ -18,7 +17,7 @@ from tests.fakes import ScriptedBackend
 def desk(db, embedder):
     backend = ScriptedBackend()
     service = StoryService(db, LongTermMemory(embedder, use_gpu=False), Writer(backend), Limits())
-    return service, Memories(service), backend
+    return service, service.memories, backend
 
 
 def next_prompt(service, backend, story_id, instruction="Mara climbs to the lamp room."):
@@ -31,9 +30,9 @@ def next_prompt(service, backend, story_id, instruction="Mara climbs to the lamp
 
 def index_agrees(service, story_id):
     """The story's FAISS index holds exactly the live entries of the database, at their revisions."""
-    with service.db.Session() as s:
-        with service.memory._lock:
-            index = service.memory.sync(s, story_id)
+    with service.context.db.Session() as s:
+        with service.context.memory._lock:
+            index = service.context.memory.sync(s, story_id)
         return index.revisions == repo.memory_revisions(s, story_id) and len(index.index) == len(index.revisions)
 
 
@@ -97,7 +96,7 @@ def test_lore_stays_within_its_allowance_however_much_is_triggered(desk):
     prompt = next_prompt(service, backend, story.id, "Mara walks around Greyhaven.")
     parts = service.inspect(story.id)["parts"]
     assert 0 < parts["lore"]["tokens"] <= parts["lore"]["budget"]
-    assert prompt.count("Fact ") == len(parts["lore"]["each"]) <= service.limits.lore
+    assert prompt.count("Fact ") == len(parts["lore"]["each"]) <= service.context.limits.lore
     trace = service.inspect(story.id)
     assert len(trace["lore"]) == len(parts["lore"]["each"]) and trace["lore_left_out"] == 30 - len(trace["lore"])
 
@@ -167,7 +166,7 @@ def test_deleting_an_entry_while_a_step_runs(db, embedder):
 
     backend = ScriptedBackend()
     service = StoryService(db, LongTermMemory(embedder, use_gpu=False), Writer(backend), Limits())
-    memories = Memories(service)
+    memories = service.memories
     story = service.new_story("premise")
     note = memories.add(story.id, "Mara keeps the letter in a tin box under the floorboards.")
     backend.override = slow_paragraph

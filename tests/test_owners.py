@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from app.manuscripts import Manuscripts
-from app.memories import Memories
-from app.reading import Reading
 from common.errors import NotFound
 from tests.test_service import make_service
 
@@ -37,39 +34,39 @@ def test_each_person_lists_and_opens_only_their_own_stories(two):
     lambda s, sid: s.inspect(sid),
     lambda s, sid: s.set_clarify_automatically(sid, True),
     lambda s, sid: s.manuscript(sid),
-    lambda s, sid: Memories(s).entries(sid),
-    lambda s, sid: Memories(s).add(sid, "Bob's note in Ada's story."),
-    lambda s, sid: Memories(s).search(sid, "letter"),
-    lambda s, sid: Manuscripts(s).export(sid, "json"),
-    lambda s, sid: Manuscripts(s).export(sid, "md"),
-    lambda s, sid: Reading(s).start(sid, "bob"),
+    lambda s, sid: s.memories.entries(sid),
+    lambda s, sid: s.memories.add(sid, "Bob's note in Ada's story."),
+    lambda s, sid: s.memories.search(sid, "letter"),
+    lambda s, sid: s.manuscripts.export(sid, "json"),
+    lambda s, sid: s.manuscripts.export(sid, "md"),
+    lambda s, sid: s.reading.start(sid, "bob"),
 ], ids=["view", "step", "undo", "memory", "inspect", "settings", "manuscript", "entries", "add-memory",
         "search", "export-json", "export-md", "read"])
 def test_another_persons_story_is_not_found_and_stays_unchanged(two, action):
     _, ada, bob, story = two
-    before, memories = ada.view(story.id), [e.text for e in Memories(ada).entries(story.id)]
+    before, memories = ada.view(story.id), [e.text for e in ada.memories.entries(story.id)]
     with pytest.raises(NotFound, match=f"no story with id {story.id}$"):
         action(bob, story.id)
     after = ada.view(story.id)
     assert (after.paragraphs, after.short_memory, after.head_step_id) == \
         (before.paragraphs, before.short_memory, before.head_step_id)
-    assert [e.text for e in Memories(ada).entries(story.id)] == memories
+    assert [e.text for e in ada.memories.entries(story.id)] == memories
 
 
 def test_an_imported_backup_belongs_to_whoever_imports_it(two):
     _, ada, bob, story = two
-    backup = Manuscripts(ada).export(story.id, "json")
-    copy = Manuscripts(bob).import_file(backup.filename, backup.data)
+    backup = ada.manuscripts.export(story.id, "json")
+    copy = bob.manuscripts.import_file(backup.filename, backup.data)
     assert [i for i, _ in bob.list_stories()] == [copy.id]
     assert copy.id not in [i for i, _ in ada.list_stories()]
 
 
 def test_another_persons_playthrough_is_not_found(two):
     _, ada, bob, story = two
-    play = Reading(ada).start(story.id, "ada")
-    for action in (lambda: Reading(bob).view(play.playthrough_id),
-                   lambda: Reading(bob).choose(play.playthrough_id, 1),
-                   lambda: Reading(bob).choose(play.playthrough_id, 9)):  # not "there is no choice 9"
+    play = ada.reading.start(story.id, "ada")
+    for action in (lambda: bob.reading.view(play.playthrough_id),
+                   lambda: bob.reading.choose(play.playthrough_id, 1),
+                   lambda: bob.reading.choose(play.playthrough_id, 9)):  # not "there is no choice 9"
         with pytest.raises(NotFound, match=f"no playthrough with id {play.playthrough_id}$"):
             action()
-    assert Reading(ada).view(play.playthrough_id).scenes == play.scenes  # unchanged, and still hers
+    assert ada.reading.view(play.playthrough_id).scenes == play.scenes  # unchanged, and still hers

@@ -210,10 +210,8 @@ def test_an_edit_is_saved_even_when_the_model_cannot_rewrite_the_summary(db, emb
 
 
 def test_an_edit_keeps_pins_and_says_when_hand_edited_entries_were_replaced(db, embedder):
-    from app.memories import Memories
-
     service, _ = make_service(db, embedder)
-    memories = Memories(service)
+    memories = service.memories
     story = service.new_story("premise")
     view = service.step(story.id, plan=1)
     rows = [r for r in memories.entries(story.id) if r.where == "paragraph 2"]
@@ -303,12 +301,10 @@ def test_the_inspector_shows_prompts_parts_and_scores(db, embedder):
 
 
 def test_reader_mode_plays_its_own_branch_and_leaves_the_manuscript_alone(db, embedder):
-    from app.reading import Reading
-
     service, backend = make_service(db, embedder)
     story = service.new_story("premise")
     manuscript = service.manuscript(story.id)
-    reading = Reading(service)
+    reading = service.reading
     play = reading.start(story.id, "Ada")
     assert play.scenes == story.paragraphs and play.choices[0] == "Climb to the lamp room and light the lamp."
     play = reading.choose(play.playthrough_id, 2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.service import StoryService, checked_text
+from app.service.context import StoryContext, checked_text
 from memory.longterm import Hit, Lore, Query
 from storage import repo
 from common.errors import InvalidInput, NotFound
@@ -46,17 +46,17 @@ class Found:
 
 
 class Memories:
-    def __init__(self, stories: StoryService):
-        self.stories = stories
-        self.db = stories.db
-        self.memory = stories.memory
-        self.limits = stories.limits
+    def __init__(self, context: StoryContext):
+        self.context = context
+        self.db = context.db
+        self.memory = context.memory
+        self.limits = context.limits
 
     def entries(self, story_id: int, include_stale: bool = True, ids: list[int] | None = None,
                 newest: int | None = None) -> list[EntryRow]:
         """The story's entries, oldest first (or those with `ids`, or the `newest` so many)."""
         with self.db.Session() as session:
-            story = self.stories.story(session, story_id)
+            story = self.context.story(session, story_id)
             numbers = {s.id: n for n, s in enumerate(repo.path_to(session, story.head_step_id), 1)}
             scenes = repo.scene_ids(session, story_id)
             found = repo.memory_entries(session, story_id, ids, live=not include_stale, newest=newest, vectors=False)
@@ -64,7 +64,7 @@ class Memories:
 
     def count(self, story_id: int, include_stale: bool = True) -> int:
         with self.db.Session() as session:
-            self.stories.story(session, story_id)
+            self.context.story(session, story_id)
             return repo.count_memory(session, story_id, live=not include_stale)
 
     def add(self, story_id: int, text: str, kind: str = "note", keys: list[str] | None = None,
@@ -78,7 +78,7 @@ class Memories:
             raise InvalidInput("only lore entries have trigger keys; add it as lore, or clear the keys")
         embedded = self.memory.embed([text])
         with self.db.Session.begin() as session:
-            self.stories.story(session, story_id)
+            self.context.story(session, story_id)
             entry_id = self.memory.add(session, story_id, embedded, kind, keys=keys, pinned=pinned)[0].id
         return self.entry(story_id, entry_id)
 
@@ -112,7 +112,7 @@ class Memories:
         if not 1 <= k <= MAX_K:
             raise InvalidInput(f"ask for 1 to {MAX_K} entries, not {k}")
         with self.db.Session() as session:
-            story = self.stories.story(session, story_id)
+            story = self.context.story(session, story_id)
             branch = repo.path_ids(session, story.head_step_id)
             found = self.memory.gather(session, story_id, Query(query), k, lore_limit=self.limits.lore,
                                        only_steps=branch)

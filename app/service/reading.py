@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.service import StoryService, checked_text, pick
+from app.service.context import StoryContext, checked_text, pick
+from app.service.steps import Steps
 from generation.recurrence import OnText
 from storage import repo
 from common.errors import NotFound
@@ -24,16 +25,17 @@ class ReaderView:
 
 
 class Reading:
-    def __init__(self, stories: StoryService):
-        self.stories = stories
-        self.db = stories.db
+    def __init__(self, context: StoryContext, steps: Steps):
+        self.context = context
+        self.steps = steps
+        self.db = context.db
 
     def start(self, story_id: int, reader: str = "reader", on_text: OnText | None = None) -> ReaderView:
         """Begin a playthrough at the writer's current scene, with three choices for the reader."""
         reader = checked_text(reader or "reader", "reader name", 200)
         with self.db.Session() as session:
-            scene = self.stories.head(session, story_id)
-        choices, _ = self.stories.writer.choices(scene.short_memory, scene.paragraph, on_text)
+            scene = self.context.head(session, story_id)
+        choices, _ = self.context.writer.choices(scene.short_memory, scene.paragraph, on_text)
         with self.db.Session.begin() as session:
             playthrough = Playthrough(story_id=story_id, reader=reader, start_step_id=scene.id,
                                       head_step_id=scene.id, choices=choices)
@@ -46,7 +48,7 @@ class Reading:
         """The playthrough and its story, when the story is this person's: another's is "not found"."""
         playthrough = repo.get_playthrough(session, playthrough_id)
         try:
-            return playthrough, self.stories.story(session, playthrough.story_id)
+            return playthrough, self.context.story(session, playthrough.story_id)
         except NotFound:
             raise NotFound(f"no playthrough with id {playthrough_id}") from None
 
@@ -60,9 +62,9 @@ class Reading:
         def add(session, parent: Step, fields: dict) -> Step:
             return repo.add_scene(session, repo.get_playthrough(session, playthrough_id), parent=parent, **fields)
 
-        with self.stories.lock(story_id):
-            self.stories.write(story_id, head_id, f"The main character decides to {action[0].lower()}{action[1:]}",
-                                add, on_text, reader=True)
+        with self.context.lock(story_id):
+            self.steps.write(story_id, head_id, f"The main character decides to {action[0].lower()}{action[1:]}",
+                             add, on_text, reader=True)
         return self.view(playthrough_id)
 
     def view(self, playthrough_id: int) -> ReaderView:
@@ -77,6 +79,6 @@ class Reading:
     def playthroughs(self, story_id: int) -> list[tuple[int, str, int]]:
         """(id, reader, scenes so far) of each playthrough of a story."""
         with self.db.Session() as session:
-            self.stories.story(session, story_id)
+            self.context.story(session, story_id)
             ids = [(p.id, p.reader) for p in repo.playthroughs(session, story_id)]
         return [(i, reader, len(self.view(i).scenes)) for i, reader in ids]
