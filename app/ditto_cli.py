@@ -13,7 +13,7 @@ from common.errors import InvalidInput
 
 
 def _lam(text: str) -> float:
-    from generation.ditto import check_lambda
+    from generation.backend import check_lambda
 
     try:
         value = float(text)
@@ -114,7 +114,7 @@ def _train(args, settings) -> None:
 
 
 def _load(args, settings):
-    from generation.ditto import attach_adapter, read_meta
+    from generation.adapters import attach_adapter, read_meta
     from generation.local import load_model, resolve_model
 
     if args.adapter:
@@ -127,7 +127,9 @@ def _load(args, settings):
 
 
 def _eval(args, settings) -> None:
-    from generation.ditto import Decoding, eval_samples, evaluate, read_corpus
+    from generation.backend import Decoding
+    from generation.corpus import read_corpus
+    from generation.evaluation import eval_samples, evaluate
 
     if args.samples < 1 or args.prefix < 1 or args.continuation < 4:
         raise InvalidInput("--samples and --prefix must be at least 1 and --continuation at least 4")
@@ -163,7 +165,10 @@ def _public(decoding) -> dict:
 
 
 def _analyze(args, settings) -> None:
-    from generation.ditto import adapter_off, plot_curves, read_corpus, repetition_curve, split_sentences, usable
+    from generation.adapters import adapter_off
+    from generation.corpus import read_corpus, split_sentences, usable
+    from generation.evaluation import repetition_curve
+    from generation.plots import plot_curves
 
     if not 1 <= args.repeats <= 50 or args.sentences < 1:
         raise InvalidInput("--repeats must be 1 to 50 and --sentences at least 1")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from app.service import StoryService
 from generation.backend import Decoding
-from generation.ditto import DEFAULT_ADAPTER
+from generation.adapters import DEFAULT_ADAPTER
 from common.errors import StoryloomError
 
 DEFAULT_PENALTY = 1.1  # what story calls use when the story sets none
@@ -58,7 +58,7 @@ def build(service: StoryService, story_id: gr.State,
     """The tab. Its events run on the scoped service of whoever sent them: per_person turns
     fn(service, *inputs) into such an event function."""
     backend = service.context.writer.backend
-    describe = getattr(backend, "describe_adapter", lambda: "this backend has no DITTO adapter")
+    describe = backend.describe
     with gr.Tab("Repetition", id="repetition") as tab:
         gr.Markdown("How this story fights repetition. Settings are saved with the story and used by its "
                     "next steps.")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from app.config import Settings
 from app.service import Limits, StoryService
-from generation.backend import Decoding
-from generation.ditto import DEFAULT_ADAPTER
+from generation.adapters import DEFAULT_ADAPTER
+from generation.backend import Backend, Decoding, GradientScorer
 from generation.local import TransformersBackend
 from generation.recurrence import Writer
 from memory.embedder import Embedder
@@ -28,14 +28,11 @@ def build_service(settings: Settings) -> StoryService:
     limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k)
     decoding = Decoding(ditto=settings.ditto, guard=settings.guard, guard_lambda=settings.guard_lambda)
     writer = Writer(backend, retries=settings.retries, one_call=settings.one_call)
-    # a served model gives text only: clarify scores its paraphrases with the embedded model
-    # (loaded on the first clarify, never otherwise)
-    scorer = None if hasattr(backend, "exclusive") else TransformersBackend(None, settings.device,
-                                                                              settings.stream_timeout)
-    return StoryService(db, LongTermMemory(embedder), writer, limits, decoding, scorer=scorer)
+    return StoryService(db, LongTermMemory(embedder), writer, limits, decoding,
+                        scorer=build_scorer(settings, backend))
 
 
-def build_backend(settings: Settings):
+def build_backend(settings: Settings) -> Backend:
     if settings.backend == "openai":
         from generation.remote import OpenAIBackend
 
@@ -43,6 +40,12 @@ def build_backend(settings: Settings):
                              settings.stream_timeout, settings.retries, settings.openai_api, settings.openai_tokenizer)
     return TransformersBackend(settings.model, settings.device, settings.stream_timeout,
                                adapter=ditto_adapter(settings), pause_adapter=settings.pause_adapter)
+
+
+def build_scorer(settings: Settings, backend: Backend) -> GradientScorer:
+    """Clarify's gradients: the writing model's own when it runs in this process; for a served
+    model, which gives text only, the embedded model (loaded on the first clarify, never otherwise)."""
+    return backend.gradients or TransformersBackend(None, settings.device, settings.stream_timeout)
 
 
 def ditto_adapter(settings: Settings) -> Path | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generation.ditto import DEFAULT_ADAPTER  # noqa: E402
+from generation.adapters import DEFAULT_ADAPTER  # noqa: E402
 from generation.local import TransformersBackend  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "batching.json"

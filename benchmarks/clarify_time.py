@@ -18,7 +18,7 @@ if __package__ in (None, ""):
 
 from benchmarks.sca_bench import DEV, write  # noqa: E402
 from generation.backend import Decoding  # noqa: E402
-from generation.ditto import DEFAULT_ADAPTER  # noqa: E402
+from generation.adapters import DEFAULT_ADAPTER  # noqa: E402
 from generation.local import TransformersBackend  # noqa: E402
 from generation.recurrence import Writer  # noqa: E402
 from generation.sca import SCASettings, clarify  # noqa: E402

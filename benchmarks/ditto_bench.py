@@ -26,9 +26,9 @@ if __package__ in (None, ""):
 
 from benchmarks.longstory import TEXTS  # noqa: E402
 from generation.backend import Decoding  # noqa: E402
-from generation.ditto import (  # noqa: E402
-    DEFAULT_ADAPTER, PLAIN, adapter_off, attach_adapter, eval_samples, evaluate, read_corpus,
-)
+from generation.adapters import DEFAULT_ADAPTER, adapter_off, attach_adapter  # noqa: E402
+from generation.corpus import read_corpus  # noqa: E402
+from generation.evaluation import PLAIN, eval_samples, evaluate  # noqa: E402
 from generation.local import load_model, resolve_model  # noqa: E402
 
 GUARD = Decoding(guard=True, guard_lambda=Decoding().guard_lambda, repetition_penalty=1.0)  # the app's default λ
@@ -41,7 +41,7 @@ def speed(model, tokenizer, samples, pairs, rounds: int) -> dict:
     import torch
     from transformers import LogitsProcessorList
 
-    from generation.processors import breaker_ids, sentence_end_ids
+    from generation.processors import breaker_ids, for_decoding, sentence_end_ids
 
     ends, breakers = sentence_end_ids(tokenizer, clauses=True), breaker_ids(tokenizer)
     totals = {name: [0, 0.0] for name, _, _ in pairs}
@@ -53,7 +53,7 @@ def speed(model, tokenizer, samples, pairs, rounds: int) -> dict:
                 started = time.perf_counter()
                 out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                      max_new_tokens=100, min_new_tokens=100,
-                                     logits_processor=LogitsProcessorList(decoding.processors(ends, breakers)),
+                                     logits_processor=LogitsProcessorList(for_decoding(decoding, ends, breakers)),
                                      pad_token_id=tokenizer.eos_token_id)
                 totals[name][1] += time.perf_counter() - started
             totals[name][0] += out.shape[1] - ids.shape[1]

@@ -34,7 +34,7 @@ from benchmarks.longstory import TEXTS  # noqa: E402
 
 
 def draft(words: int) -> bytes:
-    from generation.ditto import paragraphs_of
+    from generation.corpus import paragraphs_of
     from storage.formats import manuscript_of, to_markdown
 
     source = paragraphs_of((TEXTS / "the-great-gatsby.txt").read_text())

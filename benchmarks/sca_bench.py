@@ -36,7 +36,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generation.backend import Decoding  # noqa: E402
-from generation.ditto import DEFAULT_ADAPTER  # noqa: E402
+from generation.adapters import DEFAULT_ADAPTER  # noqa: E402
 from common.errors import GenerationFailed  # noqa: E402
 from generation.local import TransformersBackend  # noqa: E402
 from generation.recurrence import StepContext, Writer  # noqa: E402

@@ -31,7 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from generation.backend import Request  # noqa: E402
-from generation.ditto import DEFAULT_ADAPTER  # noqa: E402
+from generation.adapters import DEFAULT_ADAPTER  # noqa: E402
 from generation.local import TransformersBackend, save_folder  # noqa: E402
 from generation.remote import OpenAIBackend  # noqa: E402
 from tests.conftest import free_port  # noqa: E402

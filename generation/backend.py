@@ -1,10 +1,12 @@
-"""What the loop needs from a model: one request type and a small protocol."""
+"""What the loop needs from a model: one request type and two small protocols, one for text (every
+backend) and one for gradients (a model in this process, for SCA)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from common.errors import InvalidInput
 
@@ -49,28 +51,6 @@ class Decoding:
         except (TypeError, InvalidInput):
             return cls()
 
-    def processors(self, boundary_ids, breaker_ids, default_penalty: float = 1.0, context_start: int = 0) -> list:
-        """These settings as LogitsProcessors, in the order they apply: transformers' repetition
-        penalty (this one, or `default_penalty` when it is None) and no-repeat n-grams, then the
-        sentence-repetition guard (sentences and clauses split at `boundary_ids`, the text from
-        `context_start` on) and DRY (matches broken at `breaker_ids`)."""
-        from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
-
-        from generation.processors import DRY, SentenceRepetitionGuard
-
-        self.check()
-        penalty = default_penalty if self.repetition_penalty is None else self.repetition_penalty
-        out = []
-        if penalty != 1.0:
-            out.append(RepetitionPenaltyLogitsProcessor(penalty))
-        if self.no_repeat_ngram_size:
-            out.append(NoRepeatNGramLogitsProcessor(self.no_repeat_ngram_size))
-        if self.guard and self.guard_lambda < 1:
-            out.append(SentenceRepetitionGuard(boundary_ids, self.guard_lambda, context_start=context_start))
-        if self.dry_multiplier > 0:
-            out.append(DRY(self.dry_multiplier, self.dry_base, self.dry_allowed_length, breaker_ids))
-        return out
-
 
 @dataclass(frozen=True)
 class Request:
@@ -90,8 +70,28 @@ class Request:
     extra: dict = field(default_factory=dict)
 
 
-class Backend(Protocol):
+class GradientScorer(Protocol):
+    """A model in this process whose input gradients can be taken: SCA's Integrated Gradients."""
+
     name: str
+
+    def exclusive(self) -> AbstractContextManager[tuple[Any, Any]]:
+        """The loaded (model, tokenizer), with generation held off inside the block."""
+        ...
+
+
+class Backend(Protocol):
+    """A model that writes text. Each backend states what else it can do: `exposes_logits`
+    (True: the decoding controls of a Request act on the model's scores: `decoding`, `options`,
+    `avoid_start`; False: they are left out), and `gradients` (the backend's model as a
+    GradientScorer, or None when it gives text only)."""
+
+    name: str
+    exposes_logits: bool
+
+    @property
+    def gradients(self) -> GradientScorer | None:
+        ...
 
     def generate(self, request: Request) -> Iterator[str]:
         """Yield the reply in chunks as it is written. Closing the iterator stops generation."""
@@ -102,4 +102,9 @@ class Backend(Protocol):
         ...
 
     def count_tokens(self, text: str) -> int:
+        ...
+
+    def describe(self) -> str:
+        """What the backend runs besides its model: the DITTO or pause adapter and whether it is in
+        use, or what it cannot do (shown in the Repetition tab and each step's trace)."""
         ...

@@ -14,8 +14,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from queue import Empty
 
-from generation.backend import Request
 from common.errors import GenerationFailed, ModelUnavailable
+from generation.adapters import AdapterUnavailable, adapter_off, attach_adapter, fold_in
+from generation.backend import Request
+from generation.pause import PAUSE, attach_pauses, insert_pauses
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 log = logging.getLogger("storyloom.model")
@@ -91,8 +93,7 @@ def save_folder(model, tokenizer, folder: Path) -> Path:
     config names no architecture). A LoRA adapter (DITTO) is merged into the weights first."""
     import copy
 
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    model = fold_in(model)
     config = copy.deepcopy(model.config)
     config.architectures = [type(model).__name__]
     if hasattr(config, "quantization_config"):  # a GGUF is read dequantized: the weights are plain
@@ -142,7 +143,10 @@ class Turns:
 
 
 class TransformersBackend:
-    """Loads on first use; one generation at a time (calls take turns, first come first served)."""
+    """Loads on first use; one generation at a time (calls take turns, first come first served).
+    A Backend whose decoding controls act on the model's logits, and the GradientScorer of SCA."""
+
+    exposes_logits = True
 
     def __init__(self, model: str | None = None, device: str = "auto", stream_timeout: float = 120.0,
                  adapter: str | Path | None = None, pause_adapter: str | Path | None = None):
@@ -153,7 +157,7 @@ class TransformersBackend:
         self.adapter = Path(adapter) if adapter else None  # a DITTO LoRA adapter, used when it loads
         self.adapter_problem: str | None = None  # why the adapter is not in use, once loading tried
         self._adapter_in_use = False
-        # a [PAUSE]-tuned adapter (generation.pause): prompts get pauses; DITTO is folded in for good
+        # a [PAUSE]-tuned adapter (generation.pause_tuning): prompts get pauses; DITTO is folded in for good
         self.pause_adapter = Path(pause_adapter) if pause_adapter else None
         self.pauses = None  # its PauseSettings once loaded
         self._pause_id: int | None = None  # never written: generation suppresses it
@@ -174,8 +178,6 @@ class TransformersBackend:
         return self._model, self._tokenizer
 
     def _load(self):
-        from generation.ditto import AdapterUnavailable, attach_adapter
-
         model, tokenizer = load_model(self.source, self.device)
         if self.adapter:
             try:
@@ -185,10 +187,8 @@ class TransformersBackend:
                 self.adapter_problem = f"{e}; writing with the base model"
                 log.warning("%s", self.adapter_problem)
         if self.pause_adapter:
-            from generation.pause import PAUSE, attach_pauses
-
             if self._adapter_in_use:  # the pause adapter was tuned on the model with DITTO folded in
-                model = model.merge_and_unload()
+                model = fold_in(model)
                 self._adapter_in_use = False
             try:
                 model, self.pauses = attach_pauses(model, tokenizer, self.pause_adapter)
@@ -205,7 +205,12 @@ class TransformersBackend:
         self.load()
         return self._adapter_in_use
 
-    def describe_adapter(self) -> str:
+    @property
+    def gradients(self) -> "TransformersBackend":
+        """The model runs in this process: its gradients are there to take (`exclusive`)."""
+        return self
+
+    def describe(self) -> str:
         if self.pause_adapter and self._model is not None and self.pauses:
             return (f"[PAUSE] adapter {self.pause_adapter} in use, with "
                     f"{'DITTO folded in for good' if self.adapter and not self.adapter_problem else 'no DITTO'}")
@@ -234,8 +239,6 @@ class TransformersBackend:
         _, tokenizer = self.load()
         messages = request.messages
         if self.pauses:
-            from generation.pause import insert_pauses
-
             messages = [{**m, "content": insert_pauses(m["content"], self.pauses)} if m["role"] == "user" else m
                         for m in messages]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -273,30 +276,37 @@ class TransformersBackend:
         with self._generate_lock:
             yield from self._stream(request)
 
+    def _processors(self, request: Request, chat: str, prompt_length: int) -> tuple[Request, dict]:
+        """The request as generate() takes it, and generate()'s extra arguments with the logits
+        processors: a choice among options (one token, greedy), or every anti-repetition control of
+        the decoding (none left to generate()'s own arguments), then the banned first words."""
+        from transformers import LogitsProcessorList
+
+        from generation.processors import AllowOnly, BanAtStart, for_decoding
+
+        extra = dict(request.extra)
+        if request.options:
+            extra["logits_processor"] = LogitsProcessorList([AllowOnly(self._option_tokens(request.options))])
+            return replace(request, max_new_tokens=1, min_new_tokens=0, temperature=0), extra
+        if request.decoding:
+            extra["logits_processor"] = LogitsProcessorList(for_decoding(
+                request.decoding, self._tokens("boundaries"), self._tokens("breakers"), request.repetition_penalty,
+                context_start=self.count_tokens(chat)))  # the guard watches the reply (with its prefix) for loops
+            request = replace(request, repetition_penalty=None)
+        if request.avoid_start:
+            ban = BanAtStart(self._start_tokens(request.avoid_start), start=prompt_length)
+            extra["logits_processor"] = LogitsProcessorList([*extra.get("logits_processor", []), ban])
+        return request, extra
+
     def _stream(self, request: Request) -> Iterator[str]:
         import torch
-        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
-
-        from generation.ditto import adapter_off
-        from generation.processors import AllowOnly, BanAtStart
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         model, tokenizer = self.load()
         chat = self._chat(request)
         inputs = tokenizer(chat + request.reply_prefix, return_tensors="pt", add_special_tokens=False).to(model.device)
-        extra = dict(request.extra)
-        decoding = request.decoding
-        if request.options:  # one token, chosen greedily among the options' tokens
-            extra["logits_processor"] = LogitsProcessorList([AllowOnly(self._option_tokens(request.options))])
-            request = replace(request, max_new_tokens=1, min_new_tokens=0, temperature=0)
-        elif decoding:  # every anti-repetition control as a processor; none left to generate()'s arguments
-            extra["logits_processor"] = LogitsProcessorList(decoding.processors(
-                self._tokens("boundaries"), self._tokens("breakers"), request.repetition_penalty,
-                context_start=self.count_tokens(chat)))  # the guard watches the reply (with its prefix) for loops
-            request = replace(request, repetition_penalty=None)
-        if request.avoid_start and not request.options:
-            ban = BanAtStart(self._start_tokens(request.avoid_start), start=inputs["input_ids"].shape[1])
-            extra["logits_processor"] = LogitsProcessorList([*extra.get("logits_processor", []), ban])
-        plain = decoding is not None and not decoding.ditto and self._adapter_in_use
+        plain = request.decoding is not None and not request.decoding.ditto and self._adapter_in_use
+        request, extra = self._processors(request, chat, inputs["input_ids"].shape[1])
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
                                         timeout=self.stream_timeout)
         cancel = threading.Event()

@@ -1,11 +1,14 @@
 """Decoding processors, in transformers' LogitsProcessor shape: arguments checked in __init__,
-__call__(input_ids, scores) returns a new tensor."""
+__call__(input_ids, scores) returns a new tensor; and `for_decoding`, the factory that turns a
+story's anti-repetition settings (a `Decoding`) into the list of them."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
+from generation.backend import Decoding
 
 
 class AllowOnly(LogitsProcessor):
@@ -183,3 +186,23 @@ def breaker_ids(tokenizer) -> list[int]:
         if any(c in text for c in "\n\"“”"):
             found.append(token_id)
     return sorted(found)
+
+
+def for_decoding(decoding: Decoding, boundary_ids, breaker_ids, default_penalty: float = 1.0,
+                 context_start: int = 0) -> list[LogitsProcessor]:
+    """These settings as LogitsProcessors, in the order they apply: transformers' repetition
+    penalty (the decoding's, or `default_penalty` when it is None) and no-repeat n-grams, then the
+    sentence-repetition guard (sentences and clauses split at `boundary_ids`, the text from
+    `context_start` on) and DRY (matches broken at `breaker_ids`)."""
+    decoding.check()
+    penalty = default_penalty if decoding.repetition_penalty is None else decoding.repetition_penalty
+    out: list[LogitsProcessor] = []
+    if penalty != 1.0:
+        out.append(RepetitionPenaltyLogitsProcessor(penalty))
+    if decoding.no_repeat_ngram_size:
+        out.append(NoRepeatNGramLogitsProcessor(decoding.no_repeat_ngram_size))
+    if decoding.guard and decoding.guard_lambda < 1:
+        out.append(SentenceRepetitionGuard(boundary_ids, decoding.guard_lambda, context_start=context_start))
+    if decoding.dry_multiplier > 0:
+        out.append(DRY(decoding.dry_multiplier, decoding.dry_base, decoding.dry_allowed_length, breaker_ids))
+    return out

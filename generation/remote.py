@@ -24,9 +24,9 @@ import json
 import math
 from collections.abc import Iterator
 
+from common.errors import GenerationFailed, InvalidInput, ModelUnavailable
 from generation.backend import Request
-from common.errors import GenerationFailed, ModelUnavailable
-from common.errors import InvalidInput
+from generation.local import resolve_model
 
 APIS = ("chat", "completions")
 LIMITS = ("the sentence-repetition guard, DRY, the repetition penalty and DITTO need the model's logits, which "
@@ -35,7 +35,11 @@ LIMITS = ("the sentence-repetition guard, DRY, the repetition penalty and DITTO 
 
 class OpenAIBackend:
     """Generation through an OpenAI-compatible server; `tokenizer` (a local model folder or GGUF,
-    as for STORYLOOM_MODEL) gives exact prompts and token counts."""
+    as for STORYLOOM_MODEL) gives exact prompts and token counts. Text only: no logits, no
+    gradients (`limits`)."""
+
+    exposes_logits = False
+    gradients = None
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0,
                  retries: int = 3, api: str | None = None, tokenizer: str | None = None):
@@ -77,8 +81,6 @@ class OpenAIBackend:
         if self._tokenizer is None and self._tokenizer_spec:
             from transformers import AutoTokenizer
 
-            from generation.local import resolve_model
-
             source = resolve_model(self._tokenizer_spec)
             kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
             try:
@@ -87,10 +89,10 @@ class OpenAIBackend:
                 raise ModelUnavailable(f"cannot load the tokenizer {source}: {str(e).splitlines()[0]}") from e
         return self._tokenizer
 
-    def describe_adapter(self) -> str:
-        return f"no DITTO adapter and no decode-time guard: {self.limits}"
-
     # --- the Backend protocol ---------------------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"no DITTO adapter and no decode-time guard: {self.limits}"
 
     def render(self, request: Request) -> str:
         """The prompt the model reads: exact with a tokenizer; otherwise the messages as sent."""
@@ -190,11 +192,15 @@ class OpenAIBackend:
 
 
 def _message(e) -> str:
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body.get("detail", body))
+    """The server's own words from an API error's body, else the client's message."""
+    import openai
+
+    if not isinstance(e, openai.APIError):
+        return str(e).splitlines()[0][:300]
+    if isinstance(e.body, dict):
+        inner = e.body.get("error", e.body.get("detail", e.body))
         if isinstance(inner, dict) and inner.get("message"):
             return str(inner["message"])[:300]
         if isinstance(inner, str):
             return inner[:300]
-    return (str(getattr(e, "message", "")) or str(e)).splitlines()[0][:300]
+    return (str(e.message) or str(e)).splitlines()[0][:300]

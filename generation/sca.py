@@ -26,7 +26,7 @@ The comprehension score:
      comprehension S = E * C                            (1 is best; n = 1 gives E = C = 1)
 
 The person's text is never replaced here: `clarify` returns the ranked candidates and the caller
-lets the person choose. [PAUSE] tokens are in `generation.pause`.
+lets the person choose. [PAUSE] tokens are in `generation.pause` (tuning: `generation.pause_tuning`).
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 
+from common.errors import InvalidInput, ParseError, StoryloomError
 from generation import parse, prompts
-from common.errors import ParseError
+from generation.backend import Backend, GradientScorer
 from generation.measures import english_share, measure
 from generation.resolve import resolve
-from common.errors import InvalidInput, StoryloomError
 
 MAX_CHARS = 2000  # an instruction or premise clarify accepts
 MIN_ENGLISH = 0.5  # share of English words below which a text is refused
@@ -240,19 +240,19 @@ def attribute(model, tokenizer, text: str, steps: int = 8, continuation_tokens: 
                        continuation=tokenizer.decode(reply, skip_special_tokens=True))
 
 
-def clarify(backend, embedder, text: str, context: str = "", settings: SCASettings | None = None,
-            progress: Progress | None = None, last: str = "", scorer=None) -> Clarification:
+def clarify(backend: Backend, embedder, text: str, context: str = "", settings: SCASettings | None = None,
+            progress: Progress | None = None, last: str = "", scorer: GradientScorer | None = None) -> Clarification:
     """The original and its rewordings, ranked by comprehension (module docstring). `context` is the
     story's short-term memory, `last` its last paragraph. The paraphrases come from `backend`;
-    the gradients (and the thing an "it" names) from `scorer`, a backend with a local model
-    (`exclusive()`), by default `backend` itself: a served model that only gives text can write
-    the paraphrases while the small local model scores them. The person's text is returned as one
-    of the candidates."""
+    the gradients (and the thing an "it" names) from `scorer`, a model in this process, by default
+    the backend's own (`backend.gradients`): a served model that only gives text can write the
+    paraphrases while the small local model scores them. The person's text is returned as one of
+    the candidates."""
     settings = settings or SCASettings()
     started = time.monotonic()
     text = check_text(text)
-    scorer = scorer or backend
-    if not hasattr(scorer, "exclusive"):
+    scorer = scorer or backend.gradients
+    if scorer is None:
         raise SCAUnavailable(f"the {backend.name} backend gives no gradients, so clarify cannot score the "
                              "paraphrases; clarify needs the local model")
     if progress:

@@ -61,9 +61,11 @@ def scripted_reply(request: Request, plan_number: int = 0, paragraph_number: int
 
 class ScriptedBackend:
     """Replies streamed word by word: `override(request)` when it returns text, else the script.
-    Records every request."""
+    Records every request. Text only, as a served model: no logits, no gradients."""
 
     name = "scripted"
+    exposes_logits = False
+    gradients = None
 
     def __init__(self, override: Callable[[Request], str | None] | None = None):
         self.override = override
@@ -87,3 +89,6 @@ class ScriptedBackend:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+    def describe(self) -> str:
+        return "scripted replies: this backend has no DITTO adapter"

@@ -6,12 +6,13 @@ import math
 import pytest
 import torch
 
-from generation.backend import Decoding, check_lambda
-from generation.ditto import (
-    MIN_SENTENCES, Corpus, TrainConfig, reference_logprobs, ditto_loss, kl_loss, mle_loss, paragraphs_of, read_corpus, rep_n, rep_r, rep_w,
-    repeat_sample, repeated_sentences, split_sentences, summarize, usable,
-)
 from common.errors import InvalidInput
+from generation.backend import Decoding, check_lambda
+from generation.corpus import MIN_SENTENCES, Corpus, paragraphs_of, read_corpus, split_sentences, usable
+from generation.ditto import TrainConfig, ditto_loss, kl_loss, mle_loss, repeat_sample
+from generation.evaluation import reference_logprobs, summarize
+from generation.metrics import rep_n, rep_r, rep_w, repeated_sentences
+from generation.processors import for_decoding
 
 WIKI = """ = Robert Boulter = 
 
@@ -180,10 +181,10 @@ def test_decoding_settings_are_checked_and_read_back_safely():
         Decoding(dry_multiplier=9).check()
     assert Decoding.from_dict({"guard": False, "from_a_later_version": 1}) == Decoding(guard=False)
     assert Decoding.from_dict({"guard_lambda": 7}) == Decoding()  # unreadable settings fall back to defaults
-    kinds = [type(p).__name__ for p in Decoding(dry_multiplier=0.8).processors([5], [6])]
+    kinds = [type(p).__name__ for p in for_decoding(Decoding(dry_multiplier=0.8), [5], [6])]
     assert kinds == ["SentenceRepetitionGuard", "DRY"]
-    assert Decoding(guard=False).processors([5], [6]) == []
-    assert Decoding(guard_lambda=1.0).processors([5], [6]) == []  # lambda 1 changes nothing
+    assert for_decoding(Decoding(guard=False), [5], [6]) == []
+    assert for_decoding(Decoding(guard_lambda=1.0), [5], [6]) == []  # lambda 1 changes nothing
 
 
 def test_corpus_is_a_plain_value():

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from generation.backend import Decoding, Request
-from generation.ditto import (
-    AdapterUnavailable, PLAIN, adapter_off, attach_adapter, eval_samples, evaluate, repeated_sentences,
-)
+from generation.adapters import AdapterUnavailable, adapter_off, attach_adapter
+from generation.evaluation import PLAIN, eval_samples, evaluate
+from generation.metrics import repeated_sentences
 from generation.local import TransformersBackend, load_model, resolve_model
 
 pytestmark = pytest.mark.slow
@@ -104,7 +104,7 @@ def test_a_missing_adapter_never_stops_the_app_from_writing(tmp_path):
     with closing(backend.generate(request)) as chunks:
         text = "".join(chunks)
     assert text.strip()
-    assert "no DITTO adapter" in backend.adapter_problem and "base model" in backend.describe_adapter()
+    assert "no DITTO adapter" in backend.adapter_problem and "base model" in backend.describe()
     assert not backend.has_adapter
 
 

@@ -31,6 +31,26 @@ def test_model_paths_resolve_or_fail_clearly(tmp_path):
     assert resolve_model(str(gguf.folder / gguf.gguf_file)) == gguf
 
 
+def test_the_backend_says_what_it_can_do_before_it_loads(tmp_path):
+    local = TransformersBackend(adapter=tmp_path)
+    assert local.exposes_logits and local.gradients is local  # SCA's scorer is the backend itself
+    assert local.describe() == f"DITTO adapter {tmp_path} (loads with the model)"
+    assert TransformersBackend().describe() == "no DITTO adapter configured"
+
+
+def test_wiring_picks_the_scorer_a_served_model_clarifies_with(tmp_path):
+    from app.config import Settings
+    from app.wiring import build_backend, build_scorer
+
+    local = Settings(_env_file=None, data_dir=tmp_path, backend="local")
+    backend = build_backend(local)
+    assert build_scorer(local, backend) is backend
+    served = Settings(_env_file=None, data_dir=tmp_path, backend="openai", openai_model="m")
+    scorer = build_scorer(served, build_backend(served))
+    assert isinstance(scorer, TransformersBackend) and scorer.adapter is None  # the embedded model, unloaded
+    assert scorer._model is None
+
+
 @pytest.mark.slow
 def test_render_uses_the_chat_template_and_the_reply_prefix(backend):
     prompt = backend.render(ask("Hello there", reply_prefix="Next,"))

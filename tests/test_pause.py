@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from generation.ditto import AdapterUnavailable
-from generation.pause import PAUSE, PauseSettings, TuneConfig, insert_pauses, strip_pauses
+from generation.adapters import AdapterUnavailable
+from generation.pause import PAUSE, PauseSettings, insert_pauses, strip_pauses
+from generation.pause_tuning import TuneConfig
 from common.errors import InvalidInput
 from tests.conftest import TEXTS
 
@@ -42,7 +43,7 @@ def test_a_passage_too_short_for_pauses_is_refused():
 def tuned(tmp_path_factory):
     """A pause adapter tuned for two steps (enough to change the pause embedding), and its metadata."""
     from generation.local import embedded_model, load_model
-    from generation.pause import tune
+    from generation.pause_tuning import tune
 
     model, tokenizer = load_model(embedded_model(), "cpu")
     folder = tmp_path_factory.mktemp("pause") / "adapter"
@@ -94,7 +95,7 @@ def test_the_backend_writes_with_pauses_in_the_prompt_and_never_writes_one(tuned
     long = Request(messages=[{"role": "user", "content": LONG}], max_new_tokens=40, temperature=1.2, seed=3)
     assert backend.render(long).count(PAUSE) == 7 and PAUSE not in backend.render(
         Request(messages=[{"role": "user", "content": "Write one line."}]))
-    assert "[PAUSE]" in backend.describe_adapter()
+    assert "[PAUSE]" in backend.describe()
     for seed in range(3):
         assert PAUSE not in "".join(backend.generate(Request(messages=long.messages, max_new_tokens=40,
                                                              temperature=1.2, seed=seed)))

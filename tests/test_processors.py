@@ -137,17 +137,18 @@ def test_the_guard_watches_only_the_text_from_context_start():
 
 def test_decoding_settings_become_processors_in_order_on_hand_built_tensors():
     from generation.backend import Decoding
+    from generation.processors import for_decoding
 
     ids = torch.tensor([[1, 2, 3, 1, 2]])
     scores = torch.tensor([[0.0, 2.0, -1.0, 4.0, 1.0, 1.0]])
-    processors = Decoding(guard=False, repetition_penalty=2.0, no_repeat_ngram_size=3).processors([], [])
+    processors = for_decoding(Decoding(guard=False, repetition_penalty=2.0, no_repeat_ngram_size=3), [], [])
     out = scores
     for p in processors:
         out = p(ids, out)
     # the penalty divides the positive scores of tokens already written and multiplies the negative
     # ones; then "1 2 3" may not be written again, so after "1 2" token 3 is banned
     assert out.tolist() == [[0.0, 1.0, -2.0, float("-inf"), 1.0, 1.0]]
-    kinds = lambda d, default=1.0: [type(p).__name__ for p in d.processors([9], [8], default)]  # noqa: E731
+    kinds = lambda d, default=1.0: [type(p).__name__ for p in for_decoding(d, [9], [8], default)]  # noqa: E731
     assert kinds(Decoding(guard=False)) == []
     assert kinds(Decoding(guard=False), 1.1) == ["RepetitionPenaltyLogitsProcessor"]  # the call's own penalty
     assert kinds(Decoding(guard=False, repetition_penalty=1.0), 1.1) == []  # the story's 1.0 wins

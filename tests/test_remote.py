@@ -183,4 +183,5 @@ def test_without_a_tokenizer_counts_are_estimates_and_the_prompt_is_the_messages
     b = backend(server)
     assert b.count_tokens("x" * 400) == 100
     assert b.render(ASK) == "[user]\nWrite about the sea."
-    assert "logits" in b.describe_adapter()
+    assert "logits" in b.describe()
+    assert not b.exposes_logits and b.gradients is None  # text only

@@ -113,7 +113,7 @@ def test_the_tagger_formality_and_concreteness_rank_as_expected():
 
 @pytest.fixture(scope="module")
 def backend():
-    from generation.ditto import DEFAULT_ADAPTER
+    from generation.adapters import DEFAULT_ADAPTER
     from generation.local import TransformersBackend
 
     backend = TransformersBackend(adapter=DEFAULT_ADAPTER)

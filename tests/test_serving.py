@@ -23,7 +23,7 @@ PREMISE = "A lighthouse keeper on a remote island finds a message in a bottle ad
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(base URL, model name = its folder) of a running `transformers serve`."""
-    from generation.ditto import DEFAULT_ADAPTER
+    from generation.adapters import DEFAULT_ADAPTER
     from generation.local import TransformersBackend, save_folder
 
     folder = tmp_path_factory.mktemp("served") / "smollm2"
