@@ -12,7 +12,7 @@ from sqlalchemy import make_url, text
 
 from app.people import People
 from app.service import StoryService
-from app.ui import Problem, stream
+from app.ui.page import Problem, stream
 from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
 from storage.db import open_database

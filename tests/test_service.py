@@ -9,7 +9,7 @@ from app.service import Limits, StoryService
 from common.errors import GenerationFailed
 from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
-from common.errors import Conflict, InvalidInput, NotFound
+from common.errors import Busy, Conflict, InvalidInput, NotFound
 from storage.models import MemoryEntry, Step, Story
 from tests.fakes import PARAGRAPH, ScriptedBackend
 
@@ -384,3 +384,34 @@ def test_repetition_chart_counts_repeated_sentences_per_paragraph(db, embedder):
     assert [r["paragraph"] for r in rows] == [1, 2]
     assert rows[0]["repeated_sentences"] == 0 and rows[1]["repeated_sentences"] == 2
     assert rows[1]["rep_4"] > 0.1 > rows[0]["rep_4"]
+
+
+def test_the_page_follows_the_plan_unless_the_box_holds_other_text(db, embedder):
+    service, _ = make_service(db, embedder)
+    story = service.new_story("premise")
+    view = service.writing.write_next(story.id, 1, f"  {story.plans[0]} ")  # the plan, as the box shows it
+    assert service.inspect(view.id)["plan"] == story.plans[0]
+    view = service.writing.write_next(view.id, 1, "Mara burns the letter.")  # the plan, edited
+    assert service.inspect(view.id)["plan"] == "Mara burns the letter."
+    with pytest.raises(InvalidInput, match="Pick one of the plans or write your own instruction"):
+        service.writing.write_next(view.id, None, "  ")
+    with pytest.raises(InvalidInput, match="There is no paragraph 4; the story has 3"):
+        view.index_of(4)
+    assert view.index_of(3) == 2
+
+
+def test_one_auto_run_a_story_and_only_its_starter_stops_it(db, embedder):
+    service, _ = make_service(db, embedder)
+    ada, bob = service.as_user("ada"), service.as_user("bob")
+    with ada.auto_mode.running(1) as cancel:
+        with pytest.raises(Busy, match="Auto mode is already running on this story"):
+            with ada.auto_mode.running(1):
+                raise AssertionError("a second run started")
+        with bob.auto_mode.running(1) as other:  # another person's run of their own story 1
+            with pytest.raises(InvalidInput, match="Nothing is running on this story"):
+                bob.auto_mode.stop(2)
+        assert other.is_set()  # set when its run ended
+        ada.auto_mode.stop(1)
+        assert cancel.is_set()
+    with pytest.raises(InvalidInput, match="Nothing is running on this story"):
+        ada.auto_mode.stop(1)

@@ -1,7 +1,7 @@
 """The UI's plumbing without a browser: streaming from a worker thread, problems, the inspector."""
 
-from app.inspector import inspector_markdown
-from app.ui import Problem, stream
+from app.ui.inspect import inspector_markdown
+from app.ui.page import Problem, stream
 from common.errors import Conflict, InvalidInput
 
 
@@ -64,7 +64,7 @@ def test_the_manuscript_shows_model_text_as_written_one_block_per_paragraph():
     from markdown_it import MarkdownIt  # a CommonMark renderer, as the page's Markdown component is
 
     from app.service import StoryView
-    from app.ui import manuscript_markdown
+    from app.ui.page import manuscript_markdown
 
     odd = ["It was <unk> at the <b>pier</b> .", "# not a heading\n\n---\n\n1. not a list *or* emphasis",
            "A plain & ordinary paragraph."]
@@ -77,7 +77,7 @@ def test_the_manuscript_shows_model_text_as_written_one_block_per_paragraph():
 
 
 def test_the_clarify_table_escapes_words_and_shades_them_by_share():
-    from app.clarify_panel import table
+    from app.ui.clarify import table
     from generation.sca import Attribution, Candidate, Clarification
 
     measures = {"readability": 80.0, "formality": 50.0, "concreteness": None, "concreteness_coverage": 0.0}

@@ -5,26 +5,18 @@ the self-reinforcement analysis of the DITTO adapter."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from app.service import StoryService
+from app.ui.page import Page, Shown
 from generation.backend import Decoding
 from generation.adapters import DEFAULT_ADAPTER
 from common.errors import StoryloomError
 
 DEFAULT_PENALTY = 1.1  # what story calls use when the story sets none
-
-
-@dataclass
-class RepetitionTab:
-    outputs: list  # what refresh() updates
-    refresh: Callable  # an event function: the settings and the chart of a story (story id in)
-    wire: Callable[[gr.Markdown], None]  # registers the tab's events, once the page's status line exists
 
 
 def chart_frame(rows: list[dict]) -> pd.DataFrame:
@@ -53,12 +45,11 @@ def analysis_caption(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def build(service: StoryService, story_id: gr.State,
-          per_person: Callable[[Callable], Callable]) -> RepetitionTab:
-    """The tab. Its events run on the scoped service of whoever sent them: per_person turns
-    fn(service, *inputs) into such an event function."""
-    backend = service.context.writer.backend
-    describe = backend.describe
+FIELDS = ("ditto", "guard", "guard_lambda", "penalty", "ngram", "dry", "dry_base", "dry_allowed")
+SHOWN = ("adapter_line", *FIELDS, "chart", "status")  # what load() updates, in this order
+
+
+def build(page: Page) -> gr.Tab:
     with gr.Tab("Repetition", id="repetition") as tab:
         gr.Markdown("How this story fights repetition. Settings are saved with the story and used by its "
                     "next steps.")
@@ -85,48 +76,46 @@ def build(service: StoryService, story_id: gr.State,
         picture = DEFAULT_ADAPTER / "repetition.png"
         gr.Image(str(picture) if picture.is_file() else None, label="Probability of a repeated sentence, "
                  "repetition after repetition", interactive=False, elem_id="analysis-image", height=320)
+    page.add(repetition_tab=tab, adapter_line=adapter_line, ditto=ditto, guard=guard, guard_lambda=guard_lambda,
+             penalty=penalty, ngram=ngram, dry=dry, dry_base=dry_base, dry_allowed=dry_allowed,
+             repetition_save_button=save_button, chart=chart)
+    return tab
 
-    fields = [ditto, guard, guard_lambda, penalty, ngram, dry, dry_base, dry_allowed]
-    outputs = [adapter_line, *fields, chart]
-    status = None  # the page's status line, given to wire()
 
-    def load(service: StoryService, sid) -> dict:
-        out = {adapter_line: f"*{describe()}*"}
-        if sid is None:
-            return out | {chart: chart_frame([])}
-        try:
-            d = service.decoding(int(sid))
-            rows = service.repetition(int(sid))
-        except StoryloomError as e:
-            return out | {status: f"**Could not load the repetition settings:** {e}"}
-        return out | {ditto: d.ditto, guard: d.guard, guard_lambda: d.guard_lambda,
-                      penalty: DEFAULT_PENALTY if d.repetition_penalty is None else d.repetition_penalty,
-                      ngram: d.no_repeat_ngram_size, dry: d.dry_multiplier, dry_base: d.dry_base,
-                      dry_allowed: d.dry_allowed_length, chart: chart_frame(rows)}
+def load(service: StoryService, sid) -> Shown:
+    """The story's settings and its chart (and what the backend runs besides its model)."""
+    out = {"adapter_line": f"*{service.context.writer.backend.describe()}*"}
+    if sid is None:
+        return out | {"chart": chart_frame([])}
+    try:
+        d = service.decoding(int(sid))
+        rows = service.repetition(int(sid))
+    except StoryloomError as e:
+        return out | {"status": f"**Could not load the repetition settings:** {e}"}
+    return out | {"ditto": d.ditto, "guard": d.guard, "guard_lambda": d.guard_lambda,
+                  "penalty": DEFAULT_PENALTY if d.repetition_penalty is None else d.repetition_penalty,
+                  "ngram": d.no_repeat_ngram_size, "dry": d.dry_multiplier, "dry_base": d.dry_base,
+                  "dry_allowed": d.dry_allowed_length, "chart": chart_frame(rows)}
 
-    def save(service: StoryService, sid, use_ditto, use_guard, lam, rep_penalty, no_repeat, dry_mult, base,
-             allowed) -> dict:
-        if sid is None:
-            gr.Warning("Start or open a story first.")
-            return {status: "**Nothing was saved:** start or open a story first."}
-        try:
-            decoding = Decoding(ditto=bool(use_ditto), guard=bool(use_guard), guard_lambda=float(lam),
-                                repetition_penalty=float(rep_penalty), no_repeat_ngram_size=int(no_repeat or 0),
-                                dry_multiplier=float(dry_mult), dry_base=float(base),
-                                dry_allowed_length=int(allowed or 1))
-            service.set_decoding(int(sid), decoding)
-        except (StoryloomError, TypeError, ValueError) as e:
-            gr.Warning(str(e))
-            return {status: f"**Nothing was saved:** {e}"}
-        return load(service, sid) | {status: "Repetition settings saved; the next steps of this story use them."}
 
-    refresh = per_person(load)
+def save(service: StoryService, sid, use_ditto, use_guard, lam, rep_penalty, no_repeat, dry_mult, base,
+         allowed) -> Shown:
+    if sid is None:
+        gr.Warning("Start or open a story first.")
+        return {"status": "**Nothing was saved:** start or open a story first."}
+    try:
+        decoding = Decoding(ditto=bool(use_ditto), guard=bool(use_guard), guard_lambda=float(lam),
+                            repetition_penalty=float(rep_penalty), no_repeat_ngram_size=int(no_repeat or 0),
+                            dry_multiplier=float(dry_mult), dry_base=float(base),
+                            dry_allowed_length=int(allowed or 1))
+        service.set_decoding(int(sid), decoding)
+    except (StoryloomError, TypeError, ValueError) as e:
+        gr.Warning(str(e))
+        return {"status": f"**Nothing was saved:** {e}"}
+    return load(service, sid) | {"status": "Repetition settings saved; the next steps of this story use them."}
 
-    def wire(status_line: gr.Markdown) -> None:
-        nonlocal status
-        status = status_line
-        outputs.append(status)
-        tab.select(refresh, story_id, outputs, api_name="repetition_settings")
-        save_button.click(per_person(save), [story_id, *fields], outputs, api_name="save_repetition_settings")
 
-    return RepetitionTab(outputs, refresh, wire)
+def wire(page: Page) -> None:
+    page["repetition_tab"].select(page.on(load), page["story_id"], page.of(*SHOWN), api_name="repetition_settings")
+    page["repetition_save_button"].click(page.on(save), page.of("story_id", *FIELDS), page.of(*SHOWN),
+                                         api_name="save_repetition_settings")

@@ -1,6 +1,11 @@
-"""The prompt inspector: a step's trace as Markdown (what the model saw, part by part)."""
+"""The Inspect tab: a step's trace as Markdown (what the model saw, part by part)."""
 
 from __future__ import annotations
+
+import gradio as gr
+
+from app.service import StoryService
+from app.ui.page import Page, Shown, action
 
 PART_LABELS = {"premise": "premise", "short_memory": "short-term memory", "memories": "retrieved memories",
                "lore": "pinned entries and lore",
@@ -54,3 +59,21 @@ def inspector_markdown(trace: dict) -> str:
                   f"{call.get('prompt_tokens', '?')} → {call.get('completion_tokens', '?')} tokens){problem}",
                   "Prompt:", _fence(call["prompt"]), "Raw output:", _fence(call["output"]), ""]
     return "\n".join(lines)
+
+
+def build(page: Page) -> None:
+    with gr.Tab("Inspect", id="inspect"):
+        number = gr.Number(label="Paragraph number (0 or empty: the last)", precision=0, elem_id="inspect-number")
+        button = gr.Button("Show what the model saw", elem_id="inspect")
+        inspected = gr.Markdown(elem_id="inspected")
+    page.add(inspect_number=number, inspect_button=button, inspected=inspected)
+
+
+@action
+def inspect(service: StoryService, sid, number) -> Shown:
+    return {"inspected": inspector_markdown(service.stories.inspect_paragraph(int(sid), int(number or 0)))}
+
+
+def wire(page: Page) -> None:
+    page["inspect_button"].click(page.on(inspect), page.of("story_id", "inspect_number"),
+                                 page.of("inspected", "writing", "status"))

@@ -1,0 +1,102 @@
+"""The page's frame: the header, the story column, the manuscript with its tabs and the status
+line; each tab lays out and wires its own part (app/ui/<tab>.py), and every action is one call of
+the person's story service, run in a worker thread so its text can stream in."""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from app.people import People
+from app.service import StoryService
+import app.ui.auto as auto  # each tab as a module (app.ui itself imports this frame)
+import app.ui.clarify as clarify
+import app.ui.edit as edit
+import app.ui.files as files
+import app.ui.inspect as inspect
+import app.ui.memory as memory
+import app.ui.read as read
+import app.ui.repetition as repetition
+import app.ui.story as story
+import app.ui.write as write
+from app.ui.page import Page
+from common.errors import InvalidInput
+
+
+def build_app(service: StoryService, people: People | None = None, writers: int = 1) -> gr.Blocks:
+    """The page. `people` says whose stories each event may touch (default: accounts off, everyone's).
+    Events that call the model (steps, clarify, reading, imports) run `writers` at a time, and auto
+    runs `writers` at a time beside them; the rest of the page is never held up behind either. The
+    model calls inside all take turns, first come first served, on the one model."""
+    page = Page(people or People(service, accounts_on=False), writers)
+    with gr.Blocks(title="storyloom") as app:
+        lay_out(page)
+        repetition.wire(page)
+        clarify.wire(page)
+        wire(page, app)
+    return app
+
+
+def lay_out(page: Page) -> None:
+    with gr.Row():
+        gr.Markdown("# storyloom\nWrite a story with a local language model, one paragraph at a time.")
+        page.add(who=gr.HTML(elem_id="who"))  # with accounts on: who is logged in, and a way out
+    # the story open on this page, and the head step it shows (a stale tab cannot write past it)
+    page.add(story_id=gr.State(None), seen_head=gr.State(None))
+    with gr.Row():
+        with gr.Column(scale=1):
+            story.build(page)
+        with gr.Column(scale=2):
+            story.build_manuscript(page)
+            with gr.Tabs():
+                for tab in (write, auto, edit, read, memory, repetition, inspect, files):
+                    tab.build(page)
+            page.add(status=gr.Markdown(elem_id="status"))
+
+
+def wire(page: Page, app: gr.Blocks) -> None:
+    """The events, in the order the page has always registered them (API names that repeat are
+    numbered in that order)."""
+    def follow(event) -> None:
+        """After an action that changes the story (or opens another), the Memory and Repetition
+        tabs follow."""
+        event.then(page.on(memory.refresh_table), page.of("story_id", "show_stale"),
+                   page.of("memory_table", *memory.ENTRY), api_visibility="undocumented").then(
+            page.on(repetition.load), page["story_id"], page.of(*repetition.SHOWN), api_visibility="undocumented")
+
+    story.wire_opening(page, app, follow)
+    write.wire(page, follow)
+    story.wire_versions(page, follow)
+    auto.wire(page, follow)
+    edit.wire(page, follow)
+    story.wire_short_memory(page, follow)
+    memory.wire(page)
+    inspect.wire(page)
+    files.wire(page, follow)
+    read.wire(page)
+
+
+def serve(settings, host: str | None = None, port: int | None = None, allow_no_auth: bool = False) -> None:
+    from app.people import LOGIN_MESSAGE, check_binding, login_check
+    from app.wiring import build_service
+    from storage import accounts
+
+    host = host or settings.host
+    talk = logging.StreamHandler()  # what the server does, for whoever runs it: model loads, failures
+    talk.setFormatter(logging.Formatter("storyloom: %(message)s"))
+    logging.getLogger("storyloom").addHandler(talk)
+    logging.getLogger("storyloom").setLevel(logging.INFO)
+    check_binding(host, settings.auth, allow_no_auth or settings.allow_no_auth)
+    service = build_service(settings)
+    if settings.auth:
+        with service.context.db.Session() as session:
+            if not accounts.list_users(session):
+                raise InvalidInput("accounts are on (STORYLOOM_AUTH) but there are none: add one with "
+                                   "`storyloom user add NAME` (and `storyloom user claim NAME` for the stories "
+                                   "written while accounts were off)")
+    app = build_app(service, People(service, accounts_on=settings.auth), writers=settings.writers)
+    app.queue(default_concurrency_limit=16).launch(
+        server_name=host, server_port=port or settings.port, theme=gr.themes.Soft(), show_error=True,
+        ssr_mode=False, auth=login_check(service.context.db) if settings.auth else None,
+        auth_message=LOGIN_MESSAGE)

@@ -1,0 +1,229 @@
+"""How results reach the page: the page's components by name, the worker thread that streams an
+action's text, and the one decorator that turns "no story open" and the app's errors into the
+status line. Handlers are plain functions of (the person's service, inputs) that return (or
+yield) the page's new values by component name; Page.on() makes them Gradio events."""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+import gradio as gr
+
+from app.people import People
+from app.service import StoryService, StoryView
+from common.errors import Conflict, StoryloomError
+from storage.db import OUTAGES, unavailable
+
+log = logging.getLogger("storyloom.ui")
+
+PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the paragraph",
+              "short_memory": "the short-term memory", "plan_1": "plan 1", "plan_2": "plan 2", "plan_3": "plan 3",
+              "choice": "the choice of plan", "revised_plan": "the revised plan",
+              "clarify": "a clearer wording of the revised plan (SCA)"}
+# what an action on the story shows, in this order (API clients get the outputs in it, status last)
+STORY_PAGE = ("story_id", "seen_head", "stories", "manuscript", "memory", "plans", "instruction", "writing",
+              "version", "status")
+NO_STORY = "Start or open a story first."
+
+Shown = dict[str, object]  # component name -> its new value (or gr.update)
+
+
+class Page:
+    """The page's components by name, and how a handler becomes an event: it runs on the scoped
+    service of whoever sent the event, and what it returns by name reaches the components."""
+
+    def __init__(self, people: People, writers: int):
+        self.people = people
+        self.writers = writers
+        # events that call the model: `writers` at a time, in one line, first come first served
+        self.model = {"concurrency_id": "model", "concurrency_limit": writers}
+        self.parts: dict[str, gr.components.Component] = {}
+
+    def add(self, **parts) -> None:
+        self.parts.update(parts)
+
+    def __getitem__(self, name: str):
+        return self.parts[name]
+
+    def of(self, *names: str) -> list:
+        return [self.parts[name] for name in names]
+
+    def on(self, fn: Callable) -> Callable:
+        """fn(service, *inputs) as an event function."""
+        return self.people.handler(self.keyed(fn))
+
+    def keyed(self, fn: Callable) -> Callable:
+        """fn with its results' names turned into the components they update."""
+        def parts(shown: Shown) -> dict:
+            return {self.parts[name]: value for name, value in shown.items()}
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def event(*args, **kwargs):
+                for shown in fn(*args, **kwargs):
+                    yield parts(shown)
+        else:
+            @functools.wraps(fn)
+            def event(*args, **kwargs):
+                return parts(fn(*args, **kwargs))
+        return event
+
+
+def problem(message: str) -> Shown:
+    gr.Warning(message)
+    return {"writing": "", "status": f"**Nothing was written:** {message}"}
+
+
+def action(fn: Callable | None = None, *, story: bool = True, page: bool = False, also: Shown | None = None):
+    """The one way a handler reports a problem. With story=True its first input is the open
+    story's id, and with none open the status line says so instead of running it. A StoryloomError
+    it raises becomes "Nothing was written: …" on the status line (with `also` shown as well); with
+    page=True (its outputs are STORY_PAGE) a Conflict also shows the story as it is now. (A database
+    outage stops any event with the database's message: People.handler.)"""
+    if fn is None:
+        return functools.partial(action, story=story, page=page, also=also)
+    extra = also or {}
+
+    def failed(service: StoryService, args: tuple, error: StoryloomError) -> Shown:
+        if page and isinstance(error, Conflict) and args[0] is not None:
+            return {**show(service, service.view(int(args[0]))), **problem(str(error))}
+        return {**problem(str(error)), **extra}
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def handler(service: StoryService, *args, **kwargs):
+            if story and args[0] is None:
+                yield {**problem(NO_STORY), **extra}
+                return
+            try:
+                yield from fn(service, *args, **kwargs)
+            except StoryloomError as e:
+                yield failed(service, args, e)
+    else:
+        @functools.wraps(fn)
+        def handler(service: StoryService, *args, **kwargs):
+            if story and args[0] is None:
+                return {**problem(NO_STORY), **extra}
+            try:
+                return fn(service, *args, **kwargs)
+            except StoryloomError as e:
+                return failed(service, args, e)
+    return handler
+
+
+class Problem(str):
+    """A message for the person, yielded by `stream` instead of a result. `draft`: the paragraph
+    the model had written when saving it failed, shown so that it is not lost."""
+
+    def __new__(cls, error: StoryloomError, draft: str = ""):
+        problem = super().__new__(cls, str(error))
+        problem.stale_page = isinstance(error, Conflict)  # the story moved on: show it as it is now
+        problem.draft = draft
+        return problem
+
+
+def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[tuple | StoryView | Problem]:
+    """Run a service action in a worker thread. Yields ("text", part, text) while it writes,
+    ("step", number, total, view) after each step of a run (with steps=True), then the resulting
+    StoryView, or a Problem when it failed with a message for the person."""
+    events: queue.Queue = queue.Queue()
+    outcome: dict = {}
+    written: dict[str, str] = {}  # the latest text of each part of the step in progress
+    if steps:
+        def on_step(number: int, total: int, view) -> None:
+            written.clear()  # that step is saved
+            events.put(("step", number, total, view))
+        kwargs["on_step"] = on_step
+
+    def on_text(part: str, text: str) -> None:
+        written[part] = text
+        events.put(("text", part, text))
+
+    def work() -> None:
+        try:
+            outcome["view"] = action(*args, on_text=on_text, **kwargs)
+        except StoryloomError as e:
+            outcome["error"] = e
+        except OUTAGES as e:  # the database went away mid-action: rolled back, the text kept on screen
+            log.warning("action %r: %s", action, e)
+            outcome["error"] = unavailable(e)
+            outcome["draft"] = written.get("paragraph", "")
+        except Exception as e:  # a bug: logged with its traceback, one line for the person
+            log.exception("action %r failed", action)
+            outcome["error"] = StoryloomError(f"unexpected error ({type(e).__name__}: {e}); nothing was written")
+        finally:
+            events.put(None)
+
+    threading.Thread(target=work, name="storyloom-action", daemon=True).start()
+    while (event := events.get()) is not None:
+        yield event
+    yield Problem(outcome["error"], outcome.get("draft", "")) if "error" in outcome else outcome["view"]
+
+
+def literal(text: str, tag: str = "p") -> str:
+    """Model text as an HTML block for a Markdown component: shown as written, never read as Markdown
+    or HTML (a stray `<unk>`, `#` or `---` in a paragraph would otherwise eat it or split it)."""
+    return f"<{tag}>{html.escape(text.strip()).replace(chr(10), '<br>')}</{tag}>"
+
+
+def manuscript_markdown(view: StoryView) -> str:
+    """One <h2> title, then one <p> per paragraph (the page counts them) with chapter titles as <h3>."""
+    parts = [literal(view.title, "h2")]
+    for paragraph, chapter in zip(view.paragraphs, view.chapters):
+        if chapter:
+            parts.append(literal(chapter, "h3"))
+        parts.append(literal(paragraph))
+    return "\n\n".join(parts)
+
+
+def cost_line(view: StoryView) -> str:
+    c = view.last_step
+    return (f"Paragraph {len(view.paragraphs)} written in {c['seconds']:.1f} s "
+            f"({c['prompt_tokens']} prompt + {c['completion_tokens']} completion tokens, {c['retries']} retries).")
+
+
+def story_choices(service: StoryService) -> list[tuple[str, int]]:
+    return [(f"{i}: {t}", i) for i, t in service.list_stories()]
+
+
+def show(service: StoryService, view: StoryView, note: str = "") -> Shown:
+    """The story as it now is, on the page."""
+    choices = [(f"{n}. {p}", n) for n, p in enumerate(view.plans, 1)]
+    number, count = view.version
+    return {"story_id": view.id, "seen_head": view.head_step_id,
+            "stories": gr.update(choices=story_choices(service), value=view.id),
+            "manuscript": manuscript_markdown(view), "memory": view.short_memory,
+            "plans": gr.update(choices=choices, value=None), "instruction": "", "writing": "",
+            "version": f"version {number} of {count}" if count > 1 else "", "status": note}
+
+
+def render(service: StoryService, event, note: Callable[[StoryView], str] = cost_line, sid=None) -> Shown:
+    """One event of a stream on the page: text being written, a step of a run, the result, or a
+    problem (a stale page shows the story as it is now; a draft that could not be saved stays)."""
+    if isinstance(event, Problem):
+        if event.stale_page and sid:
+            return {**show(service, service.view(sid)), **problem(event)}
+        if event.draft:  # not saved: the text stays on screen, to copy
+            return {**problem(event), "writing": f"*Not saved; the paragraph as written:*\n\n{literal(event.draft)}"}
+        return problem(event)
+    if isinstance(event, StoryView):
+        return show(service, event, note(event))
+    if event[0] == "step":
+        _, number, total, view = event
+        return {**show(service, view, ""), "auto_progress": f"**Step {number} of {total} written.**"}
+    _, part, text = event
+    if part == "import":
+        return {"writing": f"*Importing…* {literal(text)}"}
+    return {"writing": f"*Writing {PART_NAMES.get(part, part)}…*\n\n{literal(text)}"}
+
+
+def run(service: StoryService, action: Callable, sid: int, *args, **kwargs) -> Iterator[Shown]:
+    """Stream a service action on story `sid` to the page."""
+    for event in stream(action, sid, *args, **kwargs):
+        yield render(service, event, sid=sid)
