@@ -50,15 +50,15 @@ class Auto:
             if on_text:
                 on_text(part, text)
 
-        try:
-            for number in range(1, steps + 1):
-                if cancel.is_set():
-                    break
+        for number in range(1, steps + 1):
+            if cancel.is_set():
+                break
+            try:
                 self._one_step(story_id, watched, on_text)
-                if on_step:
-                    on_step(number, steps, view_of(self.context, story_id))
-        except Cancelled:
-            pass  # stopped on purpose: the story is as the last finished step left it
+            except Cancelled:  # stopped on purpose: the story is as the last finished step left it
+                break
+            if on_step:
+                on_step(number, steps, view_of(self.context, story_id))
         return view_of(self.context, story_id)
 
     def _one_step(self, story_id: int, watched: OnText, on_text: OnText | None) -> None:

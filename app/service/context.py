@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 from common.errors import Busy, Conflict, InvalidInput, NotFound
-from generation.backend import Decoding
+from generation.backend import Decoding, GradientScorer
 from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
 from storage import repo
@@ -82,7 +82,7 @@ class StoryContext:
     writer: Writer
     limits: Limits = Limits()
     default_decoding: Decoding = Decoding()  # for stories whose decoding settings were never changed
-    scorer: object = None  # a local model for clarify's gradients when the writer's backend has none
+    scorer: GradientScorer | None = None  # clarify's gradients (None: the writer's backend's own)
     owner: object = repo.ANYONE  # accounts off: everyone's stories; as_user scopes a copy to one person
     lock: StoryLocks = field(default_factory=StoryLocks)  # lock(story_id): that story's lock
     runs: AutoRuns = field(default_factory=AutoRuns)
