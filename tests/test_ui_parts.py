@@ -2,7 +2,7 @@
 
 from app.ui.inspect import inspector_markdown
 from app.ui.page import Problem, stream
-from common.errors import Conflict, InvalidInput
+from common.errors import Conflict, InvalidInput, NotFound
 
 
 def test_stream_yields_text_then_the_result():
@@ -89,3 +89,36 @@ def test_the_clarify_table_escapes_words_and_shades_them_by_share():
     assert "rgba(255, 140, 0, 0.75)" in html_out and "rgba(255, 140, 0, 0.25)" in html_out  # twice an even share: 1
     assert 'title="75.0% of the attribution"' in html_out
     assert "meaning drifted" in html_out and "0.810" in html_out and "8 steps" in html_out
+
+
+def test_one_decorator_reports_no_story_and_the_apps_errors():
+    from app.ui.page import action
+
+    @action
+    def refused(service, sid):
+        raise InvalidInput("the premise is empty")
+
+    @action(story=False, also={"download": "hidden"})
+    def streamed(service, sid):
+        yield {"writing": "half"}
+        raise NotFound("no story with id 9")
+
+    assert refused(None, None) == {"writing": "", "status": "**Nothing was written:** Start or open a story first."}
+    assert refused(None, 3)["status"] == "**Nothing was written:** the premise is empty"
+    assert list(streamed(None, None)) == [{"writing": "half"}, {"writing": "", "download": "hidden",
+                                                                "status": "**Nothing was written:** no story with id 9"}]
+
+
+def test_handlers_say_what_they_update_by_name():
+    import gradio as gr
+
+    from app.people import People
+    from app.ui.page import Page
+
+    with gr.Blocks():
+        page = Page(People(None, accounts_on=False), writers=2)
+        page.add(status=gr.Markdown(), writing=gr.Markdown())
+    event = page.keyed(lambda service, note: {"status": note})
+    assert event(None, "saved") == {page["status"]: "saved"}
+    assert page.of("writing", "status") == [page["writing"], page["status"]]
+    assert page.model == {"concurrency_id": "model", "concurrency_limit": 2}
