@@ -1,6 +1,8 @@
-"""The app in a real browser: Debian's Chromium driven by Playwright, against `storyloom serve`
-with the embedded model. The tests run in order on one page, as one person's session would;
-a screenshot of each screen goes to test-artifacts/."""
+"""The page's flows in a real browser: Debian's Chromium driven by Playwright, against the real
+web app served in this process with the scripted model (tests/web.py), the real embedder and a
+SQLite file. The tests run in order on one page, as one person's session would; a screenshot of
+each screen goes to test-artifacts/. test_browser_model.py does the same with the embedded model
+for what only the model shows: a story started, stepped and exported."""
 
 from __future__ import annotations
 
@@ -9,65 +11,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import running_app, storyloom_env
+from tests.web import (PacedBackend, TinyScorer, chromium, inspect_step, paragraphs, scripted_app, shot, status_says, tab,
+                       wait_paragraphs)
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-MODEL_WAIT = 400_000  # ms: a step of the embedded model on two cores takes about a minute
+WAIT = 60_000  # ms: the scripted model takes a second or two a step
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    env = storyloom_env(tmp_path_factory.mktemp("browser"))
-    with running_app(env, tmp_path_factory.mktemp("log") / "serve.log") as url:
+def model():
+    return PacedBackend()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, embedder, model):
+    with scripted_app(tmp_path_factory.mktemp("browser"), embedder, model, TinyScorer()) as (url, _):
         yield url
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(server)
         yield page
-        browser.close()
-
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
-
-
-def paragraphs(page) -> int:
-    return page.locator("#manuscript p").count()
-
-
-def wait_paragraphs(page, n: int) -> None:
-    page.wait_for_function(f"document.querySelectorAll('#manuscript p').length == {n}", timeout=MODEL_WAIT)
-
-
-def status_says(page, text: str, timeout: int = MODEL_WAIT) -> None:
-    page.locator("#status").get_by_text(text).wait_for(timeout=timeout)
-
-
-def tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
-
-
-def inspect_step(page, plan: str) -> str:
-    """The inspector's text for the last step, once it shows the step that followed `plan` (not the
-    one shown before, nor the queue indicator drawn over it while the new one loads)."""
-    tab(page, "Inspect")
-    page.locator("#inspect").click()
-    page.wait_for_function("(plan) => { const t = document.querySelector('#inspected').innerText;"
-                           " return t.includes(plan) && !t.includes('queue:'); }", arg=plan, timeout=30_000)
-    return page.locator("#inspected").inner_text()
 
 
 def test_01_stepping_before_a_story_exists_is_refused(page):
@@ -84,7 +52,7 @@ def test_02_start_a_story_and_watch_it_stream(page):
     page.locator("#start").click()
     page.locator("#writing").get_by_text("Writing").first.wait_for(timeout=120_000)
     shot(page, "02-streaming")
-    page.locator("#plans input[type=radio]").nth(2).wait_for(timeout=MODEL_WAIT)
+    page.locator("#plans input[type=radio]").nth(2).wait_for(timeout=WAIT)
     assert paragraphs(page) == 1
     assert page.locator("#short-memory textarea").input_value().strip()
     shot(page, "03-opening")
@@ -95,8 +63,8 @@ def test_03_pick_a_plan_and_step(page):
     page.wait_for_function("document.querySelector('#instruction textarea').value.length > 10")
     assert page.locator("#instruction textarea").input_value() in page.locator("#plans").inner_text()
     page.locator("#step").click()
-    wait_paragraphs(page, 2)
-    status_says(page, "Paragraph 2 written")
+    wait_paragraphs(page, 2, WAIT)
+    status_says(page, "Paragraph 2 written", WAIT)
     shot(page, "04-after-plan")
 
 
@@ -105,14 +73,14 @@ def test_04_edit_a_plan_then_step(page):
     page.wait_for_function("document.querySelector('#instruction textarea').value.length > 10")
     page.locator("#instruction textarea").fill("A storm breaks the lighthouse lamp and Mara climbs up to mend it.")
     page.locator("#step").click()
-    wait_paragraphs(page, 3)
+    wait_paragraphs(page, 3, WAIT)
     shot(page, "05-after-edited-plan")
 
 
 def test_05_regenerate_keeps_both_versions(page):
     before = page.locator("#manuscript p").nth(2).inner_text()
     page.locator("#regenerate").click()
-    page.locator("#version").get_by_text("version 2 of 2").wait_for(timeout=MODEL_WAIT)
+    page.locator("#version").get_by_text("version 2 of 2").wait_for(timeout=WAIT)
     assert page.locator("#manuscript p").nth(2).inner_text() != before
     shot(page, "06-regenerated")
     page.locator("#older").click()
@@ -122,7 +90,7 @@ def test_05_regenerate_keeps_both_versions(page):
 
 def test_06_undo(page):
     page.locator("#undo").click()
-    wait_paragraphs(page, 2)
+    wait_paragraphs(page, 2, WAIT)
     shot(page, "07-undone")
 
 
@@ -140,21 +108,26 @@ def test_07_edit_a_paragraph_and_title_a_chapter(page):
     page.locator("#edit-text textarea").fill(edited)
     page.locator("#chapter textarea").fill("Chapter Two: The Door")
     page.locator("#save").click()  # the model writes the paragraph's summary again: streamed, then saved
-    status_says(page, "Paragraph 2 saved")
+    status_says(page, "Paragraph 2 saved", WAIT)
     assert page.locator("#manuscript").get_by_text("Chapter Two: The Door").is_visible()
     assert page.locator("#manuscript p").nth(1).inner_text() == edited
     shot(page, "08-edited")
 
 
-def test_08_auto_mode_runs_two_steps_then_stops(page):
+def test_08_auto_mode_runs_two_steps_then_stops(page, model):
     tab(page, "Auto")
     page.locator("#auto-stop").click()
     status_says(page, "Nothing is running", 15_000)
     page.locator("#auto-steps input").fill("4")
-    page.locator("#auto-start").click()
-    page.locator("#auto-progress").get_by_text("Step 2 of 4 written").wait_for(timeout=2 * MODEL_WAIT)
-    page.locator("#auto-stop").click()
-    status_says(page, "Auto mode stopped.")
+    model.hold("outline", after=2)  # the third step waits at its start for the stop
+    try:
+        page.locator("#auto-start").click()
+        page.locator("#auto-progress").get_by_text("Step 2 of 4 written").wait_for(timeout=WAIT)
+        page.locator("#auto-stop").click()
+        status_says(page, "Stopping", 15_000)
+    finally:
+        model.release()
+    status_says(page, "Auto mode stopped.", WAIT)
     assert paragraphs(page) == 4  # two steps kept, the one in progress dropped
     shot(page, "09-auto-stopped")
 
@@ -172,11 +145,11 @@ def test_10_reader_plays_two_choices_without_touching_the_manuscript(page):
     manuscript = page.locator("#manuscript").inner_text()
     tab(page, "Read")
     page.locator("#read-start").click()
-    page.locator("#choices input[type=radio]").nth(2).wait_for(timeout=MODEL_WAIT)
+    page.locator("#choices input[type=radio]").nth(2).wait_for(timeout=WAIT)
     for scene in (2, 3):
         page.locator("#choices label").nth(0).click()
         page.locator("#choose").click()
-        status_says(page, f"Scene {scene}.")
+        status_says(page, f"Scene {scene}.", WAIT)
     assert page.locator("#manuscript").inner_text() == manuscript
     shot(page, "11-reader")
 
@@ -207,7 +180,7 @@ def test_11_memory_desk_edits_reach_the_next_prompt(page):
     instruction = "Ilse arrives on the ferry with a second letter."
     page.locator("#instruction textarea").fill(instruction)
     page.locator("#step").click()
-    wait_paragraphs(page, 5)
+    wait_paragraphs(page, 5, WAIT)
     text = inspect_step(page, instruction)
     assert f"Summary of the story so far: {remembered}" in text  # the edited memory is what the model saw
     assert "Facts to keep in mind:" in text and "key: Ilse" in text
@@ -229,7 +202,7 @@ def test_12_repetition_settings_are_saved_and_used_by_the_next_step(page):
     instruction = "Mara climbs to the lamp room and waits for the ferry."
     page.locator("#instruction textarea").fill(instruction)
     page.locator("#step").click()
-    wait_paragraphs(page, 6)
+    wait_paragraphs(page, 6, WAIT)
     text = inspect_step(page, instruction)
     assert "sentence guard off" in text and "no-repeat 4-grams" in text and "DITTO adapter on" in text
     tab(page, "Repetition")
@@ -284,8 +257,8 @@ def test_13_export_an_epub_and_a_backup_then_import_the_backup_and_a_draft(page,
                      "## Two\n\nBy noon the fog had swallowed the island.\n")
     page.locator("#import-premise textarea").fill("A ferry captain and her sister lose each other in the fog.")
     _upload(page, draft)
-    status_says(page, "harbour.md")  # the draft is imported (the model writes its memory and plans)
-    wait_paragraphs(page, 3)
+    status_says(page, "harbour.md", WAIT)  # the draft is imported (the model writes its memory and plans)
+    wait_paragraphs(page, 3, WAIT)
     assert page.locator("#manuscript h2").inner_text() == "The Harbour"
     assert [h.inner_text() for h in page.locator("#manuscript h3").all()] == ["One", "Two"]
     assert page.locator("#plans input[type=radio]").count() == 3  # written by the model: go on from the draft
@@ -296,13 +269,17 @@ def test_13_export_an_epub_and_a_backup_then_import_the_backup_and_a_draft(page,
 UNCLEAR = "She takes it up there after the thing with him, and then they both see what it means."
 
 
-def test_14_clarify_an_instruction_pick_a_wording_and_write_from_it(page):
+def test_14_clarify_an_instruction_pick_a_wording_and_write_from_it(page, model):
     tab(page, "Write")
     page.locator("#instruction textarea").fill(UNCLEAR)
-    page.locator("#clarify").click()
-    page.get_by_text(re.compile(r"paraphrase 1 of \d")).first.wait_for(timeout=60_000)  # progress while it runs
-    shot(page, "20-clarify-progress")
-    page.locator("#sca-candidates").wait_for(timeout=MODEL_WAIT)
+    model.hold("paraphrase")  # the first paraphrase waits until the page has shown the progress
+    try:
+        page.locator("#clarify").click()
+        page.get_by_text(re.compile(r"paraphrase 1 of \d")).first.wait_for(timeout=WAIT)  # progress while it runs
+        shot(page, "20-clarify-progress")
+    finally:
+        model.release()
+    page.locator("#sca-candidates").wait_for(timeout=WAIT)
     assert page.locator("#instruction textarea").input_value() == UNCLEAR  # nothing replaced without a pick
     shaded = page.locator("#sca-candidates tr.sca-kept").first.locator(".sca-word")
     assert shaded.count() >= 5 and "of the attribution" in shaded.first.get_attribute("title")
@@ -315,7 +292,7 @@ def test_14_clarify_an_instruction_pick_a_wording_and_write_from_it(page):
     page.wait_for_function("(t) => document.querySelector('#instruction textarea').value === t", arg=picked)
     before = paragraphs(page)
     page.locator("#step").click()
-    wait_paragraphs(page, before + 1)
+    wait_paragraphs(page, before + 1, WAIT)
     assert picked in inspect_step(page, picked)  # the picked wording is what the model was given
 
 

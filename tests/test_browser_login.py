@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import running_app, storyloom_env
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.test_web_accounts import PASSWORDS, add_users, client, import_backup
+from tests.web import ARTIFACTS, chromium
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, story_backup):
@@ -23,13 +24,8 @@ def server(tmp_path_factory, story_backup):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def log_in(browser, url: str, name: str, password: str):
