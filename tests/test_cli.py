@@ -1,7 +1,9 @@
-"""The real `storyloom` command with the embedded LLM and embedder, in separate processes."""
+"""The `storyloom` command: with the embedded LLM and embedder in separate processes, as a person
+runs it, and its bad-input cases in this process (each one clear line, nothing written)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -10,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -103,8 +106,7 @@ def test_memory_lists_entries_with_provenance_and_searches_with_scores(written):
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("args, extra_env, message", [
+BAD_INPUT = [
     (["new", "--premise", ""], {}, "the premise is empty"),
     (["new", "--premise", "x" * 100_000], {}, "100,000 characters"),
     (["step", "9999"], {}, "no story with id 9999"),
@@ -128,16 +130,44 @@ def test_memory_lists_entries_with_provenance_and_searches_with_scores(written):
     (["sca", "clarify", "Ella lleva la llave al faro después de la pelea."], {}, "does not look like English"),
     (["sca", "clarify", "Mara climbs the tower.", "--candidates", "20"], {}, "candidates must be 0 to 10"),
     (["sca", "clarify", "Mara climbs the tower.", "--story", "9999"], {}, "no story with id 9999"),
-])
-def test_bad_input_is_one_clear_line_and_writes_nothing(written, args, extra_env, message):
-    env, story_id, _, _ = written
-    before = run(env, "show", story_id).stdout
-    result = run({**env, **extra_env}, *[a.replace("{id}", story_id) for a in args], timeout=120)
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("storyloom: error: ") and message in lines[0], result.stderr
-    assert run(env, "show", story_id).stdout == before
-    assert run(env, "list").stdout.count("\n") == 1
+]
+
+
+def storyloom_here(data: Path, *args: str, **env: str) -> tuple[int, str, str]:
+    """The `storyloom` command run in this process (its exit status, stdout, stderr), with its
+    own data directory and the given STORYLOOM_ settings, none of this shell's."""
+    from app.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as settings, redirect_stdout(out), redirect_stderr(err):
+        for name in [k for k in os.environ if k.startswith("STORYLOOM_")]:
+            settings.delenv(name)
+        settings.setenv("STORYLOOM_DATA_DIR", str(data))
+        for name, value in env.items():
+            settings.setenv(name, value)
+        status = main(list(args))
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory, story_backup) -> tuple[Path, str]:
+    """A data directory with one two-paragraph story, imported from a backup (no model call)."""
+    data = tmp_path_factory.mktemp("cli-here")
+    status, out, err = storyloom_here(data, "import", str(story_backup))
+    assert status == 0, err
+    return data, out.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, extra_env, message", BAD_INPUT)
+def test_bad_input_is_one_clear_line_and_writes_nothing(imported, args, extra_env, message):
+    data, story_id = imported
+    before = storyloom_here(data, "show", story_id)[1]
+    status, _, err = storyloom_here(data, *[a.replace("{id}", story_id) for a in args], **extra_env)
+    assert status == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("storyloom: error: ") and message in lines[0], err
+    assert storyloom_here(data, "show", story_id)[1] == before
+    assert storyloom_here(data, "list")[1].count("\n") == 1
 
 
 @pytest.mark.slow
