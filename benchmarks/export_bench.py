@@ -56,7 +56,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from app.config import Settings
-    from app.manuscripts import Manuscripts
     from app.wiring import build_service, quiet_libraries
 
     quiet_libraries()
@@ -65,15 +64,18 @@ def main() -> None:
     if args.scripted:
         from dataclasses import replace
 
+        from app.service import StoryService
         from tests.fakes import ScriptedBackend
 
-        service.writer = replace(service.writer, backend=ScriptedBackend())
-    manuscripts = Manuscripts(service)
+        built = service.context
+        service = StoryService(built.db, built.memory, replace(built.writer, backend=ScriptedBackend()))
+    context = service.context
+    manuscripts = service.manuscripts
     raw = draft(args.words)
     loaded = time.perf_counter()
-    service.memory.embedder.encode(["warm up"])  # model loading is not import time
+    context.memory.embedder.encode(["warm up"])  # model loading is not import time
     if not args.scripted:
-        service.writer.backend.load()
+        context.writer.backend.load()
     print(f"models loaded in {time.perf_counter() - loaded:.0f} s; draft {len(raw):,} bytes", flush=True)
 
     marks: list[tuple[float, str]] = []
@@ -108,7 +110,7 @@ def main() -> None:
     results = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": __import__("os").cpu_count()},
-        "model": "scripted" if args.scripted else service.writer.backend.name,
+        "model": "scripted" if args.scripted else context.writer.backend.name,
         "manuscript": {"words": words, "paragraphs": len(view.paragraphs), "chapters": len(set(filter(None, view.chapters))),
                        "draft_bytes": len(raw)},
         "import_draft": {"seconds": round(import_seconds, 1), "phases": {k: round(v, 1) for k, v in phases.items()},

@@ -80,7 +80,6 @@ def story_backup(tmp_path_factory, embedder) -> Path:
 def write_story_backup(folder: Path, embedder: Embedder) -> Path:
     """A JSON backup of a two-paragraph story, written by the service with the scripted model:
     a story to import into a running app without a model call."""
-    from app.manuscripts import Manuscripts
     from tests.test_service import make_service
 
     db = open_database(sqlite_url(folder / "source.db"))
@@ -88,7 +87,7 @@ def write_story_backup(folder: Path, embedder: Embedder) -> Path:
         service, _ = make_service(db, embedder)
         view = service.step(service.new_story("A keeper finds a letter from the future.").id, plan=1)
         path = folder / "keeper.json"
-        path.write_bytes(Manuscripts(service).export(view.id, "json").data)
+        path.write_bytes(service.manuscripts.export(view.id, "json").data)
     finally:
         db.close()
     return path
