@@ -79,6 +79,15 @@ def test_the_adapter_changes_the_model_and_can_be_switched_off(trained, base):
         wrapped.unload()  # the module's base model goes back to how it was
 
 
+def test_analyze_draws_the_curves_with_and_without_the_adapter(trained, tmp_path):
+    done = storyloom("ditto", "analyze", "--adapter", str(trained), "--corpus", str(GATSBY), "--sentences", "2",
+                     "--repeats", "3", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    curves = json.loads((tmp_path / "repetition.json").read_text())["curves"]
+    assert list(curves) == ["base model", "DITTO"] and (tmp_path / "repetition.png").stat().st_size > 1000
+    assert all(len(c["token_probability"]) == 3 and c["sentences"] == 2 for c in curves.values())
+
+
 def test_bad_adapters_are_refused_clearly(trained, base, tmp_path):
     model, _ = base
     with pytest.raises(AdapterUnavailable, match="no DITTO adapter"):
