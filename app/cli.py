@@ -8,10 +8,7 @@ import sys
 from common.errors import StoryloomError
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="storyloom", description="Write long fiction with a local LLM.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_story_commands(sub) -> None:
     new = sub.add_parser("new", help="start a story from a premise; prints its id last")
     new.add_argument("--premise", required=True)
     new.add_argument("--title")
@@ -32,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list the stories")
 
+
+def _add_file_and_memory_commands(sub) -> None:
     export = sub.add_parser("export", help="write a story to a file: md, txt, epub, docx, pdf, or a json backup")
     export.add_argument("story_id", type=int)
     export.add_argument("--format", required=True, choices=["md", "txt", "epub", "docx", "pdf", "json"])
@@ -48,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     memory.add_argument("--k", type=int, default=8, help="how many entries a search returns (default 8)")
     memory.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+
+def _add_model_commands(sub) -> None:
     from app.ditto_cli import add_parser as add_ditto
 
     add_ditto(sub)
@@ -56,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sca(sub)
 
+
+def _add_user_commands(sub) -> None:
     user = sub.add_parser("user", help="accounts for a server with authentication on (STORYLOOM_AUTH=true)")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     for command, about in (("add", "make an account"), ("passwd", "set an account's password")):
@@ -67,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                                 "were off) to this account")
     claim.add_argument("name")
 
+
+def _add_serving_commands(sub) -> None:
     folder = sub.add_parser("model-folder", help="write the model (DITTO merged in) as a Hugging Face folder that "
                             "transformers serve or vLLM can serve")
     folder.add_argument("out", help="a new or empty folder")
@@ -76,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="the port (default STORYLOOM_PORT: 7860)")
     serve.add_argument("--allow-no-auth", action="store_true",
                        help="serve a non-loopback --host without accounts (only on a network that is yours alone)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storyloom", description="Write long fiction with a local LLM.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_story_commands(sub)
+    _add_file_and_memory_commands(sub)
+    _add_model_commands(sub)
+    _add_user_commands(sub)
+    _add_serving_commands(sub)
     return parser
 
 
