@@ -28,7 +28,9 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,46 +59,54 @@ def paragraphs(count: int) -> list[str]:
     return [available[i % len(available)] for i in range(count)]
 
 
-def per_step(lengths: list[int], out: dict, save) -> None:
-    from memory.embedder import Embedder
-    from memory.longterm import Embedded, LongTermMemory, Query, chunks
-    from storage import repo
-    from storage.db import open_database, sqlite_url
+@dataclass
+class GrowingStory:
+    """The story part 1 measures: grown to each length in turn, its vectors random."""
 
-    embedder = Embedder()
-    folder = Path(tempfile.mkdtemp(prefix="storyloom-membench-"))
-    db = open_database(sqlite_url(folder / "bench.db"))
-    memory = LongTermMemory(embedder, use_gpu=False)
-    rng = np.random.default_rng(0)
-    with db.Session.begin() as session:
-        story_id = repo.create_story(session, title="Bench", premise="A long story.").id
-    texts = paragraphs(max(lengths))
-    step_ids: list[int] = []
-    rows = out.setdefault("per_step", [])
-    print(f"{'paragraphs':>10} {'entries':>8} {'storyloom ms':>13} {'filing ms':>10} {'RecurrentGPT ms':>16} "
-          f"{'ratio':>8}", flush=True)
-    for length in lengths:
-        with db.Session.begin() as session:  # the story grows to `length` paragraphs (vectors: random)
-            story = repo.get_story(session, story_id)
-            for text in texts[len(step_ids):length]:
-                parent = repo.get_step(session, step_ids[-1]) if step_ids else None
+    db: Any
+    memory: Any
+    embedder: Any
+    story_id: int
+    folder: Path
+    texts: list[str]
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    step_ids: list[int] = field(default_factory=list)
+
+    def grow(self, length: int) -> None:
+        """The story grows to `length` paragraphs (vectors: random)."""
+        from memory.longterm import Embedded, chunks
+        from storage import repo
+
+        with self.db.Session.begin() as session:
+            story = repo.get_story(session, self.story_id)
+            for text in self.texts[len(self.step_ids):length]:
+                parent = repo.get_step(session, self.step_ids[-1]) if self.step_ids else None
                 step = repo.add_step(session, story, parent=parent, paragraph=text, short_memory="", plans=[])
                 pieces = chunks(text)
-                memory.add(session, story_id, Embedded(pieces, unit(rng.normal(size=(len(pieces), DIM)))),
-                           "paragraph", step_id=step.id)
-                step_ids.append(step.id)
-        with db.Session() as session:
+                vectors = unit(self.rng.normal(size=(len(pieces), DIM)))
+                self.memory.add(session, self.story_id, Embedded(pieces, vectors), "paragraph", step_id=step.id)
+                self.step_ids.append(step.id)
+
+    def catch_up(self) -> tuple[int, float]:
+        """(entries, seconds) of bringing the index up to the database."""
+        with self.db.Session() as session:
             started = time.perf_counter()
-            with memory._lock:
-                entries = len(memory.sync(session, story_id).revisions)
-            catch_up = time.perf_counter() - started
-        recent = " ".join(texts[length - 2:length])
+            with self.memory.current_index(session, self.story_id) as index:
+                entries = len(index.revisions)
+            return entries, time.perf_counter() - started
+
+    def retrievals(self, length: int) -> list[float]:
+        """Seconds of each fact's retrieval, as a step after paragraph `length` asks."""
+        from memory.retrieval import Query
+        from storage import repo
+
+        recent = " ".join(self.texts[length - 2:length])
 
         def retrieve(plan: str) -> None:
-            with db.Session() as session:
-                branch = repo.path_ids(session, step_ids[-1])
-                memory.gather(session, story_id, Query(plan, recent), 4, lore_limit=8, only_steps=branch,
-                              exclude_steps=set(step_ids[-2:]))
+            with self.db.Session() as session:
+                branch = repo.path_ids(session, self.step_ids[-1])
+                self.memory.gather(session, self.story_id, Query(plan, recent), 4, lore_limit=8, only_steps=branch,
+                                   exclude_steps=set(self.step_ids[-2:]))
 
         retrieve(FACTS[0][1])  # warm
         ours = []
@@ -104,42 +114,77 @@ def per_step(lengths: list[int], out: dict, save) -> None:
             started = time.perf_counter()
             retrieve(plan)
             ours.append(time.perf_counter() - started)
+        return ours
 
-        # filing one more step: embed its chunks and summary, write them, bring the index up to date
+    def filings(self) -> list[float]:
+        """Seconds of filing one more step: embed its chunks and summary, write them, bring the index
+        up to date; each is taken out again, so that the story stays the same."""
+        from memory.longterm import chunks
+
         filing = []
-        for text in texts[:3]:
+        for text in self.texts[:3]:
             started = time.perf_counter()
             pieces = chunks(text)
-            embedded = memory.embed(pieces + ["A summary of the story so far, rewritten after this step."])
-            with db.Session.begin() as session:
-                added = [e.id for e in memory.add(session, story_id, embedded, "paragraph")]
-            with db.Session() as session, memory._lock:
-                memory.sync(session, story_id)
+            embedded = self.memory.embed(pieces + ["A summary of the story so far, rewritten after this step."])
+            with self.db.Session.begin() as session:
+                added = [e.id for e in self.memory.add(session, self.story_id, embedded, "paragraph")]
+            self.catch_up()
             filing.append(time.perf_counter() - started)
-            with db.Session.begin() as session:  # and take it out again, so that the story stays the same
+            with self.db.Session.begin() as session:
                 for entry_id in added:
-                    memory.delete(session, entry_id)
+                    self.memory.delete(session, entry_id)
+        return filing
 
-        # RecurrentGPT: encode every stored paragraph again, then cosine top-k
+    def recurrentgpt(self, length: int) -> list[float]:
+        """Seconds of RecurrentGPT's way: encode every stored paragraph again, then cosine top-k."""
         theirs = []
         for plan in [FACTS[1][1]] * (3 if length <= 1000 else 1):
             started = time.perf_counter()
-            stored = embedder.encode(texts[:length - 1])
-            query = embedder.encode([plan])[0]
+            stored = self.embedder.encode(self.texts[:length - 1])
+            query = self.embedder.encode([plan])[0]
             np.argsort(-(stored @ query))[:4]
             theirs.append(time.perf_counter() - started)
+        return theirs
+
+
+def growing_story(longest: int) -> GrowingStory:
+    from memory.embedder import Embedder
+    from memory.longterm import LongTermMemory
+    from storage import repo
+    from storage.db import open_database, sqlite_url
+
+    embedder = Embedder()
+    folder = Path(tempfile.mkdtemp(prefix="storyloom-membench-"))
+    db = open_database(sqlite_url(folder / "bench.db"))
+    memory = LongTermMemory(embedder, use_gpu=False)
+    with db.Session.begin() as session:
+        story_id = repo.create_story(session, title="Bench", premise="A long story.").id
+    return GrowingStory(db, memory, embedder, story_id, folder, paragraphs(longest))
+
+
+def per_step(lengths: list[int], out: dict, save) -> None:
+    story = growing_story(max(lengths))
+    rows = out.setdefault("per_step", [])
+    print(f"{'paragraphs':>10} {'entries':>8} {'storyloom ms':>13} {'filing ms':>10} {'RecurrentGPT ms':>16} "
+          f"{'ratio':>8}", flush=True)
+    for length in lengths:
+        story.grow(length)
+        entries, catch_up = story.catch_up()
+        ours = story.retrievals(length)
+        filing = story.filings()
+        theirs = story.recurrentgpt(length)
         row = {"paragraphs": length, "entries": entries, "storyloom_ms": round(1000 * statistics.median(ours), 2),
                "storyloom_p95_ms": round(1000 * sorted(ours)[int(0.95 * len(ours)) - 1], 2),
                "filing_ms": round(1000 * statistics.median(filing), 1),
                "index_catch_up_ms": round(1000 * catch_up, 1),
                "recurrentgpt_ms": round(1000 * statistics.median(theirs), 1),
                "ratio": round(statistics.median(theirs) / statistics.median(ours), 1),
-               "db_bytes_per_entry": round((folder / "bench.db").stat().st_size / max(entries, 1))}
+               "db_bytes_per_entry": round((story.folder / "bench.db").stat().st_size / max(entries, 1))}
         rows.append(row)
         save()
         print(f"{length:>10} {entries:>8} {row['storyloom_ms']:>13.1f} {row['filing_ms']:>10.1f} "
               f"{row['recurrentgpt_ms']:>16.1f} {row['ratio']:>8.0f}", flush=True)
-    db.close()
+    story.db.close()
 
 
 def clustered(embedder, count: int, rng) -> np.ndarray:
@@ -180,11 +225,11 @@ def index_sizes(sizes: list[int], out: dict, save) -> None:
             index.add(np.arange(start, min(size, start + 50_000)), vectors[start:start + 50_000])
         build = time.perf_counter() - started
         grown = rss_bytes() - before
-        serialized = len(faiss.serialize_index(index._cpu))
-        probes = [None] if index.exact else sorted({8, 16, probes_for(index._cpu.nlist), 64, 128})
+        serialized = index.serialized_bytes()
+        probes = [None] if index.exact else sorted({8, 16, probes_for(index.nlist), 64, 128})
         for nprobe in probes:
             if nprobe:
-                index._cpu.nprobe = nprobe
+                index.nprobe = nprobe
             times, found = [], 0
             for query, expected in zip(queries, truth):
                 started = time.perf_counter()
@@ -192,8 +237,8 @@ def index_sizes(sizes: list[int], out: dict, save) -> None:
                 times.append(time.perf_counter() - started)
                 found += len(set(expected) & {i for i, _ in got})
             row = {"entries": size, "kind": "exact" if index.exact else "ivf", "nprobe": nprobe,
-                   "nlist": None if index.exact else index._cpu.nlist,
-                   "default": nprobe in (None, probes_for(getattr(index._cpu, "nlist", 1))),
+                   "nlist": None if index.exact else index.nlist,
+                   "default": nprobe is None or nprobe == probes_for(index.nlist),
                    "p50_ms": round(1000 * statistics.median(times), 3),
                    "p95_ms": round(1000 * float(np.percentile(times, 95)), 3),
                    "recall_at_8": round(found / (8 * len(queries)), 4),

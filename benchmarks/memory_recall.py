@@ -63,7 +63,7 @@ class LongStory:
     def recall(self, k: int = 5, way: str = "storyloom") -> tuple[float, list[int]]:
         """Recall@k over the facts planted so far, asked as a step after the last paragraph would
         ask; also the rank (1-based, 0 for missed) of each fact. `way` is one of WAYS."""
-        from memory.longterm import Query
+        from memory.retrieval import Query
 
         recent = " ".join(self.paragraphs[-2:])  # the service's recent text for paragraphs this short
         shown = set(self.step_ids[-2:])
@@ -81,8 +81,7 @@ class LongStory:
     def _one_ranking(self, session, way: str, plan: str, recent: str, k: int, shown: set[int]) -> list[str]:
         """A single ranking, for comparison: by meaning (of the plan, or of plan and recent text as one
         text, as storyloom asked before) or by words."""
-        with self.memory._lock:
-            index = self.memory.sync(session, self.story_id)
+        with self.memory.current_index(session, self.story_id) as index:
             if way == "words, plan":
                 raw = index.words.search(plan, 4 * k + 64)
             else:

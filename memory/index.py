@@ -60,6 +60,29 @@ class VectorIndex:
     def exact(self) -> bool:
         return self.trained_on == 0
 
+    @property
+    def nlist(self) -> int:
+        """The inverted lists of an IVF index (0 while exact)."""
+        return 0 if self.exact else self._cpu.nlist
+
+    @property
+    def nprobe(self) -> int:
+        """The lists an IVF search scans (0 while exact); set it to trade recall for speed."""
+        return 0 if self.exact else self._cpu.nprobe
+
+    @nprobe.setter
+    def nprobe(self, lists: int) -> None:
+        if self.exact:
+            raise ValueError("an exact index scans every vector; it has no lists to probe")
+        self._cpu.nprobe = lists
+        self._gpu = None
+
+    def serialized_bytes(self) -> int:
+        """The size of the index in FAISS's own file format."""
+        import faiss
+
+        return len(faiss.serialize_index(self._cpu))
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
@@ -84,7 +107,7 @@ class VectorIndex:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
         searcher = self._searcher() if k <= GPU_MAX_K else self._cpu  # FAISS on a GPU answers k <= 2048
         scores, ids = searcher.search(query, k)
-        nprobe = getattr(self._cpu, "nprobe", 0)
+        nprobe = self.nprobe
         while (ids[0] < 0).any() and not self.exact and nprobe < self._cpu.nlist:
             # the lists scanned held fewer than k vectors: scan more lists, so that fewer than k
             # results always means the index holds fewer than k

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -22,36 +23,10 @@ from sqlalchemy.orm import Session
 from memory.embedder import Embedder
 from memory.index import VectorIndex, gpu_count
 from memory.lexical import STOP_WORDS, LexicalIndex
+from memory.retrieval import CONTEXT_WEIGHT, Candidates, Hit, Query, fuse
 from storage import repo
 from common.errors import InvalidInput, NotFound, StoryloomError
 from storage.models import MEMORY_KINDS, MemoryEntry
-
-
-@dataclass(frozen=True)
-class Hit:
-    entry_id: int
-    score: float  # the fused rank score that ordered the hits
-    text: str
-    kind: str
-    step_id: int | None
-    cosine: float = 0.0  # similarity of meaning to the query text
-    words: float = 0.0  # BM25 score of the words it shares with the query text (0: none)
-
-
-@dataclass(frozen=True)
-class Query:
-    """What a step asks long-term memory: `text` (the plan), by meaning and by words, and
-    `context` (the recent text), by meaning, with less weight."""
-
-    text: str
-    context: str = ""
-
-
-# Reciprocal rank fusion: a ranking's say in the score is weight / (RRF_K + rank). A small RRF_K lets
-# the top of each ranking count; CONTEXT_WEIGHT keeps the recent text from drowning the plan
-# (benchmarks/memory_recall.py measured the choices).
-RRF_K = 10
-CONTEXT_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -72,8 +47,6 @@ class Gathered:
     left_out: int  # entries that matched a rule but found no room
 
 
-# Two hits at least this similar (cosine of their vectors) say the same thing: only the better one is kept.
-DUPLICATE = 0.95
 MAX_KEYS = 20
 MAX_KEY_CHARS = 60
 
@@ -198,59 +171,15 @@ class LongTermMemory:
         asked = [query.text] + ([query.context] if query.context.strip() else [])
         # one call each: in one batch the short plan would be padded to the long recent text's length
         vectors = np.concatenate([self.embedder.encode([text]) for text in asked])
-        depth = max(4 * k, 32)  # how far down each ranking is read, counting only acceptable entries
-        loaded: dict[int, MemoryEntry] = {}
-
-        def acceptable(entry_id: int) -> bool:
-            e = loaded.get(entry_id)
-            return e is not None and not e.stale and e.id not in exclude_ids and e.step_id not in exclude_steps \
-                and not _keyed(e) and (only_steps is None or e.step_id is None or e.step_id in only_steps)
-
-        def ranking(find: Callable[[int], list[tuple[int, float]]]) -> list[tuple[int, int, float]]:
-            """(entry id, rank, score) of the acceptable entries, best first; equal scores share a rank."""
-            fetch = depth
-            while True:  # ask for more until `depth` entries pass the filters or the index is exhausted
-                raw = find(fetch)
-                missing = [i for i, _ in raw if i not in loaded]
-                if missing:
-                    loaded.update((e.id, e) for e in repo.memory_entries(session, story_id, missing))
-                good = [(i, score) for i, score in raw if acceptable(i)]
-                if len(good) >= depth or len(raw) < fetch:
-                    ranked, rank = [], 0
-                    for n, (i, score) in enumerate(good[:depth], 1):
-                        rank = rank if n > 1 and score == good[n - 2][1] else n
-                        ranked.append((i, rank, score))
-                    return ranked
-                fetch *= 4
-
+        found = Candidates(session, story_id, max(4 * k, 32), only_steps, exclude_steps, exclude_ids)
         with self._lock:
             index = self.sync(session, story_id)
-            rankings = [(1.0, ranking(lambda n: index.index.search(vectors[0], n))),
-                        (1.0, ranking(lambda n: index.words.search(query.text, n)))]
+            rankings = [(1.0, found.ranking(lambda n: index.index.search(vectors[0], n))),
+                        (1.0, found.ranking(lambda n: index.words.search(query.text, n)))]
             if len(asked) > 1:
-                rankings.append((CONTEXT_WEIGHT, ranking(lambda n: index.index.search(vectors[1], n))))
+                rankings.append((CONTEXT_WEIGHT, found.ranking(lambda n: index.index.search(vectors[1], n))))
         words = {entry_id: score for entry_id, _, score in rankings[1][1]}
-        fused: dict[int, float] = {}
-        for weight, ranked in rankings:
-            for entry_id, rank, _ in ranked:
-                fused[entry_id] = fused.get(entry_id, 0.0) + weight / (RRF_K + rank)
-        cosine = {i: float(np.frombuffer(loaded[i].vector, dtype=np.float32) @ vectors[0]) for i in fused}
-        hits: list[Hit] = []
-        kept: list[np.ndarray] = []
-        seen: set[str] = set()
-        for entry_id in sorted(fused, key=lambda i: (-fused[i], -cosine[i])):
-            e = loaded[entry_id]
-            vector = np.frombuffer(e.vector, dtype=np.float32)
-            said = " ".join(re.findall(r"\w+", e.text.lower()))
-            if said in seen or any(float(vector @ v) >= DUPLICATE for v in kept):
-                continue
-            hits.append(Hit(e.id, round(fused[entry_id], 4), e.text, e.kind, e.step_id,
-                            round(cosine[entry_id], 4), round(words.get(entry_id, 0.0), 2)))
-            kept.append(vector)
-            seen.add(said)
-            if len(hits) == k:
-                break
-        return hits
+        return found.distinct_hits(fuse(rankings), vectors[0], words, k)
 
     def gather(self, session: Session, story_id: int, query: Query, k: int, *, lore_limit: int,
                only_steps: set[int] | None = None, exclude_steps: set[int] = frozenset()) -> Gathered:
@@ -286,6 +215,12 @@ class LongTermMemory:
                             .execution_options(synchronize_session=False))
 
     # -- keeping the index in step ------------------------------------------------------
+
+    @contextmanager
+    def current_index(self, session: Session, story_id: int) -> Iterator[_StoryIndex]:
+        """The story's index, brought up to date and left unchanged by other threads until the block ends."""
+        with self._lock:
+            yield self.sync(session, story_id)
 
     def sync(self, session: Session, story_id: int) -> _StoryIndex:
         """The story's index, brought up to the database's memory_version. Call under self._lock."""
@@ -334,10 +269,6 @@ class LongTermMemory:
         if entry is None or (story_id is not None and entry.story_id != story_id):
             raise NotFound(f"no memory entry with id {entry_id}" + (f" in story {story_id}" if story_id else ""))
         return entry
-
-
-def _keyed(entry: MemoryEntry) -> bool:
-    return entry.kind == "lore" and bool(entry.keys)
 
 
 def _clean(text: str) -> str:

@@ -31,9 +31,8 @@ def next_prompt(service, backend, story_id, instruction="Mara climbs to the lamp
 def index_agrees(service, story_id):
     """The story's FAISS index holds exactly the live entries of the database, at their revisions."""
     with service.context.db.Session() as s:
-        with service.context.memory._lock:
-            index = service.context.memory.sync(s, story_id)
-        return index.revisions == repo.memory_revisions(s, story_id) and len(index.index) == len(index.revisions)
+        with service.context.memory.current_index(s, story_id) as index:
+            return index.revisions == repo.memory_revisions(s, story_id) and len(index.index) == len(index.revisions)
 
 
 def test_an_edited_short_term_memory_is_what_the_next_prompt_contains(desk):

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.service.context import StoryContext, checked_text
-from memory.longterm import Hit, Lore, Query
+from memory.longterm import Lore
+from memory.retrieval import Hit, Query
 from storage import repo
 from common.errors import InvalidInput, NotFound
 from storage.models import MemoryEntry

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from app.service.context import StoryContext
 from generation.recurrence import Continuation, OnText, Opening, StepContext, Usage
-from memory.longterm import Embedded, Hit, Lore, Query, chunks
+from memory.longterm import Embedded, Lore, chunks
+from memory.retrieval import Hit, Query
 from storage import repo
 from storage.models import Step
 
