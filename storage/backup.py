@@ -157,6 +157,22 @@ def _when(value, what: str) -> None:
 
 def _check(d: dict) -> None:
     story = d["story"]
+    _check_story(story)
+    steps, plays, memories = d["steps"], d["playthroughs"], d["memories"]
+    _need(all(isinstance(x, list) for x in (steps, plays, memories)), "steps, playthroughs and memories must be lists")
+    _need(bool(steps), "the backup has no steps (no paragraphs)")
+    play_ids = set(range(1, len(plays) + 1))
+    for n, step in enumerate(steps, 1):
+        _check_step(step, n, steps, play_ids)
+    head = story["head"]
+    _need(head is None or (isinstance(head, int) and 1 <= head <= len(steps) and steps[head - 1]["playthrough"] is None),
+          f"the story's head {head!r} is not one of the writer's steps")
+    for n, play in enumerate(plays, 1):
+        _check_playthrough(play, n, len(steps))
+    _check_memories(memories, d["vectors"], len(steps))
+
+
+def _check_story(story) -> None:
     _need(isinstance(story, dict), "story is not an object")
     for key, limit in _STORY_TEXT.items():
         _text(story, key, limit, "story")
@@ -165,54 +181,57 @@ def _check(d: dict) -> None:
     _need(isinstance(story["settings"], dict), "story settings are not an object")
     _when(story["created_at"], "story created_at")
     _when(story["updated_at"], "story updated_at")
-    steps, plays, memories = d["steps"], d["playthroughs"], d["memories"]
-    _need(all(isinstance(x, list) for x in (steps, plays, memories)), "steps, playthroughs and memories must be lists")
-    _need(bool(steps), "the backup has no steps (no paragraphs)")
-    play_ids = set(range(1, len(plays) + 1))
-    for n, step in enumerate(steps, 1):
-        what = f"step {n}"
-        _need(step["id"] == n, f"{what} is numbered {step['id']!r}; steps must be numbered 1, 2, ... in order")
-        parent = step["parent"]
-        _need(parent is None or (isinstance(parent, int) and 1 <= parent < n),
-              f"{what} has parent {parent!r}; a parent must be an earlier step")
-        _int(step["depth"], f"{what} depth")
-        _need(step["depth"] == (0 if parent is None else steps[parent - 1]["depth"] + 1),
-              f"{what} depth does not follow its parent")
-        for key, limit in _STEP_TEXT.items():
-            _text(step, key, limit, what)
-        _text(step, "chapter", 500, what, optional=True)
-        _need(isinstance(step["plans"], list) and all(isinstance(p, str) for p in step["plans"]),
-              f"{what} plans are not a list of text")
-        _int(step["prompt_tokens"], f"{what} prompt_tokens")
-        _int(step["completion_tokens"], f"{what} completion_tokens")
-        _need(isinstance(step["seconds"], (int, float)), f"{what} seconds is not a number")
-        _need(isinstance(step["trace"], dict), f"{what} trace is not an object")
-        for key in ("retrieved", "lore"):
-            items = step["trace"].get(key) or []
-            _need(isinstance(items, list) and all(
-                isinstance(i, dict) and (i.get("id") is None or (isinstance(i["id"], int) and not isinstance(i["id"], bool)))
-                for i in items), f"{what} trace {key} is not a list of entries")
-        _need(step["playthrough"] is None or step["playthrough"] in play_ids, f"{what} names no playthrough")
-        _when(step["created_at"], f"{what} created_at")
-    head = story["head"]
-    _need(head is None or (isinstance(head, int) and 1 <= head <= len(steps) and steps[head - 1]["playthrough"] is None),
-          f"the story's head {head!r} is not one of the writer's steps")
-    for n, play in enumerate(plays, 1):
-        what = f"playthrough {n}"
-        _need(play["id"] == n, f"{what} is numbered {play['id']!r}")
-        _text(play, "reader", 200, what)
-        for key in ("start_step", "head_step"):
-            _need(isinstance(play[key], int) and 1 <= play[key] <= len(steps), f"{what} {key} is not a step")
-        _need(isinstance(play["choices"], list), f"{what} choices are not a list")
-        _when(play["created_at"], f"{what} created_at")
-    vectors = d["vectors"]
+
+
+def _check_step(step: dict, n: int, steps: list, play_ids: set[int]) -> None:
+    what = f"step {n}"
+    _need(step["id"] == n, f"{what} is numbered {step['id']!r}; steps must be numbered 1, 2, ... in order")
+    parent = step["parent"]
+    _need(parent is None or (isinstance(parent, int) and 1 <= parent < n),
+          f"{what} has parent {parent!r}; a parent must be an earlier step")
+    _int(step["depth"], f"{what} depth")
+    _need(step["depth"] == (0 if parent is None else steps[parent - 1]["depth"] + 1),
+          f"{what} depth does not follow its parent")
+    for key, limit in _STEP_TEXT.items():
+        _text(step, key, limit, what)
+    _text(step, "chapter", 500, what, optional=True)
+    _need(isinstance(step["plans"], list) and all(isinstance(p, str) for p in step["plans"]),
+          f"{what} plans are not a list of text")
+    _int(step["prompt_tokens"], f"{what} prompt_tokens")
+    _int(step["completion_tokens"], f"{what} completion_tokens")
+    _need(isinstance(step["seconds"], (int, float)), f"{what} seconds is not a number")
+    _check_trace(step["trace"], what)
+    _need(step["playthrough"] is None or step["playthrough"] in play_ids, f"{what} names no playthrough")
+    _when(step["created_at"], f"{what} created_at")
+
+
+def _check_trace(trace, what: str) -> None:
+    _need(isinstance(trace, dict), f"{what} trace is not an object")
+    for key in ("retrieved", "lore"):
+        items = trace.get(key) or []
+        _need(isinstance(items, list) and all(
+            isinstance(i, dict) and (i.get("id") is None or (isinstance(i["id"], int) and not isinstance(i["id"], bool)))
+            for i in items), f"{what} trace {key} is not a list of entries")
+
+
+def _check_playthrough(play: dict, n: int, step_count: int) -> None:
+    what = f"playthrough {n}"
+    _need(play["id"] == n, f"{what} is numbered {play['id']!r}")
+    _text(play, "reader", 200, what)
+    for key in ("start_step", "head_step"):
+        _need(isinstance(play[key], int) and 1 <= play[key] <= step_count, f"{what} {key} is not a step")
+    _need(isinstance(play["choices"], list), f"{what} choices are not a list")
+    _when(play["created_at"], f"{what} created_at")
+
+
+def _check_memories(memories: list, vectors, step_count: int) -> None:
     _need(vectors is None or (isinstance(vectors, dict) and vectors.get("dtype") == "float32"),
           "vectors must be null or {\"dtype\": \"float32\", ...}")
     sizes = set()
     for n, entry in enumerate(memories, 1):
         what = f"memory entry {n}"
         _need(entry["id"] == n, f"{what} is numbered {entry['id']!r}")
-        _need(entry["step"] is None or (isinstance(entry["step"], int) and 1 <= entry["step"] <= len(steps)),
+        _need(entry["step"] is None or (isinstance(entry["step"], int) and 1 <= entry["step"] <= step_count),
               f"{what} names no step")
         _need(entry["kind"] in MEMORY_KINDS, f"{what} kind {entry['kind']!r} is not one of {', '.join(MEMORY_KINDS)}")
         _text(entry, "text", None, what)
@@ -223,13 +242,18 @@ def _check(d: dict) -> None:
         _when(entry["created_at"], f"{what} created_at")
         _when(entry["last_retrieved_at"], f"{what} last_retrieved_at")
         if vectors is not None:
-            try:
-                size = len(base64.b64decode(entry["vector"], validate=True))
-            except (ValueError, TypeError):
-                raise ValueError(f"{what} vector is not base64") from None
-            _need(size > 0 and size % 4 == 0, f"{what} vector is not float32 numbers")
-            sizes.add(size)
+            sizes.add(_vector_size(entry["vector"], what))
     _need(len(sizes) <= 1, "memory vectors have different sizes")
+
+
+def _vector_size(encoded, what: str) -> int:
+    """Bytes of one memory entry's base64 vector, checked to be float32 numbers."""
+    try:
+        size = len(base64.b64decode(encoded, validate=True))
+    except (ValueError, TypeError):
+        raise ValueError(f"{what} vector is not base64") from None
+    _need(size > 0 and size % 4 == 0, f"{what} vector is not float32 numbers")
+    return size
 
 
 def vector_dim(document: dict) -> int | None:
