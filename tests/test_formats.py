@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from markdown_it import MarkdownIt
 
-from storage import formats
+from storage import drafts, formats
 from common.errors import InvalidInput
 
 PARAGRAPHS = [
@@ -53,10 +53,10 @@ def test_markdown_is_read_by_a_commonmark_parser_as_written(book):
 
 
 def test_markdown_and_text_come_back_as_the_same_manuscript(book):
-    back = formats.read_draft(formats.to_markdown(book).decode(), markdown=True)
+    back = drafts.read_draft(formats.to_markdown(book).decode(), markdown=True)
     assert (back.title, back.author, back.paragraphs) == (book.title, book.author, book.paragraphs)
     assert [c.title for c in back.chapters] == [c.title for c in book.chapters]
-    text = formats.read_draft(formats.to_text(book).decode(), markdown=False)
+    text = drafts.read_draft(formats.to_text(book).decode(), markdown=False)
     assert (text.title, text.author) == (book.title, book.author)
     assert [c.title for c in text.chapters] == [c.title for c in book.chapters]
     assert text.paragraphs == [" ".join(p.split()) for p in book.paragraphs]  # plain text joins wrapped lines
@@ -120,7 +120,7 @@ def test_file_names_are_safe_and_the_title_is_kept(title, expected):
 def test_plain_text_drafts_find_chapters_join_wraps_and_drop_scene_breaks():
     draft = ("My Novel\n========\n\nCHAPTER ONE\n\nIt was a dark\nand stormy night.\n\n* * *\n\n"
              "She left.\n\nChapter 2: Morning\n\nThe sun rose.\n\nIV\n\nLast words.\n")
-    m = formats.read_draft(draft, markdown=False)
+    m = drafts.read_draft(draft, markdown=False)
     assert m.title == "My Novel"
     assert [(c.title, c.paragraphs) for c in m.chapters] == [
         ("CHAPTER ONE", ["It was a dark and stormy night.", "She left."]),
@@ -130,11 +130,11 @@ def test_plain_text_drafts_find_chapters_join_wraps_and_drop_scene_breaks():
 def test_a_single_line_of_200000_characters_becomes_many_paragraphs():
     sentence = "The tide came in over the black rocks and went out again. "
     line = (sentence * (200_000 // len(sentence) + 1))[:200_000]
-    m = formats.read_draft(line, markdown=False, fallback_title="huge")
+    m = drafts.read_draft(line, markdown=False, fallback_title="huge")
     assert m.title == "huge" and len(m.paragraphs) > 100
-    assert all(len(p.split()) <= formats.PARAGRAPH_WORDS for p in m.paragraphs)
+    assert all(len(p.split()) <= drafts.PARAGRAPH_WORDS for p in m.paragraphs)
     assert " ".join(m.paragraphs) == " ".join(line.split())  # nothing lost
-    unbroken = formats.read_draft("x" * 200_000, markdown=False)  # no spaces at all
+    unbroken = drafts.read_draft("x" * 200_000, markdown=False)  # no spaces at all
     assert "".join(unbroken.paragraphs) == "x" * 200_000 and max(map(len, unbroken.paragraphs)) <= 5000
 
 
@@ -144,14 +144,14 @@ def test_a_single_line_of_200000_characters_becomes_many_paragraphs():
 ])
 def test_bad_drafts_are_refused_clearly(raw, message):
     with pytest.raises(InvalidInput, match=message):
-        formats.decode_draft(raw, "draft.txt")
+        drafts.decode_draft(raw, "draft.txt")
 
 
 def test_drafts_in_utf8_with_a_bom_or_windows_1252_are_read():
-    assert formats.decode_draft("Zoë".encode("utf-8-sig"), "a.txt") == "Zoë"
-    assert formats.decode_draft("Zoë said “hi”".encode("cp1252"), "a.txt") == "Zoë said “hi”"
+    assert drafts.decode_draft("Zoë".encode("utf-8-sig"), "a.txt") == "Zoë"
+    assert drafts.decode_draft("Zoë said “hi”".encode("cp1252"), "a.txt") == "Zoë said “hi”"
     with pytest.raises(InvalidInput, match="no paragraphs"):
-        formats.read_draft("# Only a title\n", markdown=True)
+        drafts.read_draft("# Only a title\n", markdown=True)
 
 
 def test_a_title_with_control_characters_slashes_emoji_and_500_characters_survives_every_format(tmp_path):
@@ -174,7 +174,7 @@ def test_a_title_with_control_characters_slashes_emoji_and_500_characters_surviv
     text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(pdf), "-"], capture_output=True, text=True,
                           check=True).stdout
     assert "../a/b\\c bell" in text and "A fox came to the door. Then it left." in " ".join(text.split())
-    assert formats.read_draft(formats.to_markdown(m).decode(), markdown=True).title == title.strip()
+    assert drafts.read_draft(formats.to_markdown(m).decode(), markdown=True).title == title.strip()
 
 
 def test_prose_that_looks_like_a_byline_or_a_chapter_is_kept_as_prose():
@@ -182,12 +182,12 @@ def test_prose_that_looks_like_a_byline_or_a_chapter_is_kept_as_prose():
                                     "Part-time work was all she could find.", "Book in hand, she climbed."],
                               [None] * 4, author="Ann")
     for write, markdown in ((formats.to_markdown, True), (formats.to_text, False)):
-        back = formats.read_draft(write(m).decode(), markdown=markdown)
+        back = drafts.read_draft(write(m).decode(), markdown=markdown)
         assert back.author == "Ann" and back.paragraphs == m.paragraphs and [c.title for c in back.chapters] == [None]
-    stacked = formats.read_draft("# T\n\n## Part One\n\n## Chapter 1\n\nText.\n", markdown=True)
+    stacked = drafts.read_draft("# T\n\n## Part One\n\n## Chapter 1\n\nText.\n", markdown=True)
     assert [(c.title, c.paragraphs) for c in stacked.chapters] == [("Part One: Chapter 1", ["Text."])]
     hashes = formats.manuscript_of("Issue #", ["One\n\nTwo"], ["Take #2"])
-    back = formats.read_draft(formats.to_markdown(hashes).decode(), markdown=True)
+    back = drafts.read_draft(formats.to_markdown(hashes).decode(), markdown=True)
     assert (back.title, back.chapters[0].title, back.paragraphs) == ("Issue #", "Take #2", ["One\nTwo"])
 
 
@@ -195,11 +195,11 @@ def test_a_stray_byte_in_utf8_and_utf16_drafts_are_read_and_unicode_noncharacter
     from docx import Document
 
     novel = ("Café — she’s naïve. " * 200).encode() + b"\xff"
-    assert formats.decode_draft(novel, "a.txt").startswith("Café — she’s naïve.")  # not mojibake
-    assert formats.decode_draft("Zoë\n".encode("utf-16"), "a.txt") == "Zoë\n"
+    assert drafts.decode_draft(novel, "a.txt").startswith("Café — she’s naïve.")  # not mojibake
+    assert drafts.decode_draft("Zoë\n".encode("utf-16"), "a.txt") == "Zoë\n"
     with pytest.raises(InvalidInput, match="binary"):
-        formats.decode_draft(b"text " * 20_000 + b"\x00\x01", "a.txt")  # binary after the first 64 KiB
-    assert formats.decode_draft("a \ufffe b \uffff c".encode(), "a.txt") == "a  b  c"
+        drafts.decode_draft(b"text " * 20_000 + b"\x00\x01", "a.txt")  # binary after the first 64 KiB
+    assert drafts.decode_draft("a \ufffe b \uffff c".encode(), "a.txt") == "a  b  c"
     odd = formats.manuscript_of("Ti\uffffle", ["Odd \ufffe text."], ["Chap\uffffter"])
     path = tmp_path / "odd.epub"
     path.write_bytes(formats.to_epub(odd))

@@ -14,7 +14,7 @@ from pathlib import Path
 from app.service.context import StoryContext, checked_text
 from app.service.stories import StoryView, view_of
 from memory.longterm import Embedded, chunks
-from storage import backup, formats, repo
+from storage import backup, drafts, formats, repo
 from common.errors import InvalidInput, StoryloomError
 
 Progress = Callable[[str], None]  # a line saying how far a long import or export has got
@@ -128,8 +128,8 @@ class Manuscripts:
         since summarising a whole novel step by step would take hours on a small machine."""
         progress = progress or (lambda line: None)
         limits = self.context.limits
-        text = formats.decode_draft(raw, name)
-        m = formats.read_draft(text, markdown, fallback_title=Path(name).stem or "Imported draft")
+        text = drafts.decode_draft(raw, name)
+        m = drafts.read_draft(text, markdown, fallback_title=Path(name).stem or "Imported draft")
         title, notices = _fit(m.title, limits.title_chars, "The title")
         paragraphs = [p[:limits.paragraph_chars] for p in m.paragraphs]
         headings: list[str | None] = []
@@ -189,7 +189,7 @@ class Manuscripts:
 
 
 def first_sentences(text: str, n: int) -> str:
-    return " ".join(formats.sentences(text)[:n])
+    return " ".join(drafts.sentences(text)[:n])
 
 
 def _rolling_memory(paragraphs: list[str], limit: int) -> str:
