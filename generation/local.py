@@ -134,6 +134,12 @@ class Turns:
         turn.wait()  # the holder hands the lock straight to the first waiter
         return self
 
+    @property
+    def waiting(self) -> int:
+        """How many callers wait in line for the lock."""
+        with self._mutex:
+            return len(self._waiting)
+
     def __exit__(self, *exc) -> None:
         with self._mutex:
             if self._waiting:
@@ -176,6 +182,11 @@ class TransformersBackend:
                 log.info("loaded the language model on %s in %.1f s", self._model.device,
                          time.perf_counter() - started)
         return self._model, self._tokenizer
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is loaded (it loads on first use)."""
+        return self._model is not None
 
     def _load(self):
         model, tokenizer = load_model(self.source, self.device)

@@ -48,7 +48,7 @@ def test_wiring_picks_the_scorer_a_served_model_clarifies_with(tmp_path):
     served = Settings(_env_file=None, data_dir=tmp_path, backend="openai", openai_model="m")
     scorer = build_scorer(served, build_backend(served))
     assert isinstance(scorer, TransformersBackend) and scorer.adapter is None  # the embedded model, unloaded
-    assert scorer._model is None
+    assert not scorer.loaded
 
 
 @pytest.mark.slow
@@ -148,7 +148,7 @@ def test_model_calls_take_turns_in_the_order_they_came():
         thread.start()
         threads.append(thread)
         for _ in range(200):  # until it waits in line (the n-th waiter), so the order is known
-            if len(turns._waiting) == n:
+            if turns.waiting == n:
                 break
             time.sleep(0.005)
     for thread in threads:
