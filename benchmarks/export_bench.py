@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -55,52 +56,19 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "export.json"))
     args = parser.parse_args()
 
-    from app.config import Settings
-    from app.wiring import build_service, quiet_libraries
-
-    quiet_libraries()
-    folder = Path(tempfile.mkdtemp(prefix="storyloom-export-bench-"))
-    service = build_service(Settings(data_dir=folder))
-    if args.scripted:
-        from dataclasses import replace
-
-        from app.service import StoryService
-        from tests.fakes import ScriptedBackend
-
-        built = service.context
-        service = StoryService(built.db, built.memory, replace(built.writer, backend=ScriptedBackend()))
-    context = service.context
+    service = _service(args.scripted)
     manuscripts = service.manuscripts
     raw = draft(args.words)
     loaded = time.perf_counter()
-    context.memory.embedder.encode(["warm up"])  # model loading is not import time
+    service.context.memory.embedder.encode(["warm up"])  # model loading is not import time
     if not args.scripted:
-        context.writer.backend.load()
+        service.context.writer.backend.load()
     print(f"models loaded in {time.perf_counter() - loaded:.0f} s; draft {len(raw):,} bytes", flush=True)
 
-    marks: list[tuple[float, str]] = []
-    started = time.perf_counter()
-    view = manuscripts.import_file("long-summer.md", raw, on_progress=lambda line: marks.append(
-        (time.perf_counter() - started, line)))
-    import_seconds = time.perf_counter() - started
-    phases = _phases(marks, import_seconds)
+    view, import_seconds, phases = _import_draft(manuscripts, raw)
     words = sum(len(p.split()) for p in view.paragraphs)
-    print(f"import as a draft: {import_seconds:.1f} s for {words:,} words, {len(view.paragraphs)} paragraphs "
-          f"({', '.join(f'{k} {v:.1f} s' for k, v in phases.items())})", flush=True)
-
-    exports = {}
-    for fmt, vectors in [("txt", True), ("md", True), ("epub", True), ("docx", True), ("pdf", True),
-                         ("json", True), ("json", False)]:
-        name = fmt if fmt != "json" else ("json (with vectors)" if vectors else "json (no vectors)")
-        t = time.perf_counter()
-        done = manuscripts.export(view.id, fmt, vectors=vectors)
-        exports[name] = {"seconds": round(time.perf_counter() - t, 2), "bytes": len(done.data)}
-        if fmt == "json" and vectors:
-            backup = done.data
+    exports, backup = _exports(manuscripts, view.id)
     base = exports["txt"]["seconds"]
-    for name, e in exports.items():
-        e["x_txt"] = round(e["seconds"] / base, 1) if base else None
-        print(f"export {name:22s} {e['seconds']:7.2f} s  {e['bytes']:>12,} bytes  ({e['x_txt']}x txt)", flush=True)
     t = time.perf_counter()
     again = manuscripts.import_file("long-summer.json", backup)
     restore_seconds = time.perf_counter() - t
@@ -108,9 +76,8 @@ def main() -> None:
     print(f"import the JSON backup: {restore_seconds:.1f} s", flush=True)
 
     results = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": __import__("os").cpu_count()},
-        "model": "scripted" if args.scripted else context.writer.backend.name,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "model": "scripted" if args.scripted else service.context.writer.backend.name,
         "manuscript": {"words": words, "paragraphs": len(view.paragraphs), "chapters": len(set(filter(None, view.chapters))),
                        "draft_bytes": len(raw)},
         "import_draft": {"seconds": round(import_seconds, 1), "phases": {k: round(v, 1) for k, v in phases.items()},
@@ -121,6 +88,57 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
+
+
+def _service(scripted: bool):
+    """The service the app builds, over a new data folder; with a scripted model when asked."""
+    from app.config import Settings
+    from app.wiring import build_service, quiet_libraries
+
+    quiet_libraries()
+    folder = Path(tempfile.mkdtemp(prefix="storyloom-export-bench-"))
+    service = build_service(Settings(data_dir=folder))
+    if not scripted:
+        return service
+    from dataclasses import replace
+
+    from app.service import StoryService
+    from tests.fakes import ScriptedBackend
+
+    built = service.context
+    return StoryService(built.db, built.memory, replace(built.writer, backend=ScriptedBackend()))
+
+
+def _import_draft(manuscripts, raw: bytes):
+    """(the imported story's view, seconds, seconds by phase) of importing the Markdown draft."""
+    marks: list[tuple[float, str]] = []
+    started = time.perf_counter()
+    view = manuscripts.import_file("long-summer.md", raw, on_progress=lambda line: marks.append(
+        (time.perf_counter() - started, line)))
+    import_seconds = time.perf_counter() - started
+    phases = _phases(marks, import_seconds)
+    words = sum(len(p.split()) for p in view.paragraphs)
+    print(f"import as a draft: {import_seconds:.1f} s for {words:,} words, {len(view.paragraphs)} paragraphs "
+          f"({', '.join(f'{k} {v:.1f} s' for k, v in phases.items())})", flush=True)
+    return view, import_seconds, phases
+
+
+def _exports(manuscripts, story_id: int) -> tuple[dict[str, dict], bytes]:
+    """(seconds, bytes and ratio to txt of each export, the JSON backup with vectors)."""
+    exports = {}
+    for fmt, vectors in [("txt", True), ("md", True), ("epub", True), ("docx", True), ("pdf", True),
+                         ("json", True), ("json", False)]:
+        name = fmt if fmt != "json" else ("json (with vectors)" if vectors else "json (no vectors)")
+        t = time.perf_counter()
+        done = manuscripts.export(story_id, fmt, vectors=vectors)
+        exports[name] = {"seconds": round(time.perf_counter() - t, 2), "bytes": len(done.data)}
+        if fmt == "json" and vectors:
+            backup = done.data
+    base = exports["txt"]["seconds"]
+    for name, e in exports.items():
+        e["x_txt"] = round(e["seconds"] / base, 1) if base else None
+        print(f"export {name:22s} {e['seconds']:7.2f} s  {e['bytes']:>12,} bytes  ({e['x_txt']}x txt)", flush=True)
+    return exports, backup
 
 
 def _phases(marks: list[tuple[float, str]], total: float) -> dict[str, float]:
