@@ -68,15 +68,41 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ditto.json"))
     args = parser.parse_args()
 
-    data = TEXTS
     started = time.perf_counter()
-    model, tokenizer = load_model(resolve_model(None), "auto")
-    model = attach_adapter(model, args.adapter)
-    wiki = read_corpus(data / "wikitext-2-valid.txt")  # the adapter's split: the last quarter is held out
-    gatsby = read_corpus(data / "the-great-gatsby.txt")
-    samples = (eval_samples(tokenizer, wiki.held_out, "wikitext (held out)", args.samples)
-               + eval_samples(tokenizer, gatsby.held_out, "gatsby (held out)", args.samples))
+    model, tokenizer, samples = load(args.adapter, args.samples)
     print(f"{len(samples)} samples; model loaded in {time.perf_counter() - started:.0f} s", flush=True)
+    results = evaluate_ways(model, tokenizer, samples)
+    targets = against_base(results)
+    print("speed, one sequence at a time ...", flush=True)
+    tps = speed(model, tokenizer, samples, [("base", False, PLAIN), ("guard", False, GUARD), ("DITTO", True, PLAIN),
+                                            ("guard+DITTO", True, GUARD)], args.speed_rounds)
+    speed_ratios = {k: round(v / tps["base"], 3) for k, v in tps.items()}
+    print(f"tokens/s {tps}; ratios to base {speed_ratios}")
+    meta = json.loads((Path(args.adapter) / "storyloom-ditto.json").read_text())
+    out = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "adapter": args.adapter,
+           "adapter_training": {k: meta.get(k) for k in ("command", "seconds", "config", "loss", "device")},
+           "samples": len(samples), "prefix_tokens": 50, "continuation_tokens": 100,
+           "results": results, "targets": targets,
+           "speed_tokens_per_second": tps, "speed_ratio_to_base": speed_ratios,
+           "seconds": round(time.perf_counter() - started, 1)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+def load(adapter: str, per_corpus: int):
+    """(the embedded model with the adapter, its tokenizer, the held-out samples of both corpora)."""
+    model, tokenizer = load_model(resolve_model(None), "auto")
+    model = attach_adapter(model, adapter)
+    wiki = read_corpus(TEXTS / "wikitext-2-valid.txt")  # the adapter's split: the last quarter is held out
+    gatsby = read_corpus(TEXTS / "the-great-gatsby.txt")
+    samples = (eval_samples(tokenizer, wiki.held_out, "wikitext (held out)", per_corpus)
+               + eval_samples(tokenizer, gatsby.held_out, "gatsby (held out)", per_corpus))
+    return model, tokenizer, samples
+
+
+def evaluate_ways(model, tokenizer, samples) -> dict[str, dict]:
+    """Each way's repetition and perplexity, overall and by source, printed as they come."""
     results = {}
     for name, ditto, decoding in WAYS:
         t = time.perf_counter()
@@ -90,6 +116,11 @@ def main() -> None:
         for src, b in r["by_source"].items():
             print(f"    {src:20s} rep-4 {b['rep_4']:.3f} sentence rep {b['sentence_repetition']:.3f} "
                   f"ppl {b['perplexity']:.2f}", flush=True)
+    return results
+
+
+def against_base(results: dict[str, dict]) -> dict[str, dict]:
+    """Each other way's ratios to the base model, and whether it meets the targets."""
     base = results["base"]
     targets = {}
     for name in ("DITTO", "guard", "guard+DITTO"):
@@ -106,21 +137,7 @@ def main() -> None:
                                  "perplexity <= 1.1 x base": ratios["perplexity"] <= 1.1}}
         print(f"{name:12s} vs base: rep-4 x{ratios['rep_4']:.2f}, sentence rep x{ratios['sentence_repetition']:.2f}, "
               f"ppl x{ratios['perplexity']:.3f} (by source: {per_source})", flush=True)
-    print("speed, one sequence at a time ...", flush=True)
-    tps = speed(model, tokenizer, samples, [("base", False, PLAIN), ("guard", False, GUARD), ("DITTO", True, PLAIN),
-                                            ("guard+DITTO", True, GUARD)], args.speed_rounds)
-    speed_ratios = {k: round(v / tps["base"], 3) for k, v in tps.items()}
-    print(f"tokens/s {tps}; ratios to base {speed_ratios}")
-    meta = json.loads((Path(args.adapter) / "storyloom-ditto.json").read_text())
-    out = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "adapter": args.adapter,
-           "adapter_training": {k: meta.get(k) for k in ("command", "seconds", "config", "loss", "device")},
-           "samples": len(samples), "prefix_tokens": 50, "continuation_tokens": 100,
-           "results": results, "targets": targets,
-           "speed_tokens_per_second": tps, "speed_ratio_to_base": speed_ratios,
-           "seconds": round(time.perf_counter() - started, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    return targets
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import platform
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -97,80 +98,18 @@ def main() -> None:
     args = parser.parse_args()
     items = json.loads(DEV.read_text())["items"][: args.items]
 
-    decoding = Decoding()
-    backend = TransformersBackend(adapter=DEFAULT_ADAPTER)
-    started = time.perf_counter()
-    backend.load()
-    load_seconds = time.perf_counter() - started
-    embedder = Embedder()
-    embedder.encode(["warm up"])
-    writer = Writer(backend, decoding=decoding, retries=5)
-    paused = None
-    if args.pause_adapter:
-        pause_backend = TransformersBackend(adapter=DEFAULT_ADAPTER, pause_adapter=args.pause_adapter)
-        pause_backend.load()
-        if not pause_backend.pauses:
-            sys.exit(f"the pause adapter did not load: {pause_backend.adapter_problem}")
-        paused = Writer(pause_backend, decoding=decoding, retries=5)
-
-    rows = []
-    for item in items:
-        seeds = [1000 * (n + 1) + item["id"] for n in range(args.seeds)]
-        row = {"id": item["id"], "instruction": item["instruction"], "elements": len(item["elements"]),
-               "seeds": seeds}
-        row["original"] = [write(writer, item, item["instruction"], seed) for seed in seeds]
-        result = clarify(backend, embedder, item["instruction"], item["summary"], SCASettings(), last=item["last"])
-        best = result.best
-        row["clarify"] = {"seconds": round(result.seconds, 1), "ig_steps": result.ig_steps, "chosen": best.text,
-                          "chose_original": best.origin == "yours",
-                          "chosen_origin": best.origin,
-                          "candidates": [{k: v for k, v in c.to_dict().items() if k != "words"}
-                                         for c in result.candidates], "problems": result.problems}
-        row["sca"] = [write(writer, item, best.text, seed) for seed in seeds]
-        if paused:
-            row["sca_pauses"] = [write(paused, item, best.text, seed) for seed in seeds]
-        for way in WAYS:
-            if way in row:
-                row[way] = [{"paragraph": text, "seconds": round(seconds, 1),
-                             "covered": coverage(text, item["elements"]),
-                             "contradictions": contradicts(text, item["contradicts"])} for text, seconds in row[way]]
-                row[f"{way}_covered"] = sum(p["covered"] for p in row[way])
-        rows.append(row)
-        with Path(args.out).with_suffix(".partial.jsonl").open("a") as partial:  # survives a crash
-            partial.write(json.dumps(row, ensure_ascii=False) + "\n")
-        print(f"item {item['id']:2d}: clarify {result.seconds:5.1f} s, covered "
-              + ", ".join(f"{w} {row[w + '_covered']}/{row['elements'] * len(seeds)}" for w in WAYS if w in row)
-              + ("  (kept the original)" if best.origin == "yours" else ""), flush=True)
-
-    total = sum(r["elements"] * len(r["seeds"]) for r in rows)
-    summary = {}
-    for way in WAYS:
-        done = [r for r in rows if way in r]
-        if not done:
-            continue
-        paragraphs = [p for r in done for p in r[way]]
-        covered = sum(r[f"{way}_covered"] for r in done)
-        summary[way] = {"covered": covered, "elements": total, "coverage": round(covered / total, 4),
-                        "contradicting_paragraphs": sum(bool(p["contradictions"]) for p in paragraphs),
-                        "failed_paragraphs": sum(not p["paragraph"] for p in paragraphs),
-                        "paragraphs": len(paragraphs)}
+    setup = Setup.load(args.pause_adapter)
+    rows = [setup.run_item(item, args.seeds, Path(args.out)) for item in items]
+    summary = summarize(rows)
     better = sum(r["sca_covered"] > r["original_covered"] for r in rows)
     worse = sum(r["sca_covered"] < r["original_covered"] for r in rows)
-    by_origin: dict[str, dict] = {}
-    for r in rows:
-        origin = r["clarify"]["chosen_origin"]
-        kind = ("yours" if origin == "yours" else "paraphrase" if origin.startswith("paraphrase")
-                else "names and a thing" if "it →" in origin.lower() else "names")
-        entry = by_origin.setdefault(kind, {"items": 0, "original": 0, "sca": 0})
-        entry["items"] += 1
-        entry["original"] += r["original_covered"]
-        entry["sca"] += r["sca_covered"]
+    origins = by_origin(rows)
     clarify_times = sorted(r["clarify"]["seconds"] for r in rows)
     para_times = [p["seconds"] for r in rows for p in r["original"]][: len(rows)]  # one per item
     report = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "model_load_seconds": round(load_seconds, 1)},
-        "items": len(rows), "seeds": args.seeds, "summary": summary, "chosen_by_origin": by_origin,
+                    "model_load_seconds": round(setup.load_seconds, 1)},
+        "items": len(rows), "seeds": args.seeds, "summary": summary, "chosen_by_origin": origins,
         "sca_vs_original": {"more_elements": better, "fewer": worse, "same": len(rows) - better - worse,
                             "kept_the_original": sum(r["clarify"]["chose_original"] for r in rows),
                             "chose_names_from_the_story": sum(r["clarify"]["chosen_origin"].startswith("names")
@@ -186,16 +125,112 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    print_report(report, better, worse, args.out)
+
+
+@dataclass
+class Setup:
+    """The models one run uses: the backend (DITTO on) that writes and clarifies, the embedder, and
+    the writers with and without the pause-tuned model."""
+
+    backend: TransformersBackend
+    embedder: Embedder
+    writer: Writer
+    paused: Writer | None
+    load_seconds: float
+
+    @classmethod
+    def load(cls, pause_adapter: str | None) -> "Setup":
+        decoding = Decoding()
+        backend = TransformersBackend(adapter=DEFAULT_ADAPTER)
+        started = time.perf_counter()
+        backend.load()
+        load_seconds = time.perf_counter() - started
+        embedder = Embedder()
+        embedder.encode(["warm up"])
+        writer = Writer(backend, decoding=decoding, retries=5)
+        paused = None
+        if pause_adapter:
+            pause_backend = TransformersBackend(adapter=DEFAULT_ADAPTER, pause_adapter=pause_adapter)
+            pause_backend.load()
+            if not pause_backend.pauses:
+                sys.exit(f"the pause adapter did not load: {pause_backend.adapter_problem}")
+            paused = Writer(pause_backend, decoding=decoding, retries=5)
+        return cls(backend, embedder, writer, paused, load_seconds)
+
+    def run_item(self, item: dict, seed_count: int, out: Path) -> dict:
+        """One item written every way with each seed, scored, appended to the partial results and printed."""
+        seeds = [1000 * (n + 1) + item["id"] for n in range(seed_count)]
+        row = {"id": item["id"], "instruction": item["instruction"], "elements": len(item["elements"]),
+               "seeds": seeds}
+        row["original"] = [write(self.writer, item, item["instruction"], seed) for seed in seeds]
+        result = clarify(self.backend, self.embedder, item["instruction"], item["summary"], SCASettings(),
+                         last=item["last"])
+        best = result.best
+        row["clarify"] = {"seconds": round(result.seconds, 1), "ig_steps": result.ig_steps, "chosen": best.text,
+                          "chose_original": best.origin == "yours",
+                          "chosen_origin": best.origin,
+                          "candidates": [{k: v for k, v in c.to_dict().items() if k != "words"}
+                                         for c in result.candidates], "problems": result.problems}
+        row["sca"] = [write(self.writer, item, best.text, seed) for seed in seeds]
+        if self.paused:
+            row["sca_pauses"] = [write(self.paused, item, best.text, seed) for seed in seeds]
+        for way in WAYS:
+            if way in row:
+                row[way] = [{"paragraph": text, "seconds": round(seconds, 1),
+                             "covered": coverage(text, item["elements"]),
+                             "contradictions": contradicts(text, item["contradicts"])} for text, seconds in row[way]]
+                row[f"{way}_covered"] = sum(p["covered"] for p in row[way])
+        with out.with_suffix(".partial.jsonl").open("a") as partial:  # survives a crash
+            partial.write(json.dumps(row, ensure_ascii=False) + "\n")
+        print(f"item {item['id']:2d}: clarify {result.seconds:5.1f} s, covered "
+              + ", ".join(f"{w} {row[w + '_covered']}/{row['elements'] * len(seeds)}" for w in WAYS if w in row)
+              + ("  (kept the original)" if best.origin == "yours" else ""), flush=True)
+        return row
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per way: elements covered, coverage, contradicting and failed paragraphs."""
+    total = sum(r["elements"] * len(r["seeds"]) for r in rows)
+    summary = {}
+    for way in WAYS:
+        done = [r for r in rows if way in r]
+        if not done:
+            continue
+        paragraphs = [p for r in done for p in r[way]]
+        covered = sum(r[f"{way}_covered"] for r in done)
+        summary[way] = {"covered": covered, "elements": total, "coverage": round(covered / total, 4),
+                        "contradicting_paragraphs": sum(bool(p["contradictions"]) for p in paragraphs),
+                        "failed_paragraphs": sum(not p["paragraph"] for p in paragraphs),
+                        "paragraphs": len(paragraphs)}
+    return summary
+
+
+def by_origin(rows: list[dict]) -> dict[str, dict]:
+    """Items and elements covered (original, SCA), by where SCA's chosen wording came from."""
+    origins: dict[str, dict] = {}
+    for r in rows:
+        origin = r["clarify"]["chosen_origin"]
+        kind = ("yours" if origin == "yours" else "paraphrase" if origin.startswith("paraphrase")
+                else "names and a thing" if "it →" in origin.lower() else "names")
+        entry = origins.setdefault(kind, {"items": 0, "original": 0, "sca": 0})
+        entry["items"] += 1
+        entry["original"] += r["original_covered"]
+        entry["sca"] += r["sca_covered"]
+    return origins
+
+
+def print_report(report: dict, better: int, worse: int, out: str) -> None:
     print(f"\n{'way':<12}{'covered':>10}{'coverage':>10}{'contradicting':>15}")
-    for way, s in summary.items():
+    for way, s in report["summary"].items():
         print(f"{way:<12}{s['covered']:>5}/{s['elements']:<4}{s['coverage']:>10.3f}{s['contradicting_paragraphs']:>9}/"
               f"{s['paragraphs']}")
-    for kind, entry in by_origin.items():
+    for kind, entry in report["chosen_by_origin"].items():
         print(f"  SCA chose {kind} in {entry['items']} items: covered {entry['sca']} there, the original {entry['original']}")
     print(f"SCA vs original, per item: {better} more elements, {worse} fewer (sign test p = {sign_test(better, worse)}); "
           f"clarify "
           f"{report['clarify_seconds']['mean']} s mean, {report['clarify_seconds']['max']} s max "
-          f"({report['clarify_seconds']['ig_steps']} IG steps); written to {args.out}")
+          f"({report['clarify_seconds']['ig_steps']} IG steps); written to {out}")
 
 
 if __name__ == "__main__":

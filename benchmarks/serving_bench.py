@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -72,51 +74,12 @@ def main() -> None:
         del model
         local = TransformersBackend(str(folder), device="cpu")
         _, tokenizer = local.load()
-        port = free_port()
-        log = (Path(tmp) / "serve.log").open("w")
-        server = subprocess.Popen([str(Path(sys.executable).with_name("transformers")), "serve", str(folder),
-                                   "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-                                   "--dtype", "float32"], stdout=log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        try:
-            base = f"http://127.0.0.1:{port}/v1"
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{base}/models", timeout=2):
-                        break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        sys.exit(f"transformers serve did not start: {(Path(tmp) / 'serve.log').read_text()[-2000:]}")
-                    time.sleep(1)
+        with served(folder, Path(tmp) / "serve.log") as base:
             remote = OpenAIBackend(base, str(folder), api="completions", tokenizer=str(folder), timeout=300)
             ways = {"local": local, "transformers serve": remote}
-            warm = Request(messages=[{"role": "user", "content": "Say hello."}], max_new_tokens=8)
-            for backend in ways.values():  # the first call of each pays for loading and warm-up
-                "".join(backend.generate(warm))
-            rows = []
-            for round_number in range(args.rounds):
-                for prompt in PROMPTS:
-                    request = Request(messages=[{"role": "user", "content": prompt}], max_new_tokens=args.tokens,
-                                      min_new_tokens=args.tokens, temperature=0.8, repetition_penalty=1.0)
-                    for name, backend in ways.items():
-                        row = {"way": name, "round": round_number, "prompt": prompt[:40],
-                               **timed(backend, request, tokenizer)}
-                        rows.append(row)
-                        print(f"{name:<20} {row['tokens']:4d} tokens {row['seconds']:6.1f} s "
-                              f"{row['tokens_per_second']:6.1f} tok/s, first token {row['first_token']:.2f} s",
-                              flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
+            rows = measure(ways, tokenizer, args.rounds, args.tokens)
 
-    summary = {}
-    for name in ways:
-        mine = [r for r in rows if r["way"] == name]
-        summary[name] = {"tokens_per_second_median": statistics.median(r["tokens_per_second"] for r in mine),
-                         "first_token_median": statistics.median(r["first_token"] for r in mine),
-                         "calls": len(mine)}
+    summary = summarize(rows, list(ways))
     ratio = summary["transformers serve"]["tokens_per_second_median"] / summary["local"]["tokens_per_second_median"]
     report = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": os.cpu_count()},
@@ -128,6 +91,62 @@ def main() -> None:
         print(f"{name:<20} median {s['tokens_per_second_median']:.1f} tokens/s, first token "
               f"{s['first_token_median']:.2f} s")
     print(f"transformers serve / local = {ratio:.2f}; written to {args.out}")
+
+
+@contextmanager
+def served(folder: Path, log_path: Path) -> Iterator[str]:
+    """`transformers serve` of the folder on a free port, once it answers: its base URL. Stopped after."""
+    port = free_port()
+    log = log_path.open("w")
+    server = subprocess.Popen([str(Path(sys.executable).with_name("transformers")), "serve", str(folder),
+                               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+                               "--dtype", "float32"], stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/models", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    sys.exit(f"transformers serve did not start: {log_path.read_text()[-2000:]}")
+                time.sleep(1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def measure(ways: dict, tokenizer, rounds: int, tokens: int) -> list[dict]:
+    """Each prompt asked each way in turn, `rounds` times, after one warm-up call each."""
+    warm = Request(messages=[{"role": "user", "content": "Say hello."}], max_new_tokens=8)
+    for backend in ways.values():  # the first call of each pays for loading and warm-up
+        "".join(backend.generate(warm))
+    rows = []
+    for round_number in range(rounds):
+        for prompt in PROMPTS:
+            request = Request(messages=[{"role": "user", "content": prompt}], max_new_tokens=tokens,
+                              min_new_tokens=tokens, temperature=0.8, repetition_penalty=1.0)
+            for name, backend in ways.items():
+                row = {"way": name, "round": round_number, "prompt": prompt[:40], **timed(backend, request, tokenizer)}
+                rows.append(row)
+                print(f"{name:<20} {row['tokens']:4d} tokens {row['seconds']:6.1f} s "
+                      f"{row['tokens_per_second']:6.1f} tok/s, first token {row['first_token']:.2f} s",
+                      flush=True)
+    return rows
+
+
+def summarize(rows: list[dict], names: list[str]) -> dict[str, dict]:
+    summary = {}
+    for name in names:
+        mine = [r for r in rows if r["way"] == name]
+        summary[name] = {"tokens_per_second_median": statistics.median(r["tokens_per_second"] for r in mine),
+                         "first_token_median": statistics.median(r["first_token"] for r in mine),
+                         "calls": len(mine)}
+    return summary
 
 
 if __name__ == "__main__":
