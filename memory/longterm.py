@@ -172,8 +172,7 @@ class LongTermMemory:
         # one call each: in one batch the short plan would be padded to the long recent text's length
         vectors = np.concatenate([self.embedder.encode([text]) for text in asked])
         found = Candidates(session, story_id, max(4 * k, 32), only_steps, exclude_steps, exclude_ids)
-        with self._lock:
-            index = self.sync(session, story_id)
+        with self.current_index(session, story_id) as index:
             rankings = [(1.0, found.ranking(lambda n: index.index.search(vectors[0], n))),
                         (1.0, found.ranking(lambda n: index.words.search(query.text, n)))]
             if len(asked) > 1:
@@ -223,7 +222,8 @@ class LongTermMemory:
             yield self.sync(session, story_id)
 
     def sync(self, session: Session, story_id: int) -> _StoryIndex:
-        """The story's index, brought up to the database's memory_version. Call under self._lock."""
+        """The story's index, brought up to the database's memory_version. Call under the lock
+        (current_index holds it)."""
         version = repo.memory_version(session, story_id)  # read first: entries can only be newer
         current = self._indexes.get(story_id)
         if current is not None and current.version == version:
