@@ -16,13 +16,17 @@ TOOLS  := $(CHROMIUM) /usr/bin/epubcheck /usr/bin/pdftotext /usr/bin/pg_ctlclust
 APT    := chromium epubcheck poppler-utils postgresql
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install tools postgres clean
+.PHONY: run test test-fast install tools postgres clean
 
 run: $(STAMP)
 	$(BIN)/storyloom serve
 
 test: $(STAMP) tools
 	url=$$(sh scripts/postgres-for-tests.sh) && STORYLOOM_TEST_POSTGRES=$$url $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the inner loop: every test that does not load the language model
+test-fast: $(STAMP) tools
+	url=$$(sh scripts/postgres-for-tests.sh) && STORYLOOM_TEST_POSTGRES=$$url $(BIN)/python -m pytest -m "not model" $(PYTEST_ARGS)
 
 # start the PostgreSQL server the tests use (the test target does it too)
 postgres: tools

@@ -73,6 +73,18 @@ def embedder() -> Embedder:
 
 
 @pytest.fixture(scope="session")
+def model_folder(tmp_path_factory) -> Path:
+    """The embedded model, read once from its GGUF (about 20 s: the weights are dequantized) and
+    written as a plain folder that loads in a fraction of a second, with the same weights and
+    tokenizer. In-process model tests load it, each their own copy; the GGUF path itself is
+    tested by test_local_backend.py and by every test that runs `storyloom`."""
+    from generation.local import embedded_model, load_model, save_folder
+
+    model, tokenizer = load_model(embedded_model(), "cpu")
+    return save_folder(model, tokenizer, tmp_path_factory.mktemp("model") / "smollm2")
+
+
+@pytest.fixture(scope="session")
 def story_backup(tmp_path_factory, embedder) -> Path:
     return write_story_backup(tmp_path_factory.mktemp("backup"), embedder)
 

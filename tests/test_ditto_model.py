@@ -2,6 +2,7 @@
 writes, bad adapters, the guard breaking a real loop, and evaluation."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,9 @@ from generation.backend import Decoding, Request
 from generation.adapters import AdapterUnavailable, adapter_off, attach_adapter
 from generation.evaluation import PLAIN, eval_samples, evaluate
 from generation.metrics import repeated_sentences
-from generation.local import TransformersBackend, load_model, resolve_model
+from generation.local import ModelSource, TransformersBackend, load_model
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 
 from tests.conftest import TEXTS
 
@@ -25,12 +26,20 @@ WIKI = TEXTS / "wikitext-2-valid.txt"
 GATSBY = TEXTS / "the-great-gatsby.txt"
 
 
-def storyloom(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="module")
+def storyloom(model_folder):
+    """`storyloom` in a process of its own, on the embedded model's weights as a folder that
+    loads at once (tests/conftest.py)."""
+    env = {**os.environ, "STORYLOOM_MODEL": str(model_folder)}
+
+    def run(*args, timeout=600):
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    return run
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, storyloom):
     """An adapter from a real (tiny) training run through `storyloom ditto train`."""
     out = tmp_path_factory.mktemp("ditto") / "adapter"
     done = storyloom("ditto", "train", "--corpus", str(WIKI), "--corpus", str(GATSBY), "--out", str(out),
@@ -42,8 +51,8 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base():
-    return load_model(resolve_model(None), "cpu")
+def base(model_folder):
+    return load_model(ModelSource(model_folder, None), "cpu")
 
 
 def test_training_writes_a_small_adapter_with_its_record(trained):
@@ -79,7 +88,7 @@ def test_the_adapter_changes_the_model_and_can_be_switched_off(trained, base):
         wrapped.unload()  # the module's base model goes back to how it was
 
 
-def test_analyze_draws_the_curves_with_and_without_the_adapter(trained, tmp_path):
+def test_analyze_draws_the_curves_with_and_without_the_adapter(trained, storyloom, tmp_path):
     done = storyloom("ditto", "analyze", "--adapter", str(trained), "--corpus", str(GATSBY), "--sentences", "2",
                      "--repeats", "3", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -106,8 +115,8 @@ def test_bad_adapters_are_refused_clearly(trained, base, tmp_path):
         attach_adapter(model, broken)
 
 
-def test_a_missing_adapter_never_stops_the_app_from_writing(tmp_path):
-    backend = TransformersBackend(adapter=tmp_path / "nowhere")
+def test_a_missing_adapter_never_stops_the_app_from_writing(model_folder, tmp_path):
+    backend = TransformersBackend(str(model_folder), "cpu", adapter=tmp_path / "nowhere")
     request = Request([{"role": "user", "content": "Describe the sea in one sentence."}], max_new_tokens=12,
                       temperature=0, decoding=Decoding())
     with closing(backend.generate(request)) as chunks:
@@ -117,8 +126,8 @@ def test_a_missing_adapter_never_stops_the_app_from_writing(tmp_path):
     assert not backend.has_adapter
 
 
-def test_the_guard_breaks_a_real_loop():
-    backend = TransformersBackend()
+def test_the_guard_breaks_a_real_loop(model_folder):
+    backend = TransformersBackend(str(model_folder), "cpu")
     loop = "The bell rang in the tower. The sea was grey and cold. " * 3
     messages = [{"role": "user", "content": "Continue the text exactly as it goes on."}]
 
@@ -148,7 +157,7 @@ def test_evaluation_reports_every_measure(base):
     assert 0.8 < guarded["perplexity"] / plain["perplexity"] < 1.25
 
 
-def test_cli_refuses_bad_input_before_any_work(tmp_path):
+def test_cli_refuses_bad_input_before_any_work(storyloom, tmp_path):
     done = storyloom("ditto", "train", "--corpus", str(WIKI), "--out", str(tmp_path / "x"), "--lambda", "0")
     assert done.returncode == 2 and "lambda must be in (0, 1]" in done.stderr
     one_line = tmp_path / "one.txt"
@@ -159,7 +168,7 @@ def test_cli_refuses_bad_input_before_any_work(tmp_path):
     assert done.returncode == 1 and "no DITTO adapter" in done.stderr
 
 
-def test_full_fine_tuning_writes_a_model_that_eval_can_load(tmp_path):
+def test_full_fine_tuning_writes_a_model_that_eval_can_load(storyloom, tmp_path):
     out = tmp_path / "full"
     done = storyloom("ditto", "train", "--corpus", str(WIKI), "--out", str(out), "--steps", "1", "--batch", "1",
                      "--length", "48")

@@ -51,7 +51,7 @@ def test_wiring_picks_the_scorer_a_served_model_clarifies_with(tmp_path):
     assert not scorer.loaded
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_render_uses_the_chat_template_and_the_reply_prefix(backend):
     prompt = backend.render(ask("Hello there", reply_prefix="Next,"))
     assert "<|im_start|>user\nHello there<|im_end|>" in prompt
@@ -59,7 +59,7 @@ def test_render_uses_the_chat_template_and_the_reply_prefix(backend):
     assert backend.count_tokens("Hello there") == 2
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_streams_in_chunks_and_is_reproducible_with_a_seed(backend):
     request = ask("Describe a lighthouse in two sentences.", max_new_tokens=40, seed=7, temperature=0.8)
     chunks = list(backend.generate(request))
@@ -68,7 +68,7 @@ def test_streams_in_chunks_and_is_reproducible_with_a_seed(backend):
     assert "".join(backend.generate(request)) == "".join(chunks)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_min_new_tokens_holds_off_the_end(backend):
     text = "".join(backend.generate(ask("Say yes.", max_new_tokens=60, min_new_tokens=50, temperature=0)))
     assert backend.count_tokens(text) >= 45
@@ -85,7 +85,7 @@ class CountSteps:
         return scores
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_closing_the_stream_stops_generation(backend):
     from transformers import LogitsProcessorList
 
@@ -100,7 +100,7 @@ def test_closing_the_stream_stops_generation(backend):
     assert "".join(backend.generate(ask("Hi", max_new_tokens=5)))  # the model is free again
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_a_constrained_choice_is_always_one_of_the_options(backend):
     from generation import prompts
 
@@ -110,7 +110,7 @@ def test_a_constrained_choice_is_always_one_of_the_options(backend):
     assert answers <= {"1", "2", "3"} and len(answers) == 1  # greedy: the same answer every time
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_a_reply_never_starts_with_an_avoided_word(backend):
     # Asked to repeat a sentence that starts with "We", greedy decoding starts with "We" unless told not to.
     text = "Repeat exactly: We walked to the harbour at dawn."

@@ -116,7 +116,7 @@ def test_twenty_writers_step_their_own_stories_at_once(tmp_path, embedder):
         db.close()
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_writers_share_one_loaded_embedded_model(tmp_path, story_backup):
     """The real app and model: four people import a story each and step it at the same time."""
     data = tmp_path / "data"

@@ -40,26 +40,33 @@ def test_a_passage_too_short_for_pauses_is_refused():
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory):
+def source(model_folder):
+    """The embedded model's weights, as a folder that loads at once (tests/conftest.py)."""
+    from generation.local import ModelSource
+
+    return ModelSource(model_folder, None)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, source):
     """A pause adapter tuned for two steps (enough to change the pause embedding), and its metadata."""
-    from generation.local import embedded_model, load_model
+    from generation.local import load_model
     from generation.pause_tuning import tune
 
-    model, tokenizer = load_model(embedded_model(), "cpu")
+    model, tokenizer = load_model(source, "cpu")
     folder = tmp_path_factory.mktemp("pause") / "adapter"
     meta = tune(model, tokenizer, [TEXTS / "the-great-gatsby.txt"], folder,
                 TuneConfig(steps=2, batch=2, eval_samples=4))
     return folder, meta
 
 
-@pytest.mark.slow
-def test_the_pause_token_is_added_once_tuned_saved_and_attached(tuned, tmp_path):
+@pytest.mark.model
+def test_the_pause_token_is_added_once_tuned_saved_and_attached(tuned, source, tmp_path):
     import torch
 
-    from generation.local import embedded_model, load_model
+    from generation.local import load_model
     from generation.pause import add_pause_token, attach_pauses
 
-    source = embedded_model()
     model, tokenizer = load_model(source, "cpu")
     rows = model.get_input_embeddings().weight.shape[0]
     pid = add_pause_token(model, tokenizer)
@@ -85,13 +92,13 @@ def test_the_pause_token_is_added_once_tuned_saved_and_attached(tuned, tmp_path)
         attach_pauses(*load_model(source, "cpu"), tmp_path / "missing")
 
 
-@pytest.mark.slow
-def test_the_backend_writes_with_pauses_in_the_prompt_and_never_writes_one(tuned):
+@pytest.mark.model
+def test_the_backend_writes_with_pauses_in_the_prompt_and_never_writes_one(tuned, source):
     from generation.backend import Request
     from generation.local import TransformersBackend
 
     folder, _ = tuned
-    backend = TransformersBackend(pause_adapter=folder)
+    backend = TransformersBackend(str(source.folder), "cpu", pause_adapter=folder)
     long = Request(messages=[{"role": "user", "content": LONG}], max_new_tokens=40, temperature=1.2, seed=3)
     assert backend.render(long).count(PAUSE) == 7 and PAUSE not in backend.render(
         Request(messages=[{"role": "user", "content": "Write one line."}]))
@@ -101,18 +108,18 @@ def test_the_backend_writes_with_pauses_in_the_prompt_and_never_writes_one(tuned
                                                              temperature=1.2, seed=seed)))
 
 
-@pytest.mark.slow
-def test_proxy_tuning_steers_a_model_by_the_small_models_difference(tuned):
+@pytest.mark.model
+def test_proxy_tuning_steers_a_model_by_the_small_models_difference(tuned, source):
     import torch
     from transformers import LogitsProcessorList
 
-    from generation.local import embedded_model, load_model
+    from generation.local import load_model
     from generation.pause import attach_pauses, insert_pauses
     from generation.proxy import ProxyTuned
 
     folder, _ = tuned
-    base, tokenizer = load_model(embedded_model(), "cpu")
-    expert, expert_tokenizer = load_model(embedded_model(), "cpu")
+    base, tokenizer = load_model(source, "cpu")
+    expert, expert_tokenizer = load_model(source, "cpu")
     expert, settings = attach_pauses(expert, expert_tokenizer, folder)
 
     def ids(tok, text):

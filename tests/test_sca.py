@@ -112,16 +112,16 @@ def test_the_tagger_formality_and_concreteness_rank_as_expected():
 # --- the real model ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def backend():
+def backend(model_folder):
     from generation.adapters import DEFAULT_ADAPTER
     from generation.local import TransformersBackend
 
-    backend = TransformersBackend(adapter=DEFAULT_ADAPTER)
+    backend = TransformersBackend(str(model_folder), "cpu", adapter=DEFAULT_ADAPTER)
     backend.load()
     return backend
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_integrated_gradients_cover_every_word_and_converge(backend):
     from generation.sca import attribute
 
@@ -136,7 +136,7 @@ def test_integrated_gradients_cover_every_word_and_converge(backend):
     assert not any(p.requires_grad for p in model.parameters())  # input gradients only
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_resolve_lets_the_model_name_the_thing_it_means(backend):
     from generation.resolve import resolve, things
     from tests.test_resolve import LAST, SUMMARY
@@ -149,7 +149,7 @@ def test_resolve_lets_the_model_name_the_thing_it_means(backend):
     assert found[1].text == f"Mara takes the {thing.referent} up there after the thing with Tomas."
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_clarify_ranks_the_original_and_its_paraphrases_and_keeps_the_original(backend, embedder):
     seen = []
     result = clarify(backend, embedder, UNCLEAR, CONTEXT, SCASettings(candidates=3),
@@ -169,7 +169,7 @@ def test_clarify_ranks_the_original_and_its_paraphrases_and_keeps_the_original(b
     assert {"comprehension", "evenness", "coverage", "words", "formality", "concreteness"} <= set(row)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_a_text_only_model_paraphrases_and_the_local_model_scores(backend, embedder):
     """As with a model behind a server: the paraphrases come from it, the gradients from the local model."""
     written = iter([" Mara carries the brass key up to the lamp room after her quarrel with Tomas.",
@@ -183,20 +183,38 @@ def test_a_text_only_model_paraphrases_and_the_local_model_scores(backend, embed
     assert all(r.messages[-1]["content"].startswith(("Summary", "Instruction")) for r in served.requests)
 
 
-@pytest.mark.slow
-def test_auto_mode_with_the_setting_on_writes_from_the_best_wording(backend, embedder, db):
+def test_the_auto_clarify_setting_is_saved_with_the_story(db, embedder):
+    from tests.test_service import make_service
+
+    service, _ = make_service(db, embedder)
+    story = service.new_story("A keeper finds a letter from the future.")
+    assert service.clarify_automatically(story.id) is False
+    assert service.set_clarify_automatically(story.id, True)
+    assert make_service(db, embedder)[0].clarify_automatically(story.id)  # read back from the database
+    assert service.set_clarify_automatically(story.id, False) is False and not service.clarify_automatically(story.id)
+
+
+@pytest.mark.model
+def test_auto_mode_with_the_setting_on_writes_from_the_best_wording(backend, embedder, story_backup, tmp_path):
+    """On a SQLite file only: the model is under test here, not storage (the setting itself is
+    tested on both databases with the scripted model)."""
     from app.service import StoryService
     from generation.recurrence import Writer
     from memory.longterm import LongTermMemory
+    from storage.db import open_database, sqlite_url
 
-    service = StoryService(db, LongTermMemory(embedder, use_gpu=False), Writer(backend))
-    story = service.new_story("A lighthouse keeper on a remote island finds a message in a bottle addressed to her.")
-    assert service.clarify_automatically(story.id) is False
-    assert service.set_clarify_automatically(story.id, True) and service.clarify_automatically(story.id)
-    parts = []
-    service.auto(story.id, 1, on_text=lambda part, text: parts.append(part))
-    assert "clarify" in parts
-    trace = service.inspect(story.id)
-    [call] = [c for c in trace["calls"] if c["part"] == "clarify"]
-    assert trace["plan"] == call["output"] and call["prompt"]  # written from the clarified wording
-    assert any(c.startswith("yours: ") for c in call["candidates"])
+    db = open_database(sqlite_url(tmp_path / "sca.db"))
+    try:
+        service = StoryService(db, LongTermMemory(embedder, use_gpu=False), Writer(backend))
+        story = service.manuscripts.import_backup(story_backup.read_bytes())  # a story to go on with, no model call
+        assert service.clarify_automatically(story.id) is False
+        assert service.set_clarify_automatically(story.id, True) and service.clarify_automatically(story.id)
+        parts = []
+        service.auto(story.id, 1, on_text=lambda part, text: parts.append(part))
+        assert "clarify" in parts
+        trace = service.inspect(story.id)
+        [call] = [c for c in trace["calls"] if c["part"] == "clarify"]
+        assert trace["plan"] == call["output"] and call["prompt"]  # written from the clarified wording
+        assert any(c.startswith("yours: ") for c in call["candidates"])
+    finally:
+        db.close()

@@ -16,18 +16,18 @@ import pytest
 from generation.remote import OpenAIBackend
 from tests.conftest import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 PREMISE = "A lighthouse keeper on a remote island finds a message in a bottle addressed to her."
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, model_folder):
     """(base URL, model name = its folder) of a running `transformers serve`."""
     from generation.adapters import DEFAULT_ADAPTER
     from generation.local import TransformersBackend, save_folder
 
     folder = tmp_path_factory.mktemp("served") / "smollm2"
-    model, tokenizer = TransformersBackend(adapter=DEFAULT_ADAPTER, device="cpu").load()
+    model, tokenizer = TransformersBackend(str(model_folder), "cpu", adapter=DEFAULT_ADAPTER).load()
     save_folder(model, tokenizer, folder)
     port = free_port()
     log = (folder.parent / "serve.log").open("w")
@@ -83,17 +83,17 @@ def test_a_story_opens_through_the_chat_api(served, embedder, sqlite_db):
     assert trace["decoding"]["adapter"].startswith("no DITTO adapter and no decode-time guard")
 
 
-def test_story_steps_through_the_completions_api_with_exact_prompts(served, embedder, sqlite_db):
+def test_story_steps_through_the_completions_api_with_exact_prompts(served, embedder, sqlite_db, story_backup):
     base, name = served
     backend = OpenAIBackend(base, name, api="completions", tokenizer=name, timeout=120)
     service = _service(backend, embedder, sqlite_db)
-    opening = service.new_story(PREMISE)
-    assert len(opening.plans) == 3
-    view = service.step(opening.id, plan=2)
-    assert len(view.paragraphs) == 2 and view.paragraphs[1] != view.paragraphs[0]
-    trace = service.inspect(opening.id)
-    assert trace["plan"] == opening.plans[1] and trace["model"] == backend.name
+    opened = service.manuscripts.import_backup(story_backup.read_bytes())  # a story to go on with, no model call
+    assert len(opened.plans) == 3
+    view = service.step(opened.id, plan=2)
+    assert len(view.paragraphs) == 3 and view.paragraphs[2] not in view.paragraphs[:2]
+    trace = service.inspect(opened.id)
+    assert trace["plan"] == opened.plans[1] and trace["model"] == backend.name
     assert all(c["prompt"] and c["output"] for c in trace["calls"])
     assert all("<|im_start|>assistant" in c["prompt"] for c in trace["calls"])  # rendered here, template and all
-    hits = service.search_memory(opening.id, view.paragraphs[1][:300])
-    assert any(view.paragraphs[1][:40] in h.text for h in hits)  # filed in the long-term memory
+    hits = service.search_memory(opened.id, view.paragraphs[2][:300])
+    assert any(view.paragraphs[2][:40] in h.text for h in hits)  # filed in the long-term memory
