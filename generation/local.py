@@ -96,8 +96,7 @@ def save_folder(model, tokenizer, folder: Path) -> Path:
     model = fold_in(model)
     config = copy.deepcopy(model.config)
     config.architectures = [type(model).__name__]
-    if hasattr(config, "quantization_config"):  # a GGUF is read dequantized: the weights are plain
-        del config.quantization_config
+    vars(config).pop("quantization_config", None)  # a GGUF is read dequantized: the weights are plain
     plain = type(model)(config)
     plain.load_state_dict(model.state_dict())
     plain.generation_config = copy.deepcopy(model.generation_config)
