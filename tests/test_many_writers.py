@@ -118,13 +118,14 @@ def test_twenty_writers_step_their_own_stories_at_once(tmp_path, embedder):
 
 @pytest.mark.model
 def test_writers_share_one_loaded_embedded_model(tmp_path, story_backup):
-    """The real app and model: four people import a story each and step it at the same time."""
+    """The real app and model: two people import a story each and step it at the same time (the
+    twenty writers above show the rest with the scripted model)."""
     data = tmp_path / "data"
     log = tmp_path / "serve.log"
     with running_app(storyloom_env(data), log) as url:
-        clients = [Client(url, verbose=False) for _ in range(4)]
+        clients = [Client(url, verbose=False) for _ in range(2)]
         story_ids = [import_backup(me, story_backup) for me in clients]
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(lambda me: page(me.predict(1, "", api_name="/step")), clients))
         served = log.read_text()
     db = open_database(sqlite_url(data / "storyloom.db"))
@@ -133,7 +134,7 @@ def test_writers_share_one_loaded_embedded_model(tmp_path, story_backup):
             assert "Paragraph 3 written" in stepped["status"], stepped["status"]
             paragraphs = steps_of(db, story_id)
             assert len(paragraphs) == 3 and html.escape(paragraphs[2].strip()[:80]) in stepped["manuscript"]
-        assert len({steps_of(db, s)[2] for s in story_ids}) == 4  # four different paragraphs
+        assert len({steps_of(db, s)[2] for s in story_ids}) == 2  # different paragraphs
     finally:
         db.close()
     assert served.count("loading the language model") == 1, served
