@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.web import (PacedBackend, TinyScorer, chromium, inspect_step, paragraphs, scripted_app, shot, status_says, tab,
-                       wait_paragraphs)
+from tests.web import (PacedBackend, TinyScorer, chromium, inspect_step, paragraphs, pick_plan, scripted_app, shot,
+                       start_story, status_says, tab, wait_paragraphs)
 
 pytestmark = pytest.mark.browser
 
@@ -47,21 +47,11 @@ def test_01_stepping_before_a_story_exists_is_refused(page):
 
 
 def test_02_start_a_story_and_watch_it_stream(page):
-    page.locator("#premise textarea").fill(
-        "A lighthouse keeper on a remote island finds a message in a bottle addressed to her.")
-    page.locator("#start").click()
-    page.locator("#writing").get_by_text("Writing").first.wait_for(timeout=120_000)
-    shot(page, "02-streaming")
-    page.locator("#plans input[type=radio]").nth(2).wait_for(timeout=WAIT)
-    assert paragraphs(page) == 1
-    assert page.locator("#short-memory textarea").input_value().strip()
-    shot(page, "03-opening")
+    start_story(page, WAIT, ("02-streaming", "03-opening"))
 
 
 def test_03_pick_a_plan_and_step(page):
-    page.locator("#plans label").nth(1).click()
-    page.wait_for_function("document.querySelector('#instruction textarea').value.length > 10")
-    assert page.locator("#instruction textarea").input_value() in page.locator("#plans").inner_text()
+    pick_plan(page, 1)
     page.locator("#step").click()
     wait_paragraphs(page, 2, WAIT)
     status_says(page, "Paragraph 2 written", WAIT)

@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 from tests.conftest import running_app, storyloom_env
-from tests.web import chromium, inspect_step, paragraphs, shot, status_says, tab, wait_paragraphs
+from tests.web import chromium, inspect_step, pick_plan, shot, start_story, status_says, tab, wait_paragraphs
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 
@@ -29,16 +29,8 @@ def page(tmp_path_factory):
 
 
 def test_1_start_a_story_and_watch_it_stream(page):
-    page.locator("#premise textarea").fill(
-        "A lighthouse keeper on a remote island finds a message in a bottle addressed to her.")
-    page.locator("#start").click()
-    page.locator("#writing").get_by_text("Writing").first.wait_for(timeout=120_000)
-    shot(page, "model-1-streaming")
-    page.locator("#plans input[type=radio]").nth(2).wait_for(timeout=MODEL_WAIT)
-    assert paragraphs(page) == 1
+    start_story(page, MODEL_WAIT, ("model-1-streaming", "model-2-opening"))
     assert len(page.locator("#manuscript p").first.inner_text().split()) >= 30
-    assert page.locator("#short-memory textarea").input_value().strip()
-    shot(page, "model-2-opening")
 
 
 def test_2_step_with_the_story_s_repetition_settings(page):
@@ -51,10 +43,7 @@ def test_2_step_with_the_story_s_repetition_settings(page):
     page.locator("#set-save").click()
     status_says(page, "Repetition settings saved", 30_000)
     tab(page, "Write")
-    page.locator("#plans label").nth(1).click()
-    page.wait_for_function("document.querySelector('#instruction textarea').value.length > 10")
-    plan = page.locator("#instruction textarea").input_value()
-    assert plan in page.locator("#plans").inner_text()
+    plan = pick_plan(page, 1)
     page.locator("#step").click()
     wait_paragraphs(page, 2, MODEL_WAIT)
     status_says(page, "Paragraph 2 written", MODEL_WAIT)

@@ -52,6 +52,30 @@ def status_says(page, text: str, timeout: int) -> None:
     page.locator("#status").get_by_text(text).wait_for(timeout=timeout)
 
 
+PREMISE = "A lighthouse keeper on a remote island finds a message in a bottle addressed to her."
+
+
+def start_story(page, timeout: int, names: tuple[str, str]) -> None:
+    """Start a story from the premise, with a screenshot while it streams and one of the opening."""
+    page.locator("#premise textarea").fill(PREMISE)
+    page.locator("#start").click()
+    page.locator("#writing").get_by_text("Writing").first.wait_for(timeout=120_000)
+    shot(page, names[0])
+    page.locator("#plans input[type=radio]").nth(2).wait_for(timeout=timeout)
+    assert paragraphs(page) == 1
+    assert page.locator("#short-memory textarea").input_value().strip()
+    shot(page, names[1])
+
+
+def pick_plan(page, number: int) -> str:
+    """Click plan `number` (from 0) and return the instruction it put in the box, one of the plans."""
+    page.locator("#plans label").nth(number).click()
+    page.wait_for_function("document.querySelector('#instruction textarea').value.length > 10")
+    plan = page.locator("#instruction textarea").input_value()
+    assert plan in page.locator("#plans").inner_text()
+    return plan
+
+
 def inspect_step(page, plan: str) -> str:
     """The inspector's text for the last step, once it shows the step that followed `plan` (not the
     one shown before, nor the queue indicator drawn over it while the new one loads)."""
