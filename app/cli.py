@@ -97,9 +97,9 @@ def _parser() -> argparse.ArgumentParser:
 class Progress:
     """Shows on stderr which part is being written and how far it got (a terminal only)."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.live = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr  # read when used: stderr may have been redirected since import
+        self.live = self.stream.isatty()
 
     def __call__(self, part: str, text: str) -> None:
         if self.live:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -7,7 +8,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,23 @@ EXE = str(Path(sys.executable).with_name("storyloom"))
 
 # The texts the tests train and measure on, shipped in the repository with their licences
 TEXTS = Path(__file__).resolve().parent.parent / "assets" / "texts"
+
+
+def storyloom_here(data: Path, *args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
+    """The `storyloom` command run in this process (its exit status, stdout, stderr), with its
+    own data directory, `stdin` as its input, and the given STORYLOOM_ settings, none of this shell's."""
+    from app.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as settings, redirect_stdout(out), redirect_stderr(err):
+        for name in [k for k in os.environ if k.startswith("STORYLOOM_")]:
+            settings.delenv(name)
+        settings.setenv("STORYLOOM_DATA_DIR", str(data))
+        for name, value in env.items():
+            settings.setenv(name, value)
+        settings.setattr(sys, "stdin", io.StringIO(stdin))
+        status = main(list(args))
+    return status, out.getvalue(), err.getvalue()
 
 
 def storyloom_env(data_dir: Path, **settings: str) -> dict[str, str]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from generation.backend import Request
 
@@ -92,3 +96,36 @@ class ScriptedBackend:
 
     def describe(self) -> str:
         return "scripted replies: this backend has no DITTO adapter"
+
+
+@contextmanager
+def scripted_server() -> Iterator[str]:
+    """The script behind an OpenAI-compatible chat API in this process, as `storyloom` meets a
+    served model (STORYLOOM_BACKEND=openai); yields the API's base URL."""
+    script = ScriptedBackend()
+
+    class Answer(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            return
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            words = list(script.generate(Request(messages=body["messages"])))
+            for n, word in enumerate(words):
+                chunk = {"id": "scripted", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+                         "choices": [{"index": 0, "delta": {"content": word},
+                                      "finish_reason": "stop" if n == len(words) - 1 else None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    thread = threading.Thread(target=server.serve_forever, name="scripted-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -16,9 +16,8 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, story_backup):
     data = tmp_path_factory.mktemp("login")
-    env = storyloom_env(data, auth="true")
-    add_users(env)
-    with running_app(env, data / "serve.log") as url:
+    add_users(data)
+    with running_app(storyloom_env(data, auth="true"), data / "serve.log") as url:
         yield url, {name: import_backup(client(url, name), story_backup) for name in PASSWORDS}
 
 

@@ -1,17 +1,26 @@
 """End to end with the embedded model: `storyloom serve` as a person runs it, in Debian's
 Chromium. Three tests, in order on one page: start a story and watch it stream, step it with
-the story's own repetition settings, export it. Every other page flow is tested with the
-scripted model in test_browser.py."""
+the story's own repetition settings (while a second person steps their own story through the
+API, on the same loaded model), export it. Every other page flow is tested with the scripted
+model in test_browser.py, and twenty writers at once in test_many_writers.py."""
 
 from __future__ import annotations
 
 import html
 import re
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from gradio_client import Client
 
+from storage.db import open_database, sqlite_url
 from tests.conftest import running_app, storyloom_env
+from tests.test_many_writers import steps_of
+from tests.test_web_accounts import import_backup
+from tests.test_web_accounts import page as answer
 from tests.web import chromium, inspect_step, pick_plan, shot, start_story, status_says, tab, wait_paragraphs
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
@@ -19,12 +28,26 @@ pytestmark = [pytest.mark.browser, pytest.mark.model]
 MODEL_WAIT = 400_000  # ms: a step of the embedded model on two cores takes about a minute
 
 
+@dataclass
+class Served:
+    url: str
+    data: Path  # the server's data directory
+    log: Path  # what it printed
+
+
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    env = storyloom_env(tmp_path_factory.mktemp("browser-model"))
-    with running_app(env, tmp_path_factory.mktemp("log") / "serve.log") as url, chromium() as browser:
+def served(tmp_path_factory):
+    data = tmp_path_factory.mktemp("browser-model")
+    log = tmp_path_factory.mktemp("log") / "serve.log"
+    with running_app(storyloom_env(data), log) as url:
+        yield Served(url, data, log)
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(url)
+        page.goto(served.url)
         yield page
 
 
@@ -33,7 +56,7 @@ def test_1_start_a_story_and_watch_it_stream(page):
     assert len(page.locator("#manuscript p").first.inner_text().split()) >= 30
 
 
-def test_2_step_with_the_story_s_repetition_settings(page):
+def test_2_step_with_the_story_s_repetition_settings_as_another_person_steps(page, served, story_backup):
     tab(page, "Repetition")
     page.locator("#adapter-status").get_by_text("DITTO adapter").wait_for(timeout=30_000)
     guard = page.locator("#set-guard input")
@@ -44,9 +67,23 @@ def test_2_step_with_the_story_s_repetition_settings(page):
     status_says(page, "Repetition settings saved", 30_000)
     tab(page, "Write")
     plan = pick_plan(page, 1)
-    page.locator("#step").click()
-    wait_paragraphs(page, 2, MODEL_WAIT)
-    status_says(page, "Paragraph 2 written", MODEL_WAIT)
+    other = Client(served.url, verbose=False)  # a second person, in a session of their own
+    theirs = import_backup(other, story_backup)
+    with ThreadPoolExecutor(1) as pool:
+        page.locator("#step").click()
+        their_step = pool.submit(lambda: answer(other.predict(1, "", api_name="/step")))  # in line behind ours
+        wait_paragraphs(page, 2, MODEL_WAIT)
+        status_says(page, "Paragraph 2 written", MODEL_WAIT)
+        stepped = their_step.result(timeout=MODEL_WAIT / 1000)
+    assert "Paragraph 3 written" in stepped["status"], stepped["status"]
+    db = open_database(sqlite_url(served.data / "storyloom.db"))
+    try:
+        paragraphs = steps_of(db, theirs)
+    finally:
+        db.close()
+    assert len(paragraphs) == 3 and html.escape(paragraphs[2].strip()[:80]) in stepped["manuscript"]
+    assert paragraphs[2].strip()[:80] not in page.locator("#manuscript").inner_text()  # each their own story
+    assert served.log.read_text().count("loading the language model") == 1  # one model for both
     text = inspect_step(page, plan)
     assert "sentence guard off" in text and "no-repeat 4-grams" in text and "DITTO adapter on" in text
     assert "assets/ditto-smollm2-135m in use" in text  # the model really ran with the shipped adapter

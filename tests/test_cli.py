@@ -3,7 +3,6 @@ runs it, and its bad-input cases in this process (each one clear line, nothing w
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pty
@@ -12,12 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXE
+from tests.conftest import EXE, storyloom_here
+from tests.fakes import scripted_server
 
 PREMISE = "A lighthouse keeper on a remote island finds a message in a bottle addressed to her."
 
@@ -31,12 +31,25 @@ def env_for(data_dir: Path, **extra) -> dict:
     return {**env, "STORYLOOM_DATA_DIR": str(data_dir), **extra}
 
 
+@dataclass
+class Written:
+    """What the processes of `written` printed and left."""
+
+    env: dict
+    story_id: str
+    new: subprocess.CompletedProcess
+    opened: str  # `show` after `new`
+    seen: bytes  # the terminal of a `step` killed while it wrote
+    after_kill: str  # `show` after that
+    step: subprocess.CompletedProcess  # `step --plan 2` after the kill
+
+
 @pytest.fixture(scope="module")
-def written(tmp_path_factory, model_folder):
-    """One story, opened and stepped twice through the CLI; shared by the tests below. The
-    processes read the embedded model's weights from the folder that loads at once, with the
-    shipped DITTO adapter as by default (tests/conftest.py); the GGUF itself is read by every
-    `storyloom serve` test with the model."""
+def written(tmp_path_factory, model_folder) -> Written:
+    """One story as a person makes it: `new`, then a `step` killed while it writes, then a `step`
+    that completes; shared by the tests below. The processes read the embedded model's weights
+    from the folder that loads at once, with the shipped DITTO adapter as by default
+    (tests/conftest.py); the GGUF itself is read by every `storyloom serve` test with the model."""
     from generation.adapters import DEFAULT_ADAPTER
 
     data = tmp_path_factory.mktemp("cli")
@@ -45,9 +58,26 @@ def written(tmp_path_factory, model_folder):
     assert new.returncode == 0, new.stderr
     story_id = new.stdout.strip().splitlines()[-1]
     assert story_id.isdigit()
-    steps = run(env, "step", story_id, "--count", "2")
-    assert steps.returncode == 0, steps.stderr
-    return env, story_id, new, steps
+    opened = run(env, "show", story_id).stdout
+    seen = killed_mid_step(env, story_id)
+    after_kill = run(env, "show", story_id).stdout
+    return Written(env, story_id, new, opened, seen, after_kill, run(env, "step", story_id, "--plan", "2"))
+
+
+def killed_mid_step(env: dict, story_id: str) -> bytes:
+    """`step` killed (SIGKILL) once it has written 20 words or more; what its terminal showed."""
+    controller, terminal = pty.openpty()  # a terminal on stderr, so the CLI reports its progress
+    process = subprocess.Popen([EXE, "step", story_id], env=env, stdout=subprocess.DEVNULL,
+                               stderr=terminal, stdin=subprocess.DEVNULL)
+    os.close(terminal)
+    seen, deadline = b"", time.monotonic() + 300
+    while b"writing paragraph: 2" not in seen and time.monotonic() < deadline:  # 20+ words in
+        if select.select([controller], [], [], 1.0)[0]:
+            seen += os.read(controller, 4096)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    os.close(controller)
+    return seen
 
 
 def _paragraphs(markdown: str) -> list[str]:
@@ -55,23 +85,47 @@ def _paragraphs(markdown: str) -> list[str]:
 
 
 @pytest.mark.model
-def test_new_and_two_steps_write_three_paragraphs_with_plans(written):
-    env, story_id, new, steps = written
-    assert "Plans:\n  1. " in new.stdout and "  3. " in new.stdout
-    assert steps.stderr.count("step ") >= 2 and "2/2" in steps.stderr
-    shown = run(env, "show", story_id)  # a second process reads the same manuscript
+def test_new_and_a_step_write_two_paragraphs_with_plans(written):
+    assert "Plans:\n  1. " in written.new.stdout and "  3. " in written.new.stdout
+    assert written.step.returncode == 0, written.step.stderr
+    assert "step 1/1: paragraph 2 written" in written.step.stderr
+    shown = run(written.env, "show", written.story_id)  # a second process reads the same manuscript
     assert shown.returncode == 0
     paragraphs = _paragraphs(shown.stdout)
-    assert len(paragraphs) == 3
+    assert len(paragraphs) == 2
     assert all(len(p.split()) >= 60 for p in paragraphs)
-    assert paragraphs[-1] in steps.stdout
-    listed = run(env, "list")
-    assert listed.stdout.startswith(f"{story_id}\t")
+    assert paragraphs[-1] in written.step.stdout
+    listed = run(written.env, "list")
+    assert listed.stdout.startswith(f"{written.story_id}\t")
+
+
+@pytest.mark.model
+def test_a_process_killed_mid_step_leaves_the_story_as_it_was(written):
+    assert b"writing paragraph" in written.seen, written.seen[-500:]
+    assert written.after_kill == written.opened and len(_paragraphs(written.opened)) == 1
+    # the story still works after the crash: the next step wrote paragraph 2
+    assert written.step.returncode == 0, written.step.stderr
+    assert len(_paragraphs(run(written.env, "show", written.story_id).stdout)) == 2
+
+
+def test_step_count_writes_each_step_and_shows_its_progress(tmp_path, story_backup):
+    """`step --count 2` with a served model: the script behind an OpenAI-compatible API in this
+    process (the embedded model writes the steps above)."""
+    status, out, err = storyloom_here(tmp_path, "import", str(story_backup))
+    assert status == 0, err
+    story_id = out.strip().splitlines()[-1]
+    with scripted_server() as base:
+        served = {"STORYLOOM_BACKEND": "openai", "STORYLOOM_OPENAI_BASE_URL": base, "STORYLOOM_OPENAI_MODEL": "script"}
+        status, out, err = storyloom_here(tmp_path, "step", story_id, "--count", "2", **served)
+    assert status == 0, err
+    assert "step 1/2: paragraph 3 written" in err and "step 2/2: paragraph 4 written" in err, err
+    paragraphs = _paragraphs(storyloom_here(tmp_path, "show", story_id)[1])
+    assert len(paragraphs) == 4 and paragraphs[-1] in out
 
 
 @pytest.mark.model
 def test_a_second_process_retrieves_from_the_rebuilt_index(written):
-    env, story_id, _, _ = written
+    env, story_id = written.env, written.story_id
     second_paragraph = _paragraphs(run(env, "show", story_id).stdout)[1]
     probe = (
         "from app.config import Settings\n"
@@ -94,12 +148,12 @@ def test_a_second_process_retrieves_from_the_rebuilt_index(written):
 
 @pytest.mark.model
 def test_memory_lists_entries_with_provenance_and_searches_with_scores(written):
-    env, story_id, _, _ = written
+    env, story_id = written.env, written.story_id
     listed = run(env, "memory", story_id, timeout=120)
     assert listed.returncode == 0, listed.stderr
     rows = [line.split("\t") for line in listed.stdout.strip().splitlines()[1:]]
     assert {r[1] for r in rows} == {"paragraph", "summary"}
-    assert {r[2] for r in rows} == {"paragraph 1", "paragraph 2", "paragraph 3"}
+    assert {r[2] for r in rows} == {"paragraph 1", "paragraph 2"}
     second = _paragraphs(run(env, "show", story_id).stdout)[1]
     found = run(env, "memory", story_id, "--query", " ".join(second.split()[:30]), "--k", "3", "--json", timeout=300)
     assert found.returncode == 0, found.stderr
@@ -138,22 +192,6 @@ BAD_INPUT = [
 ]
 
 
-def storyloom_here(data: Path, *args: str, **env: str) -> tuple[int, str, str]:
-    """The `storyloom` command run in this process (its exit status, stdout, stderr), with its
-    own data directory and the given STORYLOOM_ settings, none of this shell's."""
-    from app.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as settings, redirect_stdout(out), redirect_stderr(err):
-        for name in [k for k in os.environ if k.startswith("STORYLOOM_")]:
-            settings.delenv(name)
-        settings.setenv("STORYLOOM_DATA_DIR", str(data))
-        for name, value in env.items():
-            settings.setenv(name, value)
-        status = main(list(args))
-    return status, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory, story_backup) -> tuple[Path, str]:
     """A data directory with one two-paragraph story, imported from a backup (no model call)."""
@@ -176,30 +214,8 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(imported, args, extra_en
 
 
 @pytest.mark.model
-def test_a_process_killed_mid_step_leaves_the_story_as_it_was(written):
-    env, story_id, _, _ = written
-    before = run(env, "show", story_id).stdout
-    controller, terminal = pty.openpty()  # a terminal on stderr, so the CLI reports its progress
-    process = subprocess.Popen([EXE, "step", story_id], env=env, stdout=subprocess.DEVNULL,
-                               stderr=terminal, stdin=subprocess.DEVNULL)
-    os.close(terminal)
-    seen, deadline = b"", time.monotonic() + 300
-    while b"writing paragraph: 2" not in seen and time.monotonic() < deadline:  # 20+ words in
-        if select.select([controller], [], [], 1.0)[0]:
-            seen += os.read(controller, 4096)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    os.close(controller)
-    assert b"writing paragraph" in seen, seen[-500:]
-    assert run(env, "show", story_id).stdout == before
-    after = run(env, "step", story_id, "--plan", "2")  # the story still works after the crash
-    assert after.returncode == 0, after.stderr
-    assert len(_paragraphs(run(env, "show", story_id).stdout)) == len(_paragraphs(before)) + 1
-
-
-@pytest.mark.model
 def test_clarify_prints_the_ranked_wordings_as_json(written):
-    env, story_id, _, _ = written
+    env, story_id = written.env, written.story_id
     text = "She goes up there with it after that and sees what happens."
     done = run(env, "sca", "clarify", text, "--story", story_id, "--candidates", "1", timeout=300)
     assert done.returncode == 0, done.stderr
@@ -213,7 +229,7 @@ def test_clarify_prints_the_ranked_wordings_as_json(written):
 @pytest.mark.model
 def test_export_a_backup_and_a_pdf_then_import_the_backup(written, tmp_path):
     """Last: it adds a story."""
-    env, story_id, _, _ = written
+    env, story_id = written.env, written.story_id
     files = {}
     for fmt in ("json", "pdf"):
         done = run(env, "export", story_id, "--format", fmt, "--out", str(tmp_path))

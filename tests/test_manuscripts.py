@@ -11,6 +11,7 @@ from generation.backend import Decoding
 from common.errors import GenerationFailed
 from storage import backup
 from common.errors import InvalidInput
+from storage.db import open_database, sqlite_url
 from storage.models import MemoryEntry, Playthrough, Step, Story
 from tests.test_service import make_service
 
@@ -37,6 +38,21 @@ def counts(db):
 
 @pytest.fixture
 def written(db, embedder):
+    return write_story(db, embedder)
+
+
+@pytest.fixture(scope="module")
+def backup_bytes(tmp_path_factory, embedder) -> bytes:
+    """The JSON backup of write_story's story, made once (on SQLite) for the tests that spoil it."""
+    db = open_database(sqlite_url(tmp_path_factory.mktemp("backup") / "written.db"))
+    try:
+        service, story_id = write_story(db, embedder)
+        return service.manuscripts.export(story_id, "json").data
+    finally:
+        db.close()
+
+
+def write_story(db, embedder):
     """A story with branches, a reader's playthrough, lore, edited memory and its own settings."""
     service, _ = make_service(db, embedder)
     view = service.new_story("A keeper finds a letter from the future.")
@@ -111,13 +127,12 @@ def _resealed(document: dict) -> bytes:
     (lambda raw, d: b"[1, 2, 3]", "not a storyloom backup"),
     (lambda raw, d: b"\xff\xfe\x00garbage", "not UTF-8"),
 ])
-def test_bad_backups_are_refused_and_nothing_is_written(written, db, spoil, message):
-    service, story_id = written
-    manuscripts = service.manuscripts
-    raw = manuscripts.export(story_id, "json").data
+def test_bad_backups_are_refused_and_nothing_is_written(backup_bytes, db, embedder, spoil, message):
+    manuscripts = make_service(db, embedder)[0].manuscripts
+    manuscripts.import_file("story.json", backup_bytes)  # the database holds a story already
     before = counts(db)
     with pytest.raises(InvalidInput, match=message):
-        manuscripts.import_file("story.json", spoil(raw, json.loads(raw)))
+        manuscripts.import_file("story.json", spoil(backup_bytes, json.loads(backup_bytes)))
     assert counts(db) == before
 
 

@@ -1,17 +1,16 @@
 """Many writers at once through the web app's HTTP API (gradio_client), each in their own session
 with their own story: no cross-talk, no lost or duplicated step, everyone answered, and the
-model's calls one at a time. First 20 writers with a scripted model behind the real server
-(in this process), then writers on the real `storyloom serve` with the embedded model."""
+model's calls one at a time: 20 writers with a scripted model behind the real server (in this
+process). Two people on `storyloom serve` with the embedded model, one in the browser and one
+through the API, are in test_browser_model.py."""
 
 from __future__ import annotations
 
-import html
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from gradio_client import Client
 
 from app.people import People
@@ -23,9 +22,9 @@ from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
 from storage import repo
 from storage.db import open_database, sqlite_url
-from tests.conftest import free_port, running_app, storyloom_env
+from tests.conftest import free_port
 from tests.fakes import PARAGRAPHS, ScriptedBackend
-from tests.test_web_accounts import import_backup, page
+from tests.test_web_accounts import page
 
 MARK = re.compile(r"\bwriter-(\d+)\b")
 
@@ -62,7 +61,7 @@ class OneAtATime(ScriptedBackend):
                 self.most_at_once = max(self.most_at_once, self.running)
             try:
                 for word in super().generate(request):
-                    time.sleep(0.002)
+                    time.sleep(0.0005)
                     yield word
             finally:
                 with self.count:
@@ -114,27 +113,3 @@ def test_twenty_writers_step_their_own_stories_at_once(tmp_path, embedder):
     finally:
         app.close()
         db.close()
-
-
-@pytest.mark.model
-def test_writers_share_one_loaded_embedded_model(tmp_path, story_backup):
-    """The real app and model: two people import a story each and step it at the same time (the
-    twenty writers above show the rest with the scripted model)."""
-    data = tmp_path / "data"
-    log = tmp_path / "serve.log"
-    with running_app(storyloom_env(data), log) as url:
-        clients = [Client(url, verbose=False) for _ in range(2)]
-        story_ids = [import_backup(me, story_backup) for me in clients]
-        with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda me: page(me.predict(1, "", api_name="/step")), clients))
-        served = log.read_text()
-    db = open_database(sqlite_url(data / "storyloom.db"))
-    try:
-        for story_id, stepped in zip(story_ids, results):
-            assert "Paragraph 3 written" in stepped["status"], stepped["status"]
-            paragraphs = steps_of(db, story_id)
-            assert len(paragraphs) == 3 and html.escape(paragraphs[2].strip()[:80]) in stepped["manuscript"]
-        assert len({steps_of(db, s)[2] for s in story_ids}) == 2  # different paragraphs
-    finally:
-        db.close()
-    assert served.count("loading the language model") == 1, served

@@ -1,17 +1,27 @@
 """The UI's plumbing without a browser: streaming from a worker thread, problems, the inspector."""
 
+import time
+
 from app.ui.inspect import inspector_markdown
 from app.ui.page import Problem, stream
 from common.errors import Conflict, InvalidInput, NotFound
 
 
-def test_stream_yields_text_then_the_result():
+def test_stream_yields_the_newest_text_at_most_every_tenth_of_a_second_then_the_result():
     def action(x, on_text):
-        on_text("paragraph", "Once")
-        on_text("paragraph", "Once upon")
+        for n in range(1, 201):  # far faster than a page can show
+            on_text("paragraph", " ".join(["word"] * n))
+        time.sleep(0.3)
+        on_text("short_memory", "A summary.")
         return x * 2
 
-    assert list(stream(action, 21)) == [("text", "paragraph", "Once"), ("text", "paragraph", "Once upon"), 42]
+    started = time.monotonic()
+    events = list(stream(action, 21))
+    *texts, result = events
+    assert result == 42 and time.monotonic() - started < 5
+    assert ("text", "paragraph", " ".join(["word"] * 200)) in texts  # the newest text is always shown
+    assert texts[-1] == ("text", "short_memory", "A summary.")
+    assert len(texts) <= 5, texts  # not 201
 
 
 def test_stream_turns_errors_into_one_line_problems():

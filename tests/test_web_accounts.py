@@ -9,29 +9,28 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 
-from tests.conftest import EXE, running_app, storyloom_env
+from tests.conftest import EXE, running_app, storyloom_env, storyloom_here
 
 PASSWORDS = {"ada": "ada's long password", "bob": "bob's long password"}
 
 
-def add_users(env: dict[str, str]) -> None:
-    """ada and bob, made with `storyloom user add` in the data directory of `env`."""
+def add_users(data: Path) -> None:
+    """ada and bob, made with `storyloom user add --password-stdin` (in this process) in `data`."""
     for name, password in PASSWORDS.items():
-        made = subprocess.run([EXE, "user", "add", name, "--password-stdin"], input=password + "\n", env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert made.returncode == 0, made.stderr
+        status, _, err = storyloom_here(data, "user", "add", name, "--password-stdin", stdin=password + "\n")
+        assert status == 0 and err == f"added {name}\n", err
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("accounts")
-    env = storyloom_env(data, auth="true")
-    add_users(env)
-    with running_app(env, data / "serve.log") as url:
+    add_users(data)
+    with running_app(storyloom_env(data, auth="true"), data / "serve.log") as url:
         yield url
 
 
@@ -109,12 +108,11 @@ def test_a_hundred_wrong_passwords_lock_that_account_only(server):
 
 
 def test_no_accounts_on_every_network_and_no_empty_accounts(tmp_path):
-    def serve(*args, **settings):
-        return subprocess.run([EXE, "serve", "--port", "9", *args], env=storyloom_env(tmp_path, **settings),
-                              capture_output=True, text=True, timeout=300)
+    def serve(folder, *args, **settings):  # both at once: each is a process start
+        return subprocess.Popen([EXE, "serve", "--port", "9", *args], env=storyloom_env(tmp_path / folder, **settings),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    open_to_all = serve("--host", "0.0.0.0")
-    assert open_to_all.returncode == 1
-    assert "refusing to serve on 0.0.0.0 without accounts" in open_to_all.stderr
-    nobody = serve(auth="true")
-    assert nobody.returncode == 1 and "accounts are on (STORYLOOM_AUTH) but there are none" in nobody.stderr
+    open_to_all, nobody = serve("open", "--host", "0.0.0.0"), serve("nobody", auth="true")
+    said = [process.communicate(timeout=300)[1] for process in (open_to_all, nobody)]
+    assert open_to_all.returncode == 1 and "refusing to serve on 0.0.0.0 without accounts" in said[0]
+    assert nobody.returncode == 1 and "accounts are on (STORYLOOM_AUTH) but there are none" in said[1]

@@ -11,6 +11,7 @@ import inspect
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import gradio as gr
@@ -30,6 +31,9 @@ PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the 
 STORY_PAGE = ("story_id", "seen_head", "stories", "manuscript", "memory", "plans", "instruction", "writing",
               "version", "status")
 NO_STORY = "Start or open a story first."
+# Text being written reaches the page at most this often: every update costs Gradio a copy of each
+# output component, so a fast model would otherwise keep the server busy redrawing.
+TEXT_EVERY = 0.1
 
 Shown = dict[str, object]  # component name -> its new value (or gr.update)
 
@@ -161,9 +165,30 @@ def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[t
             events.put(None)
 
     threading.Thread(target=work, name="storyloom-action", daemon=True).start()
-    while (event := events.get()) is not None:
+    event, shown_at = events.get(), 0.0
+    while event is not None:
+        after = False
+        if event[0] == "text":  # at most TEXT_EVERY seconds apart, each the newest text
+            time.sleep(max(0.0, shown_at + TEXT_EVERY - time.monotonic()))
+            event, after = newest_text(event, events)
+            shown_at = time.monotonic()
         yield event
+        event = events.get() if after is False else after
     yield Problem(outcome["error"], outcome.get("draft", "")) if "error" in outcome else outcome["view"]
+
+
+def newest_text(event: tuple, events: queue.Queue) -> tuple[tuple, tuple | None | bool]:
+    """The newest of the text events waiting behind `event` (each carries its part's whole text so
+    far, so a page slower than the model skips to the latest instead of falling behind), and the
+    first event after them: a step, the end (None), or False when none is waiting yet."""
+    while True:
+        try:
+            after = events.get_nowait()
+        except queue.Empty:
+            return event, False
+        if after is None or after[0] != "text":
+            return event, after
+        event = after
 
 
 def literal(text: str, tag: str = "p") -> str:
