@@ -21,12 +21,17 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: $(STAMP)
 	$(BIN)/storyloom serve
 
+# One worker per core (pytest-xdist), each test module whole on one worker, and one thread of
+# torch per worker: two workers of one thread each finish the suite in about 0.6 times the time
+# of one process with two threads on a 2-core machine. PYTEST_ARGS="-n 0" runs it in one process.
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto --dist loadfile
+
 test: $(STAMP) tools
-	url=$$(sh scripts/postgres-for-tests.sh) && STORYLOOM_TEST_POSTGRES=$$url $(BIN)/python -m pytest $(PYTEST_ARGS)
+	url=$$(sh scripts/postgres-for-tests.sh) && STORYLOOM_TEST_POSTGRES=$$url $(PYTEST) $(PYTEST_ARGS)
 
 # the inner loop: every test that does not load the language model
 test-fast: $(STAMP) tools
-	url=$$(sh scripts/postgres-for-tests.sh) && STORYLOOM_TEST_POSTGRES=$$url $(BIN)/python -m pytest -m "not model" $(PYTEST_ARGS)
+	url=$$(sh scripts/postgres-for-tests.sh) && STORYLOOM_TEST_POSTGRES=$$url $(PYTEST) -m "not model" $(PYTEST_ARGS)
 
 # start the PostgreSQL server the tests use (the test target does it too)
 postgres: tools

@@ -24,7 +24,8 @@ def build_service(settings: Settings) -> StoryService:
             raise DatabaseUnavailable(f"cannot create the data directory {settings.data_dir}: {e.strerror}") from e
     backend = build_backend(settings)
     db = open_database(settings.database())
-    embedder = Embedder(settings.embedder, device=None if settings.device == "auto" else settings.device)
+    embedder = Embedder(settings.embedder, device=None if settings.device == "auto" else settings.device,
+                        dtype=settings.embedder_dtype)
     limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k)
     decoding = Decoding(ditto=settings.ditto, guard=settings.guard, guard_lambda=settings.guard_lambda)
     writer = Writer(backend, retries=settings.retries, one_call=settings.one_call)

@@ -85,6 +85,18 @@ def running_app(env: dict[str, str], log_path: Path, *args: str):
 
 
 @pytest.fixture(scope="session")
+def accounts_server(tmp_path_factory) -> str:
+    """`storyloom serve` with accounts on and the users of tests/test_web_accounts.py; its URL.
+    Shared by the HTTP and the browser tests of logging in."""
+    from tests.test_web_accounts import add_users
+
+    data = tmp_path_factory.mktemp("accounts")
+    add_users(data)
+    with running_app(storyloom_env(data, auth="true"), data / "serve.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def embedder() -> Embedder:
     """The real packaged MiniLM, loaded once for the whole run."""
     return Embedder()

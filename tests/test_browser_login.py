@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import running_app, storyloom_env
-from tests.test_web_accounts import PASSWORDS, add_users, client, import_backup
+from tests.test_web_accounts import PASSWORDS, client, import_backup
 from tests.web import ARTIFACTS, chromium
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, story_backup):
-    data = tmp_path_factory.mktemp("login")
-    add_users(data)
-    with running_app(storyloom_env(data, auth="true"), data / "serve.log") as url:
-        yield url, {name: import_backup(client(url, name), story_backup) for name in PASSWORDS}
+def server(accounts_server, story_backup):
+    """The accounts server, with a story of ada's and one of bob's."""
+    return accounts_server, {name: import_backup(client(accounts_server, name), story_backup) for name in ("ada", "bob")}
 
 
 @pytest.fixture(scope="module")

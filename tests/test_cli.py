@@ -1,5 +1,8 @@
-"""The `storyloom` command: with the embedded LLM and embedder in separate processes, as a person
-runs it, and its bad-input cases in this process (each one clear line, nothing written)."""
+"""The `storyloom` command. With the embedded LLM in separate processes, as a person runs it: a
+new story, a step killed mid-way, clarify, and a second process reading the memory the first
+filed. In this process, on stories imported from a backup: steps written by the script behind
+an OpenAI-compatible API, memory, export and import, and the bad-input cases (each one clear
+line, nothing written)."""
 
 from __future__ import annotations
 
@@ -41,15 +44,16 @@ class Written:
     opened: str  # `show` after `new`
     seen: bytes  # the terminal of a `step` killed while it wrote
     after_kill: str  # `show` after that
-    step: subprocess.CompletedProcess  # `step --plan 2` after the kill
+    step: subprocess.CompletedProcess  # `step --plan 2` after the kill (in this process, the script writing)
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory, model_folder) -> Written:
-    """One story as a person makes it: `new`, then a `step` killed while it writes, then a `step`
-    that completes; shared by the tests below. The processes read the embedded model's weights
-    from the folder that loads at once, with the shipped DITTO adapter as by default
-    (tests/conftest.py); the GGUF itself is read by every `storyloom serve` test with the model."""
+    """One story: `new` and a `step` killed while it writes, with the embedded model, then a
+    `step` that completes, with the script behind an OpenAI-compatible API (the embedded model's
+    steps are tested in test_browser_model.py); shared by the tests below. The processes read the
+    model's weights from the folder that loads at once, with the shipped DITTO adapter as by
+    default (tests/conftest.py); the GGUF itself is read by every `storyloom serve` test."""
     from generation.adapters import DEFAULT_ADAPTER
 
     data = tmp_path_factory.mktemp("cli")
@@ -61,7 +65,15 @@ def written(tmp_path_factory, model_folder) -> Written:
     opened = run(env, "show", story_id).stdout
     seen = killed_mid_step(env, story_id)
     after_kill = run(env, "show", story_id).stdout
-    return Written(env, story_id, new, opened, seen, after_kill, run(env, "step", story_id, "--plan", "2"))
+    with scripted_server() as base:
+        args = ["step", story_id, "--plan", "2"]
+        status, out, err = storyloom_here(data, *args, **served_by(base))
+    return Written(env, story_id, new, opened, seen, after_kill, subprocess.CompletedProcess(args, status, out, err))
+
+
+def served_by(base: str) -> dict[str, str]:
+    """The settings for a model behind an OpenAI-compatible API at `base`."""
+    return {"STORYLOOM_BACKEND": "openai", "STORYLOOM_OPENAI_BASE_URL": base, "STORYLOOM_OPENAI_MODEL": "script"}
 
 
 def killed_mid_step(env: dict, story_id: str) -> bytes:
@@ -109,14 +121,10 @@ def test_a_process_killed_mid_step_leaves_the_story_as_it_was(written):
 
 
 def test_step_count_writes_each_step_and_shows_its_progress(tmp_path, story_backup):
-    """`step --count 2` with a served model: the script behind an OpenAI-compatible API in this
-    process (the embedded model writes the steps above)."""
-    status, out, err = storyloom_here(tmp_path, "import", str(story_backup))
-    assert status == 0, err
-    story_id = out.strip().splitlines()[-1]
+    """`step --count 2`, with the script behind an OpenAI-compatible API."""
+    story_id = import_into(tmp_path, story_backup)
     with scripted_server() as base:
-        served = {"STORYLOOM_BACKEND": "openai", "STORYLOOM_OPENAI_BASE_URL": base, "STORYLOOM_OPENAI_MODEL": "script"}
-        status, out, err = storyloom_here(tmp_path, "step", story_id, "--count", "2", **served)
+        status, out, err = storyloom_here(tmp_path, "step", story_id, "--count", "2", **served_by(base))
     assert status == 0, err
     assert "step 1/2: paragraph 3 written" in err and "step 2/2: paragraph 4 written" in err, err
     paragraphs = _paragraphs(storyloom_here(tmp_path, "show", story_id)[1])
@@ -146,19 +154,18 @@ def test_a_second_process_retrieves_from_the_rebuilt_index(written):
     assert any(text.split()[:10] == second_paragraph.split()[:10] for _, text in hits)
 
 
-@pytest.mark.model
-def test_memory_lists_entries_with_provenance_and_searches_with_scores(written):
-    env, story_id = written.env, written.story_id
-    listed = run(env, "memory", story_id, timeout=120)
-    assert listed.returncode == 0, listed.stderr
-    rows = [line.split("\t") for line in listed.stdout.strip().splitlines()[1:]]
+def test_memory_lists_entries_with_provenance_and_searches_with_scores(own_story):
+    data, story_id = own_story
+    status, listed, err = storyloom_here(data, "memory", story_id)
+    assert status == 0, err
+    rows = [line.split("\t") for line in listed.strip().splitlines()[1:]]
     assert {r[1] for r in rows} == {"paragraph", "summary"}
     assert {r[2] for r in rows} == {"paragraph 1", "paragraph 2"}
-    second = _paragraphs(run(env, "show", story_id).stdout)[1]
-    found = run(env, "memory", story_id, "--query", " ".join(second.split()[:30]), "--k", "3", "--json", timeout=300)
-    assert found.returncode == 0, found.stderr
-    result = json.loads(found.stdout)
-    hits = result["by_meaning"]
+    second = _paragraphs(storyloom_here(data, "show", story_id)[1])[1]
+    status, found, err = storyloom_here(data, "memory", story_id, "--query", " ".join(second.split()[:30]), "--k", "3",
+                                        "--json")
+    assert status == 0, err
+    hits = json.loads(found)["by_meaning"]
     assert len(hits) == 3 and hits[0]["where"] == "paragraph 2"
     closest = max(hits, key=lambda h: h["cosine"])  # the chunk that starts with the query's words
     assert closest["where"] == "paragraph 2" and closest["kind"] == "paragraph" and closest["cosine"] > 0.7
@@ -192,13 +199,25 @@ BAD_INPUT = [
 ]
 
 
+def import_into(data: Path, backup: Path) -> str:
+    """A two-paragraph story (from the backup: no model call) in `data`; its id."""
+    status, out, err = storyloom_here(data, "import", str(backup))
+    assert status == 0, err
+    return out.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory, story_backup) -> tuple[Path, str]:
-    """A data directory with one two-paragraph story, imported from a backup (no model call)."""
+    """A data directory with one story, for the bad-input cases (which change nothing)."""
     data = tmp_path_factory.mktemp("cli-here")
-    status, out, err = storyloom_here(data, "import", str(story_backup))
-    assert status == 0, err
-    return data, out.strip().splitlines()[-1]
+    return data, import_into(data, story_backup)
+
+
+@pytest.fixture
+def own_story(tmp_path, story_backup) -> tuple[Path, str]:
+    """A data directory of this test's own, with one story."""
+    data = tmp_path / "data"
+    return data, import_into(data, story_backup)
 
 
 @pytest.mark.parametrize("args, extra_env, message", BAD_INPUT)
@@ -226,24 +245,24 @@ def test_clarify_prints_the_ranked_wordings_as_json(written):
     assert ranked == sorted(ranked, reverse=True) and "Integrated Gradients" in done.stderr  # progress shown
 
 
-@pytest.mark.model
-def test_export_a_backup_and_a_pdf_then_import_the_backup(written, tmp_path):
-    """Last: it adds a story."""
-    env, story_id = written.env, written.story_id
+def test_export_a_backup_and_a_pdf_then_import_the_backup(own_story, tmp_path):
+    data, story_id = own_story
+    out = tmp_path / "out"
+    out.mkdir()
     files = {}
     for fmt in ("json", "pdf"):
-        done = run(env, "export", story_id, "--format", fmt, "--out", str(tmp_path))
-        assert done.returncode == 0, done.stderr
-        files[fmt] = Path(done.stdout.strip().splitlines()[-1])
-        assert files[fmt].parent == tmp_path and files[fmt].suffix == f".{fmt}" and files[fmt].stat().st_size > 1000
+        status, done, err = storyloom_here(data, "export", story_id, "--format", fmt, "--out", str(out))
+        assert status == 0, err
+        files[fmt] = Path(done.strip().splitlines()[-1])
+        assert files[fmt].parent == out and files[fmt].suffix == f".{fmt}" and files[fmt].stat().st_size > 1000
     text = subprocess.run(["pdftotext", str(files["pdf"]), "-"], capture_output=True, text=True, check=True).stdout
-    first = _paragraphs(run(env, "show", story_id).stdout)[0]
-    assert " ".join(first.split()[:6]) in " ".join(text.split())
-    imported = run(env, "import", str(files["json"]))
-    assert imported.returncode == 0, imported.stderr
-    copy = imported.stdout.strip().splitlines()[-1]
+    shown = storyloom_here(data, "show", story_id)[1]
+    assert " ".join(_paragraphs(shown)[0].split()[:6]) in " ".join(text.split())
+    status, done, err = storyloom_here(data, "import", str(files["json"]))
+    assert status == 0, err
+    copy = done.strip().splitlines()[-1]
     assert copy.isdigit() and copy != story_id
-    assert run(env, "show", copy).stdout == run(env, "show", story_id).stdout
-    again = run(env, "export", copy, "--format", "json", "--out", str(tmp_path / "again.json"))
-    assert json.loads((tmp_path / "again.json").read_text()) == json.loads(files["json"].read_text())
-    assert again.returncode == 0
+    assert storyloom_here(data, "show", copy)[1] == shown
+    status, _, err = storyloom_here(data, "export", copy, "--format", "json", "--out", str(out / "again.json"))
+    assert status == 0, err
+    assert json.loads((out / "again.json").read_text()) == json.loads(files["json"].read_text())

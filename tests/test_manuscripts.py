@@ -102,7 +102,8 @@ def test_a_backup_without_vectors_is_embedded_again_on_import(written, db):
         def vectors(sid):
             rows = s.scalars(select(MemoryEntry).where(MemoryEntry.story_id == sid).order_by(MemoryEntry.id)).all()
             return np.stack([np.frombuffer(e.vector, dtype=np.float32) for e in rows])
-        assert np.allclose(vectors(story_id), vectors(restored.id), atol=1e-5)
+        # the same model's vectors (batched differently: equal to bfloat16's precision)
+        assert (vectors(story_id) * vectors(restored.id)).sum(axis=1).min() > 0.999
 
 
 def _resealed(document: dict) -> bytes:

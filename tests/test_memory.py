@@ -199,3 +199,19 @@ def test_a_deleted_entry_id_is_never_reused(db, embedder, story_id):
     assert new.id > ids[-1]
     with db.Session() as s:
         assert memory.search(s, story_id, "silver key", k=1)[0].entry_id == new.id
+
+
+def test_the_embedder_runs_in_bfloat16_only_where_the_hardware_has_it_and_gives_float32_vectors(embedder):
+    from common.errors import StoryloomError
+    from memory.embedder import Embedder, native_bfloat16
+
+    with pytest.raises(StoryloomError, match="dtype must be one of auto, float32, bfloat16"):
+        Embedder(dtype="float16")
+    texts = ["Mara climbed the spiral stairs of the lighthouse.", "Tomas baked bread before dawn.", ""]
+    exact = Embedder(dtype="float32").encode(texts)
+    quick = Embedder(dtype="bfloat16").encode(texts)
+    assert quick.dtype == exact.dtype == np.float32
+    assert np.allclose(np.linalg.norm(quick, axis=1), 1.0, atol=1e-6)
+    assert (quick * exact).sum(axis=1).min() > 0.999  # the same vectors, for retrieval
+    embedder.encode(["loaded"])
+    assert embedder.dtype == ("bfloat16" if native_bfloat16("cpu") else "float32")  # the session's, on "auto"

@@ -4,6 +4,7 @@ packaged data; Integrated Gradients and the whole clarify on the real embedded m
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -196,17 +197,20 @@ def test_the_auto_clarify_setting_is_saved_with_the_story(db, embedder):
 
 @pytest.mark.model
 def test_auto_mode_with_the_setting_on_writes_from_the_best_wording(backend, embedder, story_backup, tmp_path):
-    """On a SQLite file only: the model is under test here, not storage (the setting itself is
-    tested on both databases with the scripted model)."""
+    """The wordings are ranked by the embedded model's gradients; the text is the script's, as from
+    a served model (the embedded model writes steps in test_browser_model.py and test_cli.py). On a
+    SQLite file only: the setting itself is tested on both databases above."""
     from app.service import StoryService
     from generation.recurrence import Writer
     from memory.longterm import LongTermMemory
     from storage.db import open_database, sqlite_url
 
+    paraphrase = " After her quarrel with Tomas, Mara carries the brass key up to the lamp room."
+    served = ScriptedBackend(lambda request: paraphrase if "Instruction:" in request.messages[-1]["content"] else None)
     db = open_database(sqlite_url(tmp_path / "sca.db"))
     try:
-        service = StoryService(db, LongTermMemory(embedder, use_gpu=False), Writer(backend))
-        story = service.manuscripts.import_backup(story_backup.read_bytes())  # a story to go on with, no model call
+        service = StoryService(db, LongTermMemory(embedder, use_gpu=False), Writer(served), scorer=backend)
+        story = service.manuscripts.import_backup(story_backup.read_bytes())  # a story to go on with
         assert service.clarify_automatically(story.id) is False
         assert service.set_clarify_automatically(story.id, True) and service.clarify_automatically(story.id)
         parts = []
@@ -215,6 +219,11 @@ def test_auto_mode_with_the_setting_on_writes_from_the_best_wording(backend, emb
         trace = service.inspect(story.id)
         [call] = [c for c in trace["calls"] if c["part"] == "clarify"]
         assert trace["plan"] == call["output"] and call["prompt"]  # written from the clarified wording
-        assert any(c.startswith("yours: ") for c in call["candidates"])
+        assert any(c.startswith("yours: ") for c in call["candidates"]) and len(call["candidates"]) >= 2
+        scores = [re.search(r": (None|[0-9.]+(?:e-[0-9]+)?): ", c).group(1) for c in call["candidates"]]
+        assert all(0 < float(score) <= 1 for score in scores if score != "None")  # the model's gradients
+        assert scores[0] != "None"
+        asked = [r.messages[-1]["content"] for r in served.requests if "In this paragraph:" in r.messages[-1]["content"]]
+        assert asked[-1].endswith(f"In this paragraph: {call['output']}")  # the best wording is what was asked for
     finally:
         db.close()

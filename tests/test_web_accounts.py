@@ -14,24 +14,22 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
-from tests.conftest import EXE, running_app, storyloom_env, storyloom_here
+from tests.conftest import EXE, storyloom_env, storyloom_here
 
-PASSWORDS = {"ada": "ada's long password", "bob": "bob's long password"}
+# eve is for the lockout test: the others' logins stay open for every other test on the server
+PASSWORDS = {"ada": "ada's long password", "bob": "bob's long password", "eve": "eve's long password"}
 
 
 def add_users(data: Path) -> None:
-    """ada and bob, made with `storyloom user add --password-stdin` (in this process) in `data`."""
+    """ada, bob and eve, made with `storyloom user add --password-stdin` (in this process) in `data`."""
     for name, password in PASSWORDS.items():
         status, _, err = storyloom_here(data, "user", "add", name, "--password-stdin", stdin=password + "\n")
         assert status == 0 and err == f"added {name}\n", err
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("accounts")
-    add_users(data)
-    with running_app(storyloom_env(data, auth="true"), data / "serve.log") as url:
-        yield url
+@pytest.fixture
+def server(accounts_server):
+    return accounts_server
 
 
 # what a page-changing event returns to an API client, in order (the story's id is session state)
@@ -91,7 +89,7 @@ def test_each_person_sees_and_opens_only_their_own_stories(server, story_backup)
 
 
 def test_a_hundred_wrong_passwords_lock_that_account_only(server):
-    answers = [log_in(server, "ada", f"guess number {n}") for n in range(100)]
+    answers = [log_in(server, "eve", f"guess number {n}") for n in range(100)]
     assert {code for code, _ in answers} == {400}  # the status Gradio's login page answers
     wrong = '"Wrong name or password"'
     locked = '"Too many failed logins for this account: try again in'
@@ -101,7 +99,7 @@ def test_a_hundred_wrong_passwords_lock_that_account_only(server):
     # out, which a slow machine may let happen once or twice in a hundred quick tries
     assert 5 <= sum(wrong in detail for _, detail in answers) <= 8
     assert log_in(server, "nobody", "some password") == (400, f'{{"detail":{wrong}}}')  # as a wrong password
-    right = log_in(server, "ada", PASSWORDS["ada"])
+    right = log_in(server, "eve", PASSWORDS["eve"])
     assert right[0] == 400 and locked in right[1]  # locked, even with the right password
     assert log_in(server, "bob", PASSWORDS["bob"])[0] == 200  # everyone else is served
     assert isinstance(own_stories(client(server, "bob")), list)
