@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     port: int = 7860
     auth: bool = Field(False, description="accounts: each person logs in and sees only their own stories "
                        "(users from `storyloom user add`)")
+    allowed_hosts: str = Field("", description="comma-separated names people reach this server by, besides "
+                               "loopback and --host (needed with --host 0.0.0.0; * for any): other Host headers "
+                               "are refused, which stops DNS rebinding")
+    allowed_origins: str = Field("", description="comma-separated origins (https://example.org) whose pages may "
+                                 "call this server from the browser; default none but its own")
     allow_no_auth: bool = Field(False, description="serve a non-loopback address without accounts (everyone "
                                 "who reaches it shares every story)")
     writers: int = Field(1, ge=1, le=64, description="events that use the model (steps, clarify, reading, "

@@ -86,13 +86,15 @@ def running_app(env: dict[str, str], log_path: Path, *args: str):
 
 @pytest.fixture(scope="session")
 def accounts_server(tmp_path_factory) -> str:
-    """`storyloom serve` with accounts on and the users of tests/test_web_accounts.py; its URL.
-    Shared by the HTTP and the browser tests of logging in."""
+    """`storyloom serve` with accounts on and the users of tests/test_web_accounts.py, answering
+    to novels.example too and allowing the pages of https://friend.example; its URL. Shared by
+    the HTTP and the browser tests of logging in, and the tests of hosts and origins."""
     from tests.test_web_accounts import add_users
 
     data = tmp_path_factory.mktemp("accounts")
     add_users(data)
-    with running_app(storyloom_env(data, auth="true"), data / "serve.log") as url:
+    env = storyloom_env(data, auth="true", allowed_hosts="novels.example", allowed_origins="https://friend.example")
+    with running_app(env, data / "serve.log") as url:
         yield url
 
 

@@ -78,16 +78,23 @@ def wire(page: Page, app: gr.Blocks) -> None:
 
 
 def serve(settings, host: str | None = None, port: int | None = None, allow_no_auth: bool = False) -> None:
+    import uvicorn
+
+    from app.gate import allowed_hosts, origin_of, web_app
     from app.people import LOGIN_MESSAGE, check_binding, login_check
+    from app.service.manuscripts import MAX_FILE
     from app.wiring import build_service
     from storage import accounts
 
     host = host or settings.host
+    port = port or settings.port
     talk = logging.StreamHandler()  # what the server does, for whoever runs it: model loads, failures
     talk.setFormatter(logging.Formatter("storyloom: %(message)s"))
     logging.getLogger("storyloom").addHandler(talk)
     logging.getLogger("storyloom").setLevel(logging.INFO)
     check_binding(host, settings.auth, allow_no_auth or settings.allow_no_auth)
+    hosts = allowed_hosts(host, settings.allowed_hosts.split(","))
+    origins = frozenset(origin_of(o) for o in settings.allowed_origins.split(",") if o.strip())
     service = build_service(settings)
     if settings.auth:
         with service.context.db.Session() as session:
@@ -95,8 +102,11 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
                 raise InvalidInput("accounts are on (STORYLOOM_AUTH) but there are none: add one with "
                                    "`storyloom user add NAME` (and `storyloom user claim NAME` for the stories "
                                    "written while accounts were off)")
-    app = build_app(service, People(service, accounts_on=settings.auth), writers=settings.writers)
-    app.queue(default_concurrency_limit=16).launch(
-        server_name=host, server_port=port or settings.port, theme=gr.themes.Soft(), show_error=True,
-        ssr_mode=False, auth=login_check(service.context.db) if settings.auth else None,
-        auth_message=LOGIN_MESSAGE)
+    blocks = build_app(service, People(service, accounts_on=settings.auth), writers=settings.writers)
+    blocks.queue(default_concurrency_limit=16)
+    app = web_app(blocks, hosts=hosts, origins=origins, server_name=host, server_port=port, theme=gr.themes.Soft(),
+                  show_error=True, ssr_mode=False, auth=login_check(service.context.db) if settings.auth else None,
+                  auth_message=LOGIN_MESSAGE, max_file_size=MAX_FILE)
+    logging.getLogger("storyloom.serve").info("serving on http://%s:%d/ (answering to %s)", host if ":" not in host else f"[{host}]", port,
+             ", ".join(sorted(hosts)))
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
