@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     port: int = 7860
     auth: bool = Field(False, description="accounts: each person logs in and sees only their own stories "
                        "(users from `storyloom user add`)")
+    files_ttl: int = Field(3600, ge=1, le=604800, description="seconds an export or an upload stays on the "
+                           "server to download (Gradio's cache and storyloom's exports)")
     allowed_hosts: str = Field("", description="comma-separated names people reach this server by, besides "
                                "loopback and --host (needed with --host 0.0.0.0; * for any): other Host headers "
                                "are refused, which stops DNS rebinding")

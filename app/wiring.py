@@ -19,7 +19,7 @@ from common.errors import DatabaseUnavailable
 def build_service(settings: Settings) -> StoryService:
     if not settings.database_url:
         try:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # its owner's only
         except OSError as e:
             raise DatabaseUnavailable(f"cannot create the data directory {settings.data_dir}: {e.strerror}") from e
     backend = build_backend(settings)

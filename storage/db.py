@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,24 @@ def make_engine(url: str) -> Engine:
     except (exc.ArgumentError, exc.NoSuchModuleError, ImportError, ValueError) as e:
         raise DatabaseUnavailable(f"cannot use database URL {url!r}: {e}") from e
     if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            _private_file(Path(parsed.database))
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create a new SQLite file readable and writable by its owner only: it holds the stories and
+    the password hashes (SQLite gives its journal and WAL files the same mode). An existing file
+    keeps the mode its owner gave it; a missing folder is left for the connection to report."""
+    if path.exists() or not path.parent.is_dir():
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return  # made at the same moment by another process: theirs stands
+    except OSError as e:
+        raise DatabaseUnavailable(f"cannot create the database file {path}: {e.strerror}") from e
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

@@ -154,3 +154,23 @@ def test_upgrading_a_database_with_stories_keeps_every_row(database_url):
         with db.engine.connect() as conn:
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     db.close()
+
+
+def test_a_new_sqlite_database_and_its_data_folder_are_their_owners_only(tmp_path):
+    """They hold every story and the password hashes; the test process's umask would give 0644."""
+    import stat
+
+    from tests.conftest import storyloom_here
+
+    database = open_database(sqlite_url(tmp_path / "new.db"))
+    with database.Session.begin() as session:
+        repo.create_story(session, title="T", premise="P")  # writes the WAL too
+    try:
+        for name in ("new.db", "new.db-wal"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    finally:
+        database.close()
+    status, _, err = storyloom_here(tmp_path / "data", "list")
+    assert status == 0, err
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "data" / "storyloom.db").stat().st_mode) == 0o600

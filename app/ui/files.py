@@ -24,8 +24,9 @@ HIDDEN = {"download": gr.update(visible=False)}
 
 class ExportFolder:
     """Where exports wait to be downloaded: a temporary folder per app, each export in its own
-    subfolder (two stories may share a title); exports older than an hour are removed. Its
-    export() is the Export button's handler."""
+    subfolder (two stories may share a title); exports older than `keep_seconds` are removed
+    at the next export (and Gradio's copies by its delete_cache). Its export() is the Export
+    button's handler."""
 
     def __init__(self, keep_seconds: float = 3600):
         self.root = Path(tempfile.mkdtemp(prefix="storyloom-exports-"))
@@ -101,7 +102,7 @@ def import_file(service: StoryService, name: str, raw: bytes, premise: str | Non
 
 
 def wire(page: Page, follow: Callable) -> None:
-    exports = ExportFolder()
+    exports = ExportFolder(keep_seconds=page.files_ttl)
     page["export_button"].click(page.on(action(exports.export, also=HIDDEN)),
                                 page.of("story_id", "export_format", "export_vectors"),
                                 page.of("download", "writing", "status"))

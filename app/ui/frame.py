@@ -5,6 +5,7 @@ the person's story service, run in a worker thread so its text can stream in."""
 from __future__ import annotations
 
 import logging
+import os
 
 import gradio as gr
 
@@ -24,13 +25,15 @@ from app.ui.page import Page
 from common.errors import InvalidInput
 
 
-def build_app(service: StoryService, people: People | None = None, writers: int = 1) -> gr.Blocks:
+def build_app(service: StoryService, people: People | None = None, writers: int = 1,
+              files_ttl: int = 3600) -> gr.Blocks:
     """The page. `people` says whose stories each event may touch (default: accounts off, everyone's).
     Events that call the model (steps, clarify, reading, imports) run `writers` at a time, and auto
     runs `writers` at a time beside them; the rest of the page is never held up behind either. The
-    model calls inside all take turns, first come first served, on the one model."""
-    page = Page(people or People(service, accounts_on=False), writers)
-    with gr.Blocks(title="storyloom") as app:
+    model calls inside all take turns, first come first served, on the one model. Exports and
+    uploads are deleted from the server `files_ttl` seconds after they were made."""
+    page = Page(people or People(service, accounts_on=False), writers, files_ttl)
+    with gr.Blocks(title="storyloom", delete_cache=(max(1, files_ttl // 4), files_ttl)) as app:
         lay_out(page)
         repetition.wire(page)
         clarify.wire(page)
@@ -93,6 +96,8 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
     logging.getLogger("storyloom").addHandler(talk)
     logging.getLogger("storyloom").setLevel(logging.INFO)
     check_binding(host, settings.auth, allow_no_auth or settings.allow_no_auth)
+    # every file the server makes (database, Gradio's copies of uploads and exports) is its owner's only
+    os.umask(0o077)
     hosts = allowed_hosts(host, settings.allowed_hosts.split(","))
     origins = frozenset(origin_of(o) for o in settings.allowed_origins.split(",") if o.strip())
     service = build_service(settings)
@@ -102,7 +107,8 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
                 raise InvalidInput("accounts are on (STORYLOOM_AUTH) but there are none: add one with "
                                    "`storyloom user add NAME` (and `storyloom user claim NAME` for the stories "
                                    "written while accounts were off)")
-    blocks = build_app(service, People(service, accounts_on=settings.auth), writers=settings.writers)
+    blocks = build_app(service, People(service, accounts_on=settings.auth), writers=settings.writers,
+                       files_ttl=settings.files_ttl)
     blocks.queue(default_concurrency_limit=16)
     app = web_app(blocks, hosts=hosts, origins=origins, server_name=host, server_port=port, theme=gr.themes.Soft(),
                   show_error=True, ssr_mode=False, auth=login_check(service.context.db) if settings.auth else None,

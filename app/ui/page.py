@@ -42,9 +42,10 @@ class Page:
     """The page's components by name, and how a handler becomes an event: it runs on the scoped
     service of whoever sent the event, and what it returns by name reaches the components."""
 
-    def __init__(self, people: People, writers: int):
+    def __init__(self, people: People, writers: int, files_ttl: int = 3600):
         self.people = people
         self.writers = writers
+        self.files_ttl = files_ttl  # seconds an export stays downloadable
         # events that call the model: `writers` at a time, in one line, first come first served
         self.model = {"concurrency_id": "model", "concurrency_limit": writers}
         self.parts: dict[str, gr.components.Component] = {}
