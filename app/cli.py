@@ -36,6 +36,7 @@ def _add_file_and_memory_commands(sub) -> None:
     export.add_argument("--format", required=True, choices=["md", "txt", "epub", "docx", "pdf", "json"])
     export.add_argument("--out", required=True, help="a file, or a folder to write a file named after the title")
     export.add_argument("--no-vectors", action="store_true", help="json: leave the memory vectors out (smaller)")
+    export.add_argument("--force", action="store_true", help="replace the file if it exists")
 
     imp = sub.add_parser("import", help="a json backup, or a .md/.txt draft, as a new story; prints its id last")
     imp.add_argument("path")
@@ -200,7 +201,10 @@ def _user(settings, args) -> None:
             print(f"{count} stories now belong to {args.name}", file=sys.stderr)
             return
         if args.password_stdin:
-            password = sys.stdin.readline().rstrip("\n")
+            try:
+                password = sys.stdin.readline().rstrip("\n")
+            except UnicodeDecodeError:
+                raise StoryloomError("the password on stdin is not UTF-8 text; nothing was changed") from None
         else:
             import getpass
 
@@ -242,7 +246,10 @@ def _export(service, args) -> None:
     if out.is_dir():
         out = out / done.filename
     try:
-        out.write_bytes(done.data)
+        with open(out, "wb" if args.force else "xb") as file:
+            file.write(done.data)
+    except FileExistsError:
+        raise StoryloomError(f"{out} exists; pass --force to replace it") from None
     except OSError as e:
         raise StoryloomError(f"cannot write {out}: {e.strerror}") from None
     if done.notice:

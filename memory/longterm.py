@@ -265,7 +265,7 @@ class LongTermMemory:
         return VectorIndex(self.embedder.dim, self.use_gpu, self._gpu_resources)
 
     def _entry(self, session: Session, entry_id: int, story_id: int | None = None) -> MemoryEntry:
-        entry = session.get(MemoryEntry, entry_id)
+        entry = repo.row(session, MemoryEntry, entry_id)
         if entry is None or (story_id is not None and entry.story_id != story_id):
             raise NotFound(f"no memory entry with id {entry_id}" + (f" in story {story_id}" if story_id else ""))
         return entry

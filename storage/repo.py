@@ -22,10 +22,19 @@ def create_story(session: Session, *, title: str, premise: str, outline: str = "
 ANYONE = object()  # get_story's owner when accounts are off: every story is the one person's
 
 
+ID_LIMIT = 2**63 - 1  # the largest row id a database holds (SQLite's INTEGER, PostgreSQL's BIGINT)
+
+
+def row(session: Session, model, row_id: int):
+    """session.get, except that an id no database can hold (below 1, or past ID_LIMIT, which the
+    drivers refuse with OverflowError) is simply not there."""
+    return session.get(model, row_id) if 0 < row_id <= ID_LIMIT else None
+
+
 def get_story(session: Session, story_id: int, owner=ANYONE) -> Story:
     """The story; NotFound when there is none, or when it belongs to someone other than `owner`
     (the same message: another person's story ids tell nothing)."""
-    story = session.get(Story, story_id)
+    story = row(session, Story, story_id)
     if story is None or (owner is not ANYONE and story.owner != owner):
         raise NotFound(f"no story with id {story_id}")
     return story
@@ -39,7 +48,7 @@ def list_stories(session: Session, owner=ANYONE) -> Sequence[Story]:
 
 
 def get_step(session: Session, step_id: int) -> Step:
-    step = session.get(Step, step_id)
+    step = row(session, Step, step_id)
     if step is None:
         raise NotFound(f"no step with id {step_id}")
     return step
@@ -189,6 +198,8 @@ def memory_entries(session: Session, story_id: int, ids: Sequence[int] | None = 
     """A story's memory entries, oldest first: those with `ids`; with rule_based, only the ones
     that enter prompts by rule (pinned, or lore); of `kinds`; of `steps`; only live (not stale)
     ones; only the `newest` so many. vectors=False leaves the vectors unloaded."""
+    if ids is not None:
+        ids = [i for i in ids if 0 < i <= ID_LIMIT]  # the others cannot be there (and overflow the drivers)
     if ids is not None and len(ids) > IN_BATCH:  # databases cap the parameters of one statement
         ids = list(ids)
         return [e for start in range(0, len(ids), IN_BATCH) for e in memory_entries(

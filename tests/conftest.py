@@ -35,7 +35,7 @@ EXE = str(Path(sys.executable).with_name("storyloom"))
 TEXTS = Path(__file__).resolve().parent.parent / "assets" / "texts"
 
 
-def storyloom_here(data: Path, *args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
+def storyloom_here(data: Path, *args: str, stdin: str | bytes = "", **env: str) -> tuple[int, str, str]:
     """The `storyloom` command run in this process (its exit status, stdout, stderr), with its
     own data directory, `stdin` as its input, and the given STORYLOOM_ settings, none of this shell's."""
     from app.cli import main
@@ -47,7 +47,8 @@ def storyloom_here(data: Path, *args: str, stdin: str = "", **env: str) -> tuple
         settings.setenv("STORYLOOM_DATA_DIR", str(data))
         for name, value in env.items():
             settings.setenv(name, value)
-        settings.setattr(sys, "stdin", io.StringIO(stdin))
+        settings.setattr(sys, "stdin", io.StringIO(stdin) if isinstance(stdin, str)
+                         else io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
         status = main(list(args))
     return status, out.getvalue(), err.getvalue()
 
@@ -168,8 +169,23 @@ def database_url(request, tmp_path):
     with server.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     yield make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
-    with server.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    drop_database(server, name)
+
+
+def drop_database(server, name: str, tries: int = 10) -> None:
+    """DROP DATABASE … WITH (FORCE). An autovacuum worker on it is not ours to end (PostgreSQL
+    says "must be a member of … pg_signal_backend"); it is done within moments, so try again."""
+    from sqlalchemy import exc, text
+
+    for attempt in range(1, tries + 1):
+        try:
+            with server.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except exc.ProgrammingError as e:
+            if "pg_signal_backend" not in str(e) or attempt == tries:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture

@@ -266,3 +266,21 @@ def test_export_a_backup_and_a_pdf_then_import_the_backup(own_story, tmp_path):
     status, _, err = storyloom_here(data, "export", copy, "--format", "json", "--out", str(out / "again.json"))
     assert status == 0, err
     assert json.loads((out / "again.json").read_text()) == json.loads(files["json"].read_text())
+
+
+def test_export_does_not_replace_a_file_unless_forced(own_story, tmp_path):
+    data, story_id = own_story
+    kept = tmp_path / "mine.md"
+    kept.write_text("my own notes")
+    status, _, err = storyloom_here(data, "export", story_id, "--format", "md", "--out", str(kept))
+    assert status == 1 and err == f"storyloom: error: {kept} exists; pass --force to replace it\n"
+    assert kept.read_text() == "my own notes"
+    status, _, err = storyloom_here(data, "export", story_id, "--format", "md", "--out", str(kept), "--force")
+    assert status == 0, err
+    assert kept.read_text().startswith("# ")
+
+
+def test_a_password_on_stdin_that_is_not_utf8_is_one_clear_line(tmp_path):
+    status, _, err = storyloom_here(tmp_path, "user", "add", "ada", "--password-stdin", stdin=b"\xff\xfe secret\n")
+    assert status == 1 and err == "storyloom: error: the password on stdin is not UTF-8 text; nothing was changed\n"
+    assert storyloom_here(tmp_path, "user", "list")[1] == ""

@@ -183,3 +183,19 @@ def test_deleting_an_entry_while_a_step_runs(db, embedder):
     assert len(view.paragraphs) == 2  # the step was written
     assert note.id not in {r.id for r in memories.entries(story.id)}
     assert index_agrees(service, story.id)
+
+
+@pytest.mark.parametrize("huge", [10**20, 2**63, -1, 0])
+def test_ids_no_database_can_hold_are_not_found(desk, huge):
+    """An id typed as 1e20 was an OverflowError ("unexpected error") from the database driver."""
+    service, memories, _ = desk
+    story = service.new_story("A keeper finds a letter from the future.")
+    with pytest.raises(NotFound, match=f"no memory entry with id {huge} in story {story.id}"):
+        memories.update(story.id, huge, text="Mara has a twin.")
+    with pytest.raises(NotFound, match=f"no memory entry with id {huge}"):
+        memories.delete(story.id, huge)
+    with pytest.raises(NotFound, match=f"no memory entry with id {huge}"):
+        memories.entry(story.id, huge)
+    with pytest.raises(NotFound, match=f"no story with id {huge}"):
+        service.view(huge)
+    assert len(memories.entries(story.id)) == memories.count(story.id)  # nothing changed

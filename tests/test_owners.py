@@ -70,3 +70,15 @@ def test_another_persons_playthrough_is_not_found(two):
         with pytest.raises(NotFound, match=f"no playthrough with id {play.playthrough_id}$"):
             action()
     assert ada.reading.view(play.playthrough_id).scenes == play.scenes  # unchanged, and still hers
+
+
+def test_another_persons_memory_entries_cannot_be_changed_or_deleted(two):
+    """The page cannot reach this (it edits entries of the open story); the service checks anyway."""
+    _, ada, bob, story = two
+    before = [(e.id, e.text) for e in ada.memories.entries(story.id)]
+    entry_id = before[0][0]
+    with pytest.raises(NotFound, match=f"no story with id {story.id}$"):
+        bob.memories.update(story.id, entry_id, text="Bob was here.")
+    with pytest.raises(NotFound, match=f"no story with id {story.id}$"):
+        bob.memories.delete(story.id, entry_id)
+    assert [(e.id, e.text) for e in ada.memories.entries(story.id)] == before

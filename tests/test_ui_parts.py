@@ -132,3 +132,14 @@ def test_handlers_say_what_they_update_by_name():
     assert event(None, "saved") == {page["status"]: "saved"}
     assert page.of("writing", "status") == [page["writing"], page["status"]]
     assert page.model == {"concurrency_id": "model", "concurrency_limit": 2}
+
+
+def test_the_inspector_shows_plans_memories_and_lore_as_text_never_as_markup():
+    from markdown_it import MarkdownIt
+
+    bait = "Go ![pixel](http://evil.example/p.png) [here](http://evil.example) <img src=x onerror=alert(1)> *now*"
+    trace = {"step_id": 7, "model": "m", "plan": bait, "calls": [],
+             "retrieved": [{"id": 3, "score": 0.1, "text": bait}], "lore": [{"id": 4, "reason": bait, "text": bait}]}
+    rendered = MarkdownIt("commonmark").render(inspector_markdown(trace))
+    assert "<img" not in rendered and "<a " not in rendered and "<em>now" not in rendered, rendered
+    assert rendered.count("![pixel](http") == 4 and rendered.count("&lt;img src=x") == 4  # shown as written

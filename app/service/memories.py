@@ -90,6 +90,7 @@ class Memories:
         if text is not None:
             embedded = self.memory.embed([checked_text(text, "memory entry", self.limits.memory_chars)])
         with self.db.Session.begin() as session:
+            self.context.story(session, story_id)  # the caller's own story, or "no story with id …"
             entry = self.memory.update(session, entry_id, embedded, keys=keys, pinned=pinned, story_id=story_id)
             if entry.kind != "lore" and entry.keys:
                 raise InvalidInput(f"only lore entries have trigger keys, and entry {entry_id} is a {entry.kind}")
@@ -97,6 +98,7 @@ class Memories:
 
     def delete(self, story_id: int, entry_id: int) -> None:
         with self.db.Session.begin() as session:
+            self.context.story(session, story_id)
             self.memory.delete(session, entry_id, story_id=story_id)
 
     def entry(self, story_id: int, entry_id: int) -> EntryRow:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.service import StoryService
-from app.ui.page import Page, Shown, action
+from app.ui.page import Page, Shown, action, plain
 
 PART_LABELS = {"premise": "premise", "short_memory": "short-term memory", "memories": "retrieved memories",
                "lore": "pinned entries and lore",
@@ -27,11 +27,11 @@ def decoding_line(d: dict) -> str:
 
 
 def inspector_markdown(trace: dict) -> str:
-    lines = [f"**Step {trace['step_id']}** · {trace.get('model', '')} · {trace.get('seconds', 0):.1f} s · "
+    lines = [f"**Step {trace['step_id']}** · {plain(str(trace.get('model', '')))} · {trace.get('seconds', 0):.1f} s · "
              f"{trace.get('prompt_tokens', 0)} prompt + {trace.get('completion_tokens', 0)} completion tokens · "
              f"{trace.get('retries', 0)} retries", ""]
     if trace.get("plan"):
-        lines += [f"**Followed:** {trace['plan']}", ""]
+        lines += [f"**Followed:** {plain(trace['plan'])}", ""]
     if trace.get("decoding"):
         lines += [decoding_line(trace["decoding"]), ""]
     parts = trace.get("parts") or {}
@@ -44,12 +44,12 @@ def inspector_markdown(trace: dict) -> str:
     retrieved = trace.get("retrieved") or []
     if retrieved:
         lines += ["**Retrieved memories** (fused rank score · cosine to the plan · shared-word score):", ""]
-        lines += [f"- `{r['score']:.3f}` · `{r.get('cosine', r['score']):.3f}` · `{r.get('words', 0):.1f}` {r['text']}"
+        lines += [f"- `{r['score']:.3f}` · `{r.get('cosine', r['score']):.3f}` · `{r.get('words', 0):.1f}` {plain(r['text'])}"
                   for r in retrieved] + [""]
     lore = trace.get("lore") or []
     if lore:
         lines += ["**Pinned entries and lore** (why each is in the prompt):", ""]
-        lines += [f"- *{r['reason']}* {r['text']}" for r in lore] + [""]
+        lines += [f"- *{plain(r['reason'])}* {plain(r['text'])}" for r in lore] + [""]
     if trace.get("lore_left_out"):
         lines += [f"*{trace['lore_left_out']} more pinned or triggered entries were left out: the prompt has room "
                   "for the first ones only (pinned first, then the oldest lore).*", ""]

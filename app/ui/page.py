@@ -10,6 +10,7 @@ import html
 import inspect
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -190,6 +191,14 @@ def newest_text(event: tuple, events: queue.Queue) -> tuple[tuple, tuple | None 
         if after is None or after[0] != "text":
             return event, after
         event = after
+
+
+def plain(text: str) -> str:
+    """Model or writer text inside a Markdown line, shown as written: one line, no HTML, and no
+    inline Markdown (an image or a link in a plan or a memory would otherwise be fetched or
+    followed)."""
+    escaped = re.sub(r"([\\`*_\[\]!~|])", r"\\\1", html.escape(" ".join(text.split())))
+    return escaped.replace("://", "&#58;//").replace("www.", "www&#46;")  # no bare-URL links (GFM)
 
 
 def literal(text: str, tag: str = "p") -> str:
