@@ -415,3 +415,18 @@ def test_one_auto_run_a_story_and_only_its_starter_stops_it(db, embedder):
         assert cancel.is_set()
     with pytest.raises(InvalidInput, match="Nothing is running on this story"):
         ada.auto_mode.stop(1)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("A keeper\x1b[31m finds a letter.", r"a control character \(U\+001B\) at character 9"),
+    ("A keeper finds a \ud800letter.", r"a lone surrogate \(U\+D800\) at character 18"),
+    ("A keeper\x00 finds a letter.", r"a control character \(U\+0000\) at character 9"),
+])
+def test_control_characters_and_lone_surrogates_are_refused_and_nothing_is_written(db, embedder, text, message):
+    service, backend = make_service(db, embedder)
+    with pytest.raises(InvalidInput, match=f"the premise has {message}; remove it"):
+        service.new_story(text)
+    story = service.new_story("A keeper finds a letter.\r\nIt is dated\tfifty years ahead.")  # line ends and tabs are text
+    with pytest.raises(InvalidInput, match=f"the instruction has {message}"):
+        service.step(story.id, instruction=text)
+    assert counts(db)[:2] == (1, 1) and not backend.requests[-1].messages[-1]["content"].count("\x1b")

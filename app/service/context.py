@@ -4,6 +4,7 @@ One context per person (as_user); the database, the model, the locks and the run
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,12 +132,21 @@ class StoryContext:
         return replace(self.writer, decoding=self.default_decoding if story_id is None else self.decoding(story_id))
 
 
+# control characters other than tab and line ends (ANSI escapes included), and lone surrogates,
+# which no text needs and which break exports, terminals and the database's encoders
+UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def checked_text(value: str | None, what: str, limit: int) -> str:
     value = (value or "").strip()
     if not value:
         raise InvalidInput(f"the {what} is empty")
     if len(value) > limit:
         raise InvalidInput(f"the {what} has {len(value):,} characters; the limit is {limit:,}")
+    if bad := UNPRINTABLE.search(value):
+        kind = "a lone surrogate" if 0xD800 <= ord(bad.group()) <= 0xDFFF else "a control character"
+        raise InvalidInput(f"the {what} has {kind} (U+{ord(bad.group()):04X}) at character {bad.start() + 1}; "
+                           "remove it")
     return value
 
 
