@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -98,6 +99,21 @@ class ScriptedBackend:
         return "scripted replies: this backend has no DITTO adapter"
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A test HTTP server that keeps what went wrong in its handlers (`dropped`) instead of
+    printing it: a client that hangs up mid-reply, as the timeout tests make them, would otherwise
+    print a traceback into whatever stderr a later test is reading."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler):
+        super().__init__(address, handler)
+        self.dropped: list[BaseException | None] = []
+
+    def handle_error(self, request, client_address):
+        self.dropped.append(sys.exc_info()[1])
+
+
 @contextmanager
 def scripted_server() -> Iterator[str]:
     """The script behind an OpenAI-compatible chat API in this process, as `storyloom` meets a
@@ -121,7 +137,7 @@ def scripted_server() -> Iterator[str]:
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.write(b"data: [DONE]\n\n")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    server = QuietServer(("127.0.0.1", 0), Answer)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="scripted-server",
                               daemon=True)
     thread.start()

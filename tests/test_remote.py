@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -15,6 +15,7 @@ from generation.backend import Request
 from common.errors import GenerationFailed, ModelUnavailable
 from generation.remote import OpenAIBackend
 from common.errors import InvalidInput
+from tests.fakes import QuietServer
 
 ASK = Request(messages=[{"role": "user", "content": "Write about the sea."}], max_new_tokens=20)
 
@@ -84,7 +85,7 @@ class Script(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Script)
+    httpd = QuietServer(("127.0.0.1", 0), Script)
     httpd.mode, httpd.requests, httpd.failures, httpd.hung_up = "ok", [], 0, []
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
