@@ -25,10 +25,14 @@ ANYONE = object()  # get_story's owner when accounts are off: every story is the
 ID_LIMIT = 2**63 - 1  # the largest row id a database holds (SQLite's INTEGER, PostgreSQL's BIGINT)
 
 
+def holdable(row_id: int) -> bool:
+    """Whether a database can hold this id: the drivers refuse others with OverflowError."""
+    return 0 < row_id <= ID_LIMIT
+
+
 def row(session: Session, model, row_id: int):
-    """session.get, except that an id no database can hold (below 1, or past ID_LIMIT, which the
-    drivers refuse with OverflowError) is simply not there."""
-    return session.get(model, row_id) if 0 < row_id <= ID_LIMIT else None
+    """session.get, except that an id no database can hold is simply not there."""
+    return session.get(model, row_id) if holdable(row_id) else None
 
 
 def get_story(session: Session, story_id: int, owner=ANYONE) -> Story:
@@ -199,7 +203,7 @@ def memory_entries(session: Session, story_id: int, ids: Sequence[int] | None = 
     that enter prompts by rule (pinned, or lore); of `kinds`; of `steps`; only live (not stale)
     ones; only the `newest` so many. vectors=False leaves the vectors unloaded."""
     if ids is not None:
-        ids = [i for i in ids if 0 < i <= ID_LIMIT]  # the others cannot be there (and overflow the drivers)
+        ids = [i for i in ids if holdable(i)]  # the others cannot be there
     if ids is not None and len(ids) > IN_BATCH:  # databases cap the parameters of one statement
         ids = list(ids)
         return [e for start in range(0, len(ids), IN_BATCH) for e in memory_entries(

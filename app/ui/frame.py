@@ -113,6 +113,7 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
     app = web_app(blocks, hosts=hosts, origins=origins, server_name=host, server_port=port, theme=gr.themes.Soft(),
                   show_error=True, ssr_mode=False, auth=login_check(service.context.db) if settings.auth else None,
                   auth_message=LOGIN_MESSAGE, max_file_size=MAX_FILE)
-    logging.getLogger("storyloom.serve").info("serving on http://%s:%d/ (answering to %s)", host if ":" not in host else f"[{host}]", port,
-             ", ".join(sorted(hosts)))
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("storyloom.serve").info("serving on http://%s:%d/ (answering to %s)", shown, port,
+                                              ", ".join(sorted(hosts)))
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
