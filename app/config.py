@@ -38,6 +38,8 @@ class Settings(BaseSettings):
                        "(users from `storyloom user add`)")
     files_ttl: int = Field(3600, ge=1, le=604800, description="seconds an export or an upload stays on the "
                            "server to download (Gradio's cache and storyloom's exports)")
+    session_ttl: int = Field(43200, ge=1, le=31_536_000, description="seconds a login holds (default 12 hours); "
+                             "a password change or logging out ends it at once")
     allowed_hosts: str = Field("", description="comma-separated names people reach this server by, besides "
                                "loopback and --host (needed with --host 0.0.0.0; * for any): other Host headers "
                                "are refused, which stops DNS rebinding")
@@ -62,6 +64,10 @@ class Settings(BaseSettings):
     guard_lambda: float = Field(0.01, gt=0, le=1, description="the guard's lambda: a sentence seen k times "
                                 "is continued with its probability times lambda**k")
     max_premise_chars: int = 4000
+    max_draft_paragraphs: int = Field(20_000, ge=1, description="paragraphs of a draft one import takes")
+    max_draft_words: int = Field(1_000_000, ge=1, description="words of a draft one import takes")
+    max_backup_bytes: int = Field(200_000_000, ge=1, le=500_000_000, description="bytes of a JSON backup one "
+                                  "import takes (reading one needs a few times its size in memory)")
     max_plan_chars: int = 2000
 
     def database(self) -> str:

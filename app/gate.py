@@ -99,9 +99,10 @@ def lax(cookie: bytes) -> bytes:
     return b";".join(parts) + b"; SameSite=Lax"
 
 
-def web_app(blocks, *, hosts: frozenset[str], origins: frozenset[str], **mount):
+def web_app(blocks, *, hosts: frozenset[str], origins: frozenset[str], logins=None, **mount):
     """A FastAPI app serving `blocks` at /, behind the Gate and a CORS policy of `origins` only
-    (with a CORS middleware of its own, Gradio adds none). `mount` goes to gr.mount_gradio_app."""
+    (with a CORS middleware of its own, Gradio adds none), and with `logins` (app.logins.Logins)
+    its login page and sessions. `mount` goes to gr.mount_gradio_app."""
     import gradio as gr
     from fastapi import FastAPI
     from starlette.middleware.cors import CORSMiddleware
@@ -109,5 +110,11 @@ def web_app(blocks, *, hosts: frozenset[str], origins: frozenset[str], **mount):
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(CORSMiddleware, allow_origins=sorted(origins), allow_credentials=True, allow_methods=["*"],
                        allow_headers=["*"])
+    if logins is not None:
+        from app.logins import LoginFirst
+
+        logins.install(app)
+        app.add_middleware(LoginFirst, logins=logins)
+        mount["auth_dependency"] = logins.user
     app.add_middleware(Gate, hosts=hosts, origins=origins)  # added last: runs first
     return gr.mount_gradio_app(app, blocks, path="/", **mount)

@@ -1,7 +1,8 @@
-"""Who is asking. With accounts on (STORYLOOM_AUTH=true) the web app asks for a name and a password,
-and every event runs on the service scoped to the person who sent it: they see and change their own
-stories only, and another person's story id is "not found". With accounts off, everyone shares
-every story, so the app then serves the loopback address only, unless told otherwise."""
+"""Who is asking. With accounts on (STORYLOOM_AUTH=true) the web app asks for a name and a password
+(app.logins), and every event runs on the service scoped to the person who sent it: they see and
+change their own stories only, and another person's story id is "not found". With accounts off,
+everyone shares every story, so the app then serves the loopback address only, unless told
+otherwise."""
 
 from __future__ import annotations
 
@@ -11,15 +12,10 @@ import logging
 import typing
 from collections.abc import Callable
 
-import anyio
 import gradio as gr
-from fastapi import HTTPException
-from sqlalchemy.exc import SQLAlchemyError
 
 from app.service import StoryService
-from storage import accounts
-from storage.accounts import LOCK_AFTER
-from storage.db import OUTAGES, Database, unavailable
+from storage.db import OUTAGES, unavailable
 from common.errors import InvalidInput
 
 log = logging.getLogger("storyloom.people")
@@ -72,40 +68,6 @@ class People:
         event.__annotations__ = {**hints, "request": gr.Request}
         event.__name__ = event.__qualname__ = fn.__name__
         return event
-
-
-LOGIN_MESSAGE = (f"Log in with the name and password from `storyloom user add`. After {LOCK_AFTER} wrong "
-                 "passwords in a row the account is locked for a while (2 s, then twice as long after each "
-                 "further miss, at most 15 minutes), and the page says \"incorrect credentials\" until it opens.")
-
-
-def login_check(db: Database) -> Callable:
-    """Gradio's auth function: the database's accounts, checked in a worker thread (scrypt takes
-    about 50 ms and must not stall other people's events). A refusal is 400 with why in its detail
-    (a wrong name or password, or a locked account and how long to wait), never whether the name
-    exists. Gradio's login page shows "incorrect credentials" for a 400 and nothing for any other
-    status, so a locked account is a 400 too; the page's message explains the lockout."""
-
-    def check(name: str, password: str) -> tuple[str | None, str]:
-        with db.Session.begin() as session:  # the failure count is kept either way
-            return accounts.log_in(session, name, password)
-
-    hashing: list[anyio.CapacityLimiter] = []  # made on the first login, inside the event loop
-
-    async def auth(name: str, password: str) -> bool:
-        if not hashing:  # two checks at a time: a flood of logins cannot take every worker thread
-            hashing.append(anyio.CapacityLimiter(2))
-        try:
-            who, why = await anyio.to_thread.run_sync(check, name, password, limiter=hashing[0])
-        except SQLAlchemyError as e:  # logged for whoever runs the server; no details for strangers
-            log.warning("login check failed: %s", e)
-            raise HTTPException(status_code=503, detail="The accounts cannot be checked now (the database "
-                                "cannot be reached); try again later") from e
-        if who is not None:
-            return True
-        raise HTTPException(status_code=400, detail=why[:1].upper() + why[1:])
-
-    return auth
 
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}

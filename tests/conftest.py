@@ -86,14 +86,21 @@ def running_app(env: dict[str, str], log_path: Path, *args: str):
 
 
 @pytest.fixture(scope="session")
-def accounts_server(tmp_path_factory) -> str:
-    """`storyloom serve` with accounts on and the users of tests/test_web_accounts.py, answering
-    to novels.example too and allowing the pages of https://friend.example; its URL. Shared by
-    the HTTP and the browser tests of logging in, and the tests of hosts and origins."""
+def accounts_folder(tmp_path_factory) -> Path:
+    """The data folder of `accounts_server`, with the users of tests/test_web_accounts.py."""
     from tests.test_web_accounts import add_users
 
     data = tmp_path_factory.mktemp("accounts")
     add_users(data)
+    return data
+
+
+@pytest.fixture(scope="session")
+def accounts_server(accounts_folder) -> str:
+    """`storyloom serve` with accounts on and the users of tests/test_web_accounts.py, answering
+    to novels.example too and allowing the pages of https://friend.example; its URL. Shared by
+    the HTTP and the browser tests of logging in, and the tests of hosts and origins."""
+    data = accounts_folder
     env = storyloom_env(data, auth="true", allowed_hosts="novels.example", allowed_origins="https://friend.example")
     with running_app(env, data / "serve.log") as url:
         yield url

@@ -1,4 +1,5 @@
-"""Accounts on both databases: hashing, names and passwords checked, the lockout after failures."""
+"""Accounts on both databases: hashing, names and passwords checked, the throttle after failures
+(per address and name), sessions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 
 from storage import accounts
 from common.errors import Conflict, InvalidInput, NotFound
-from storage.models import User
+from storage.models import LoginSession, LoginThrottle, User
+
+HOME, AWAY = "198.51.100.7", "203.0.113.9"  # the owner's address, and someone else's
 
 
 def test_passwords_are_salted_scrypt_hashes(db):
@@ -18,7 +21,7 @@ def test_passwords_are_salted_scrypt_hashes(db):
     with db.Session() as s:
         hashes = {u.name: u.password_hash for u in s.query(User)}
     assert hashes["ada"] != hashes["bob"]  # the same password, different salts
-    assert all(h.startswith("scrypt$16384$8$1$") and "correct horse" not in h for h in hashes.values())
+    assert all(h.startswith("scrypt$131072$8$1$") and "correct horse" not in h for h in hashes.values())
     assert accounts.password_matches("correct horse", hashes["ada"])
     assert not accounts.password_matches("correct horsE", hashes["ada"])
     assert not accounts.password_matches("x", "not a hash")
@@ -45,8 +48,8 @@ def test_a_name_is_taken_once_and_passwords_can_be_reset(db):
         with pytest.raises(NotFound):
             accounts.set_password(s, "nobody", "whatever123")
     with db.Session.begin() as s:
-        assert accounts.log_in(s, "ada", "second password") == ("ada", "")
-        assert accounts.log_in(s, "ada", "first password")[0] is None
+        assert accounts.log_in(s, "ada", "second password", HOME) == ("ada", "")
+        assert accounts.log_in(s, "ada", "first password", HOME)[0] is None
         assert accounts.list_users(s) == ["ada"]
 
 
@@ -54,35 +57,99 @@ def test_an_unknown_name_and_a_wrong_password_get_the_same_answer(db):
     with db.Session.begin() as s:
         accounts.add_user(s, "ada", "right password")
     with db.Session.begin() as s:
-        assert accounts.log_in(s, "ada", "wrong password") == (None, "wrong name or password")
-        assert accounts.log_in(s, "nobody", "wrong password") == (None, "wrong name or password")
+        assert accounts.log_in(s, "ada", "wrong password", HOME) == (None, "wrong name or password")
+        assert accounts.log_in(s, "nobody", "wrong password", HOME) == (None, "wrong name or password")
 
 
-def test_a_hundred_wrong_passwords_lock_the_account_and_cost_little(db):
+def test_a_hundred_wrong_guesses_lock_that_address_out_of_that_account_only(db):
     with db.Session.begin() as s:
         accounts.add_user(s, "ada", "right password")
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    answers = []
-    for _ in range(100):
+
+    def log_in(password: str, address: str = AWAY, when: datetime = now):
         with db.Session.begin() as s:  # each try its own request, as over HTTP
-            answers.append(accounts.log_in(s, "ada", "wrong password", now=now))
+            return accounts.log_in(s, "ada", password, address, now=when)
+
+    answers = [log_in("wrong password") for _ in range(100)]
     assert all(name is None for name, _ in answers)
     assert answers[4][1] == "wrong name or password"  # the fifth failure sets the lock
-    assert answers[5][1].startswith("too many failed logins") and "try again in 2 s" in answers[5][1]
-    with db.Session() as s:
-        user = s.query(User).one()
-        assert user.failed_logins == 5  # locked tries are refused before any hashing and counting
-    with db.Session.begin() as s:  # the right password while locked is refused too
-        assert accounts.log_in(s, "ada", "right password", now=now)[0] is None
+    assert answers[5][1] == "too many failed logins for this account from your address: try again in 2 s"
+    with db.Session() as s:  # locked tries are refused before any hashing and counting
+        assert s.query(LoginThrottle).filter_by(address=AWAY, name="ada").one().failures == 5
+    assert log_in("right password")[0] is None  # the right password from that address waits too
+    assert log_in("right password", HOME) == ("ada", "")  # the owner, from their own address, is let in
     later = now + timedelta(seconds=3)
-    with db.Session.begin() as s:  # a failure after the lock ends doubles it
-        assert accounts.log_in(s, "ada", "wrong password", now=later)[0] is None
-    with db.Session.begin() as s:
-        assert "try again in 4 s" in accounts.log_in(s, "ada", "right password", now=later)[1]
-    with db.Session.begin() as s:  # once the lock has passed, the right password works and resets it
-        assert accounts.log_in(s, "ada", "right password", now=later + timedelta(seconds=5)) == ("ada", "")
+    assert log_in("wrong password", when=later)[0] is None  # a failure after the lock ends doubles it
+    assert "try again in 4 s" in log_in("right password", when=later)[1]
+    # once the lock has passed, the right password works and forgets that pair's misses
+    assert log_in("right password", when=later + timedelta(seconds=5)) == ("ada", "")
     with db.Session() as s:
-        assert s.query(User).one().failed_logins == 0
+        assert s.query(LoginThrottle).filter_by(address=AWAY, name="ada").count() == 0
+
+
+def test_many_names_guessed_from_one_address_lock_that_address_for_all_names(db):
+    with db.Session.begin() as s:
+        accounts.add_user(s, "ada", "right password")
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for n in range(accounts.ADDRESS_LOCK_AFTER):
+        with db.Session.begin() as s:
+            assert accounts.log_in(s, f"name{n}", "a guess", AWAY, now=now) == (None, "wrong name or password")
+    with db.Session.begin() as s:
+        assert accounts.log_in(s, "ada", "right password", AWAY, now=now) == (
+            None, "too many failed logins from your address: try again in 2 s")
+        assert accounts.log_in(s, "ada", "right password", HOME, now=now) == ("ada", "")
+    with db.Session.begin() as s:  # misses are forgotten a day after the last one
+        accounts.log_in(s, "ada", "right password", HOME, now=now + accounts.FORGET_AFTER + timedelta(seconds=1))
+    with db.Session() as s:
+        assert s.query(LoginThrottle).count() == 0
+
+
+def test_an_old_hash_is_made_again_at_the_next_login(db):
+    import base64
+    import hashlib
+
+    salt = b"0123456789abcdef"
+    digest = hashlib.scrypt(b"right password", salt=salt, n=2**14, r=8, p=1, dklen=32)
+    old = f"scrypt$16384$8$1${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    with db.Session.begin() as s:
+        s.add(User(name="ada", password_hash=old))
+    with db.Session.begin() as s:
+        assert accounts.log_in(s, "ada", "wrong password", HOME)[0] is None
+    with db.Session() as s:
+        assert s.query(User).one().password_hash == old  # a wrong password changes nothing
+    with db.Session.begin() as s:
+        assert accounts.log_in(s, "ada", "right password", HOME) == ("ada", "")
+    with db.Session() as s:
+        new = s.query(User).one().password_hash
+    assert new.startswith("scrypt$131072$8$1$") and accounts.password_matches("right password", new)
+
+
+def test_sessions_hold_until_they_expire_or_the_password_changes(db):
+    with db.Session.begin() as s:
+        accounts.add_user(s, "ada", "right password")
+        accounts.add_user(s, "bob", "right password")
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    hours = timedelta(hours=12)
+    with db.Session.begin() as s:
+        ada, ada2, bob = (accounts.open_session(s, name, hours, now=now) for name in ("ada", "ada", "bob"))
+    with db.Session() as s:
+        assert accounts.session_user(s, ada, now=now + hours - timedelta(seconds=1)) == "ada"
+        assert accounts.session_user(s, ada, now=now + hours) is None  # expired
+        assert accounts.session_user(s, "made up", now=now) is None
+        assert ada not in {row.token_hash for row in s.query(LoginSession)}  # only its hash is kept
+    with db.Session.begin() as s:
+        accounts.end_session(s, ada2)  # logging out ends that session only
+    with db.Session() as s:
+        assert accounts.session_user(s, ada2, now=now) is None and accounts.session_user(s, ada, now=now) == "ada"
+    with db.Session.begin() as s:
+        accounts.set_password(s, "ada", "a new password")
+    with db.Session() as s:
+        assert accounts.session_user(s, ada, now=now) is None  # every session of ada's ended
+        assert accounts.session_user(s, bob, now=now) == "bob"
+    with db.Session.begin() as s:  # expired sessions are cleared as new ones open
+        accounts.open_session(s, "bob", hours, now=now + 2 * hours)
+    with db.Session() as s:
+        assert s.query(LoginSession).count() == 1
 
 
 def test_stories_written_without_accounts_can_be_claimed(db):
@@ -125,8 +192,8 @@ def test_an_unknown_name_costs_a_hash_as_a_wrong_password_does(db, monkeypatch):
     real = module.password_matches
     monkeypatch.setattr(module, "password_matches", lambda pw, stored: checked.append(stored) or real(pw, stored))
     with db.Session.begin() as s:
-        assert accounts.log_in(s, "nobody", "some password") == (None, "wrong name or password")
-        assert accounts.log_in(s, "ada", "some password") == (None, "wrong name or password")
+        assert accounts.log_in(s, "nobody", "some password", HOME) == (None, "wrong name or password")
+        assert accounts.log_in(s, "ada", "some password", HOME) == (None, "wrong name or password")
     assert checked[0] == module.NOBODY and checked[1].startswith("scrypt$") and len(checked) == 2
 
 
@@ -138,11 +205,11 @@ def test_guesses_sent_in_parallel_all_count(db):
 
     def guess(n: int) -> str:
         with db.Session.begin() as s:
-            return accounts.log_in(s, "ada", f"guess {n}")[1]
+            return accounts.log_in(s, "ada", f"guess {n}", AWAY)[1]
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(guess, range(16)))
     counted = answers.count("wrong name or password")
     with db.Session() as s:
-        failures = s.query(User).filter_by(name="ada").one().failed_logins
+        failures = s.query(LoginThrottle).filter_by(address=AWAY, name="ada").one().failures
     assert counted >= accounts.LOCK_AFTER and failures == counted  # no guess was lost to another's write

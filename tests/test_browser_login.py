@@ -1,6 +1,6 @@
 """The login page in a real browser (Debian's Chromium via Playwright) against `storyloom serve`
-with accounts on: a wrong password is refused on the page, the right one opens the app, and each
-person's story list holds their own stories only. No model call: the story is imported."""
+with accounts on: a wrong password is refused on the page, the right one opens the app, each
+person's story list holds their own stories only, and Log out ends the session. No model call: the story is imported."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ def browser():
 def log_in(browser, url: str, name: str, password: str):
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.goto(url)
-    page.get_by_label("username").fill(name)
-    page.get_by_label("password").fill(password)
-    page.get_by_role("button", name="Login").click()
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
     return page
 
 
@@ -48,7 +48,8 @@ def story_options(page, expected: str) -> list[str]:
 def test_a_wrong_password_is_refused_on_the_login_page(server, browser):
     url, _ = server
     page = log_in(browser, url, "ada", "not the password")
-    page.get_by_text("Incorrect Credentials", exact=True).wait_for(timeout=30_000)
+    page.get_by_role("alert").get_by_text("Wrong name or password").wait_for(timeout=30_000)
+    assert page.get_by_label("Name").input_value() == "ada"  # what was typed stays
     assert page.locator("#premise").count() == 0  # the app is not shown
     page.screenshot(path=ARTIFACTS / "login-refused.png")
 
@@ -63,7 +64,8 @@ def test_each_person_lists_only_their_own_stories(server, browser):
         page.screenshot(path=ARTIFACTS / f"login-{name}.png")
         page.locator("#who").get_by_text(f"Logged in as {name}").wait_for(timeout=10_000)
 
-    page.get_by_role("link", name="Log out").click()  # back to the login page, and the session ended
-    page.get_by_role("button", name="Login").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Log out").click()  # back to the login page, and the session ended
+    page.get_by_role("button", name="Log in").wait_for(timeout=30_000)
     page.goto(url)
-    page.get_by_role("button", name="Login").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Log in").wait_for(timeout=30_000)
+    assert page.context.cookies() == []

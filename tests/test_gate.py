@@ -43,7 +43,7 @@ def test_a_foreign_host_is_refused_and_this_servers_names_are_served(accounts_se
     status, _, text = ask(accounts_server, "GET", "/config", {"Host": f"rebind.evil.example:{port}"})
     assert status == 400 and "does not answer to the host 'rebind.evil.example" in text
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", "novels.example", f"NOVELS.example:{port}"):
-        assert ask(accounts_server, "GET", "/", {"Host": host})[0] == 200, host
+        assert ask(accounts_server, "GET", "/login", {"Host": host})[0] == 200, host
 
 
 def test_another_sites_page_is_refused_and_a_listed_origin_is_allowed(accounts_server):

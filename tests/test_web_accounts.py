@@ -16,8 +16,11 @@ from gradio_client import Client, handle_file
 
 from tests.conftest import EXE, storyloom_env, storyloom_here
 
-# eve is for the lockout test: the others' logins stay open for every other test on the server
-PASSWORDS = {"ada": "ada's long password", "bob": "bob's long password", "eve": "eve's long password"}
+# eve is for the lockout test, dan for ending sessions: the others' logins stay as they are for
+# every other test on the server
+PASSWORDS = {"ada": "ada's long password", "bob": "bob's long password", "eve": "eve's long password",
+             "dan": "dan's long password"}
+HOME, AWAY = "198.51.100.7", "203.0.113.9"  # an owner's address, and someone else's (X-Forwarded-For)
 
 
 def add_users(data: Path) -> None:
@@ -45,10 +48,13 @@ def client(url: str, name: str) -> Client:
     return Client(url, auth=(name, PASSWORDS[name]), verbose=False)
 
 
-def log_in(url: str, name: str, password: str) -> tuple[int, str]:
+def log_in(url: str, name: str, password: str, address: str = HOME) -> tuple[int, str]:
+    """A login through the login route from `address` (the server trusts X-Forwarded-For from
+    loopback, as from a proxy on its own machine)."""
     form = urllib.parse.urlencode({"username": name, "password": password}).encode()
+    asked = urllib.request.Request(url + "login", data=form, headers={"X-Forwarded-For": address})
     try:
-        with urllib.request.urlopen(url + "login", data=form, timeout=30) as response:
+        with urllib.request.urlopen(asked, timeout=30) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -88,21 +94,96 @@ def test_each_person_sees_and_opens_only_their_own_stories(server, story_backup)
     assert nowhere["status"] == "**Nothing was written:** no story with id 999999"
 
 
-def test_a_hundred_wrong_passwords_lock_that_account_only(server):
-    answers = [log_in(server, "eve", f"guess number {n}") for n in range(100)]
-    assert {code for code, _ in answers} == {400}  # the status Gradio's login page answers
+def test_a_hundred_wrong_guesses_cannot_lock_the_owner_out(server):
+    answers = [log_in(server, "eve", f"guess number {n}", AWAY) for n in range(100)]
+    assert {code for code, _ in answers} == {400}
     wrong = '"Wrong name or password"'
-    locked = '"Too many failed logins for this account: try again in'
+    locked = '"Too many failed logins for this account from your address: try again in'
     assert all(wrong in detail for _, detail in answers[:5])
     assert all(wrong in detail or locked in detail for _, detail in answers)
     # locked after the 5th: 2 s, then 4, 8...; a miss is counted (and hashed) only when a lock ran
     # out, which a slow machine may let happen once or twice in a hundred quick tries
     assert 5 <= sum(wrong in detail for _, detail in answers) <= 8
-    assert log_in(server, "nobody", "some password") == (400, f'{{"detail":{wrong}}}')  # as a wrong password
-    right = log_in(server, "eve", PASSWORDS["eve"])
-    assert right[0] == 400 and locked in right[1]  # locked, even with the right password
-    assert log_in(server, "bob", PASSWORDS["bob"])[0] == 200  # everyone else is served
-    assert isinstance(own_stories(client(server, "bob")), list)
+    assert log_in(server, "nobody", "some password", AWAY) == (400, f'{{"detail":{wrong}}}')  # as a wrong password
+    right = log_in(server, "eve", PASSWORDS["eve"], AWAY)
+    assert right[0] == 400 and locked in right[1]  # from the guesser's address, even the right password waits
+    assert log_in(server, "eve", PASSWORDS["eve"], HOME) == (200, '{"success":true}')  # eve, from her own
+    assert isinstance(own_stories(client(server, "eve")), list)
+
+
+def test_one_login_is_checked_at_a_time_per_address(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def burst(addresses: list[str]) -> list[int]:
+        with ThreadPoolExecutor(len(addresses)) as pool:
+            return [code for code, _ in pool.map(lambda a: log_in(server, "dan", PASSWORDS["dan"], a), addresses)]
+
+    crowd = burst(["192.0.2.50"] * 4)  # a hash takes about half a second: the others come while it runs
+    assert 200 in crowd and 429 in crowd and set(crowd) <= {200, 429}, crowd
+    assert burst([f"192.0.2.{n}" for n in range(60, 63)]) == [200] * 3  # different addresses: all checked
+
+
+def session_cookie(url: str, name: str) -> str:
+    status, headers = None, None
+    form = urllib.parse.urlencode({"username": name, "password": PASSWORDS[name]}).encode()
+    with urllib.request.urlopen(urllib.request.Request(url + "login", data=form), timeout=30) as response:
+        status, headers = response.status, response.headers
+    cookie = headers["set-cookie"]
+    assert status == 200 and cookie.startswith("storyloom-session=")
+    assert "HttpOnly" in cookie and "Max-Age=43200" in cookie and "SameSite=Lax" in cookie, cookie
+    return cookie.split(";")[0]
+
+
+def answer(url: str, path: str, cookie: str, method: str = "GET") -> int:
+    asked = urllib.request.Request(url + path, headers={"Cookie": cookie}, method=method)
+    try:
+        with urllib.request.urlopen(asked, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_logging_out_takes_a_post_and_ends_that_session(server):
+    first, second = session_cookie(server, "dan"), session_cookie(server, "dan")
+    assert answer(server, "gradio_api/info", first) == 200
+    assert answer(server, "logout", first) == 405  # a link (a GET) logs nobody out
+    assert answer(server, "gradio_api/info", first) == 200
+    out = urllib.request.Request(server + "logout", data=b"", headers={"Cookie": first})
+    with urllib.request.urlopen(out, timeout=30) as response:  # sent on to the login page
+        assert response.url == server + "login"
+    assert answer(server, "gradio_api/info", first) == 401
+    assert answer(server, "gradio_api/info", second) == 200  # dan's other session goes on
+
+
+def test_a_session_ends_when_it_expires_and_when_the_password_changes(server, accounts_folder):
+    import sqlite3
+
+    old, new = session_cookie(server, "dan"), session_cookie(server, "dan")
+    with sqlite3.connect(accounts_folder / "storyloom.db") as database:  # the clock moves past 12 hours
+        token_hash = __import__("hashlib").sha256(old.split("=", 1)[1].encode()).hexdigest()
+        assert database.execute("UPDATE login_session SET expires_at = '2000-01-01 00:00:00' WHERE token_hash = ?",
+                                (token_hash,)).rowcount == 1
+    assert answer(server, "gradio_api/info", old) == 401
+    assert answer(server, "gradio_api/info", new) == 200
+    for password in ("a new password for dan", PASSWORDS["dan"]):
+        status, _, err = storyloom_here(accounts_folder, "user", "passwd", "dan", "--password-stdin",
+                                        stdin=password + "\n")
+        assert status == 0, err
+        assert answer(server, "gradio_api/info", new) == 401  # every session of dan's ended at once
+
+
+def test_the_page_sends_a_browser_without_a_session_to_the_login_page(server):
+    page = urllib.request.Request(server, headers={"Accept": "text/html"})
+    with urllib.request.urlopen(page, timeout=30) as response:  # followed to the login page
+        assert response.url.endswith("/login") and 'name="password"' in response.read().decode()
+    form = urllib.parse.urlencode({"username": "ada", "password": "not it"}).encode()
+    refused = urllib.request.Request(server + "login", data=form, headers={"Accept": "text/html",
+                                                                            "X-Forwarded-For": "192.0.2.99"})
+    with pytest.raises(urllib.error.HTTPError) as shown:
+        urllib.request.urlopen(refused, timeout=30)
+    text = shown.value.read().decode()
+    assert shown.value.code == 400 and 'role="alert"' in text and "Wrong name or password" in text
+    assert 'value="ada"' in text  # the name stays typed
 
 
 def test_no_accounts_on_every_network_and_no_empty_accounts(tmp_path):

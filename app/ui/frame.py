@@ -84,10 +84,11 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
     import uvicorn
 
     from app.gate import allowed_hosts, origin_of, web_app
-    from app.people import LOGIN_MESSAGE, check_binding, login_check
-    from app.service.manuscripts import MAX_FILE
+    from app.logins import Logins
+    from app.people import check_binding
     from app.wiring import build_service
     from storage import accounts
+    from storage.drafts import MAX_DRAFT_BYTES
 
     host = host or settings.host
     port = port or settings.port
@@ -111,8 +112,9 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
                        files_ttl=settings.files_ttl)
     blocks.queue(default_concurrency_limit=16)
     app = web_app(blocks, hosts=hosts, origins=origins, server_name=host, server_port=port, theme=gr.themes.Soft(),
-                  show_error=True, ssr_mode=False, auth=login_check(service.context.db) if settings.auth else None,
-                  auth_message=LOGIN_MESSAGE, max_file_size=MAX_FILE)
+                  show_error=True, ssr_mode=False,
+                  max_file_size=max(settings.max_backup_bytes, MAX_DRAFT_BYTES),
+                  logins=Logins(service.context.db, settings.session_ttl) if settings.auth else None)
     shown = f"[{host}]" if ":" in host else host
     logging.getLogger("storyloom.serve").info("serving on http://%s:%d/ (answering to %s)", shown, port,
                                               ", ".join(sorted(hosts)))

@@ -53,8 +53,8 @@ def logged_in(service: StoryService) -> Shown:
     owner = service.context.owner
     if owner is repo.ANYONE:
         return {"who": ""}
-    return {"who": f'<p style="text-align: right">Logged in as <b>{html.escape(owner)}</b> · '
-                   '<a href="logout">Log out</a></p>'}
+    return {"who": f'<form method="post" action="logout" style="text-align: right">Logged in as '
+                   f'<b>{html.escape(owner)}</b> · <button type="submit" id="logout">Log out</button></form>'}
 
 
 @action(story=False)
