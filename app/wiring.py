@@ -26,7 +26,9 @@ def build_service(settings: Settings) -> StoryService:
     db = open_database(settings.database())
     embedder = Embedder(settings.embedder, device=None if settings.device == "auto" else settings.device,
                         dtype=settings.embedder_dtype)
-    limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k)
+    limits = Limits(settings.max_premise_chars, settings.max_plan_chars, top_k=settings.top_k,
+                    draft_paragraphs=settings.max_draft_paragraphs, draft_words=settings.max_draft_words,
+                    backup_bytes=settings.max_backup_bytes)
     decoding = Decoding(ditto=settings.ditto, guard=settings.guard, guard_lambda=settings.guard_lambda)
     writer = Writer(backend, retries=settings.retries, one_call=settings.one_call)
     return StoryService(db, LongTermMemory(embedder), writer, limits, decoding,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 
 from common.errors import InvalidInput
 from storage.formats import Chapter, Manuscript
@@ -18,6 +19,7 @@ _NUMBER = (r"(?:\d{1,4}|[IVXLC]{1,7}|one|two|three|four|five|six|seven|eight|nin
 _CHAPTER_LINE = re.compile(  # "Chapter 3", "CHAPTER THREE: The Door", "Chapter 12 The Storm", "Part II", "IV"
     rf"(?:(?i:(?:chapter|part|book)\s+{_NUMBER})\b|(?i:prologue|epilogue)\b)"
     rf"(?:\s*[:.—–-]\s*.{{0,80}}|\s+[A-Z0-9\"'“‘].{{0,80}})?|[IVXLC]{{1,7}}\.?")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _SETEXT = re.compile(r"^(=+|-+)\s*$")
 _ATX = re.compile(r"(#{1,6})(?:[ \t]+(.*))?")
 _MD_BYLINE = re.compile(r"\*by (.{1,200})\*")  # what our Markdown export writes under the title
@@ -52,14 +54,17 @@ def decode_draft(raw: bytes, name: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def read_draft(text: str, markdown: bool, fallback_title: str = "Imported draft") -> Manuscript:
+def read_draft(text: str, markdown: bool, fallback_title: str = "Imported draft",
+               max_paragraphs: int | None = None) -> Manuscript:
     """A draft as a manuscript. Markdown: the first level-1 heading is the title, other headings
     start chapters. Plain text: Setext headings (a line underlined with '=' or '-') and lines like
     "Chapter 3", "CHAPTER THREE: The Door", "Prologue" or "IV" alone start chapters; the first
     '='-underlined heading is the title. Hard-wrapped lines join, scene breaks (* * *) are dropped,
     and a paragraph over PARAGRAPH_WORDS words is split at sentence ends (a 200,000-character
-    line becomes many paragraphs)."""
+    line becomes many paragraphs). A draft of more than `max_paragraphs` paragraphs is refused as
+    soon as the count passes it, so that a file of blank lines costs no more than a long novel."""
     title: str | None = None
+    count = 0
     author = ""
     chapters: list[Chapter] = []
     heading: str | None = None
@@ -70,7 +75,7 @@ def read_draft(text: str, markdown: bool, fallback_title: str = "Imported draft"
             chapters.append(Chapter(heading, list(paragraphs)))
             paragraphs.clear()
 
-    for block in re.split(r"\n[ \t]*\n", text):
+    for block in _blocks(text):
         lines = [ln for ln in block.strip("\n").split("\n") if ln.strip()]  # trailing "  ": a hard break
         if not lines or _SCENE_BREAK.match(" ".join(lines)):
             continue
@@ -89,11 +94,26 @@ def read_draft(text: str, markdown: bool, fallback_title: str = "Imported draft"
                 and (byline := _byline(lines, markdown)):
             author = byline  # "by Ann" under the title, as our exports write it
             continue
-        paragraphs.extend(_split_long(_md_paragraph(lines) if markdown else " ".join(" ".join(lines).split())))
+        pieces = _split_long(_md_paragraph(lines) if markdown else " ".join(" ".join(lines).split()))
+        count += len(pieces)
+        if max_paragraphs is not None and count > max_paragraphs:
+            raise InvalidInput(f"the draft has more than {max_paragraphs:,} paragraphs, the most one import takes "
+                               "(STORYLOOM_MAX_DRAFT_PARAGRAPHS); split it, or import it in parts")
+        paragraphs.extend(pieces)
     close_chapter()
     if not chapters:
         raise InvalidInput("the draft has no paragraphs of text")
     return Manuscript((title or fallback_title).strip()[:500] or fallback_title, chapters, author[:200])
+
+
+def _blocks(text: str) -> Iterator[str]:
+    """The text's blocks between blank lines, one at a time (a list of millions would cost more
+    than the file)."""
+    start = 0
+    for gap in _BLANK_LINE.finditer(text):
+        yield text[start:gap.start()]
+        start = gap.end()
+    yield text[start:]
 
 
 def _byline(lines: list[str], markdown: bool) -> str | None:

@@ -30,6 +30,9 @@ class Limits:
     lore: int = 8  # pinned entries and triggered lore in one prompt, at most
     memory_chars: int = 4000  # a memory entry or the short-term memory
     query_chars: int = 2000  # a memory search typed by the person
+    draft_paragraphs: int = 20_000  # paragraphs of a draft to import (a long novel has 5,000)
+    draft_words: int = 1_000_000  # words of a draft to import
+    backup_bytes: int = 200_000_000  # a JSON backup to import
 
 
 class StoryLocks:
@@ -46,20 +49,22 @@ class StoryLocks:
 
 class AutoRuns:
     """The auto runs going on, each with its stop signal, by (owner, story id): only the person
-    who started one can stop it, and a story has one run at a time."""
+    who started one can stop it, and a story has one run at a time. (Imports are kept here too,
+    by (owner, "import"): one at a time per person.)"""
 
     def __init__(self):
         self._runs: dict[tuple, threading.Event] = {}
         self._guard = threading.Lock()
 
     @contextmanager
-    def running(self, key: tuple) -> Iterator[threading.Event]:
+    def running(self, key: tuple,
+                busy: str = "Auto mode is already running on this story.") -> Iterator[threading.Event]:
         """Claim the story for a run, and give its stop signal; set and released when the run
         ends (also when the page that started it went away: nobody could press Stop any more)."""
         cancel = threading.Event()
         with self._guard:
             if self._runs.setdefault(key, cancel) is not cancel:  # two tabs cannot both start
-                raise Busy("Auto mode is already running on this story.")
+                raise Busy(busy)
         try:
             yield cancel
         finally:
@@ -68,11 +73,11 @@ class AutoRuns:
                 if self._runs.get(key) is cancel:
                     del self._runs[key]
 
-    def stop(self, key: tuple) -> None:
+    def stop(self, key: tuple, idle: str = "Nothing is running on this story.") -> None:
         with self._guard:
             cancel = self._runs.get(key)
         if cancel is None:
-            raise InvalidInput("Nothing is running on this story.")
+            raise InvalidInput(idle)
         cancel.set()
 
 

@@ -1,13 +1,20 @@
 """Manuscripts out and in: export a story's current branch (Markdown, text, EPUB, DOCX, PDF) or
 the whole story as a JSON backup; import a backup, or a draft written elsewhere as a new story
-with its long-term and short-term memory built from it. An import is one transaction."""
+with its long-term and short-term memory built from it.
+
+An import is one transaction, bounded by the limits (paragraphs and words of a draft, bytes of a
+backup), and says how far it has got. It can be cancelled at any point until it commits: a
+cancelled import writes nothing. It uses the model only for a draft's closing summary and plans,
+so it does not hold the model's line while it reads, embeds and saves."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,10 +22,11 @@ from app.service.context import StoryContext, checked_text
 from app.service.stories import StoryView, view_of
 from memory.longterm import Embedded, chunks
 from storage import backup, drafts, formats, repo
-from common.errors import InvalidInput, StoryloomError
+from common.errors import Cancelled, InvalidInput, StoryloomError
 
 Progress = Callable[[str], None]  # a line saying how far a long import or export has got
 EMBED_BATCH = 256  # memory chunks embedded at a time when importing a draft
+SAVE_BATCH = 1000  # paragraphs saved between two progress lines (and checks for a cancel)
 RECENT_FOR_SUMMARY = 600  # words of the draft's end the model reads to write its short-term memory
 
 
@@ -89,11 +97,20 @@ class Manuscripts:
 
     # -- import --------------------------------------------------------------------------
 
-    def import_file(self, name: str, raw: bytes, premise: str | None = None,
-                    on_progress: Progress | None = None) -> StoryView:
+    def importing(self) -> AbstractContextManager[threading.Event]:
+        """Claim this person's import line (one import at a time each), with its cancel signal."""
+        return self.context.runs.running((self.context.owner, "import"),
+                                         busy="You are importing a file already: wait for it, or cancel it.")
+
+    def cancel_import(self) -> None:
+        self.context.runs.stop((self.context.owner, "import"), idle="You are not importing anything.")
+
+    def import_file(self, name: str, raw: bytes, premise: str | None = None, on_progress: Progress | None = None,
+                    cancel: threading.Event | None = None) -> StoryView:
         """A new story from a file: a storyloom JSON backup (restored exactly), or a Markdown or
-        plain-text draft. Nothing is written unless all of it is."""
-        progress = on_progress or (lambda line: None)
+        plain-text draft. Nothing is written unless all of it is; setting `cancel` stops it with
+        Cancelled (and nothing written) at its next check, until it commits."""
+        progress = _checked(on_progress or (lambda line: None), cancel)
         suffix = Path(name).suffix.lower()
         drafts = {".md": True, ".markdown": True, ".txt": False, ".text": False}
         if suffix == ".json" or (suffix not in drafts and raw.lstrip()[:1] == b"{"):
@@ -104,6 +121,10 @@ class Manuscripts:
 
     def import_backup(self, raw: bytes, name: str = "the backup", progress: Progress | None = None) -> StoryView:
         progress = progress or (lambda line: None)
+        if len(raw) > self.context.limits.backup_bytes:
+            raise InvalidInput(f"{name} has {len(raw):,} bytes; a backup may have at most "
+                               f"{self.context.limits.backup_bytes:,} (STORYLOOM_MAX_BACKUP_BYTES)")
+        progress(f"Reading {name} ({len(raw):,} bytes)…")
         document = backup.parse(raw, name)
         embedder = self.context.memory.embedder
         info = document["vectors"] or {}
@@ -113,10 +134,11 @@ class Manuscripts:
             texts = [m["text"] for m in document["memories"]]
             progress(f"Embedding {len(texts)} memory entries (the backup's vectors are missing or from another model)")
             vectors = [v.tobytes() for v in self._embed(texts, progress).vectors]
+        progress(f"Saving {len(document['steps']):,} paragraphs and {len(document['memories']):,} memory entries…")
         with self.context.db.Session.begin() as session:
             story = backup.restore(session, document, vectors, owner=self.context.owner_name)
             story_id = story.id
-        progress("Restored.")
+            progress("Restored.")  # the last moment to cancel: the commit follows
         return view_of(self.context, story_id)
 
     def import_draft(self, raw: bytes, name: str, premise: str | None = None, progress: Progress | None = None,
@@ -129,7 +151,12 @@ class Manuscripts:
         progress = progress or (lambda line: None)
         limits = self.context.limits
         text = drafts.decode_draft(raw, name)
-        m = drafts.read_draft(text, markdown, fallback_title=Path(name).stem or "Imported draft")
+        progress(f"Reading {name} ({len(raw):,} bytes)…")
+        m = drafts.read_draft(text, markdown, fallback_title=Path(name).stem or "Imported draft",
+                              max_paragraphs=limits.draft_paragraphs)
+        if m.words > limits.draft_words:
+            raise InvalidInput(f"{name} has {m.words:,} words; one import takes at most {limits.draft_words:,} "
+                               "(STORYLOOM_MAX_DRAFT_WORDS); split it, or import it in parts")
         title, notices = _fit(m.title, limits.title_chars, "The title")
         paragraphs = [p[:limits.paragraph_chars] for p in m.paragraphs]
         headings: list[str | None] = []
@@ -146,8 +173,8 @@ class Manuscripts:
         filed = self._embed([piece for _, piece in pieces], progress)
         memories = [_rolling_memory(paragraphs[max(0, i - 5):i + 1], limits.memory_chars) for i in range(len(paragraphs))]
         plans: list[str] = []
+        progress("The model writes the short-term memory and three plans from the end of the draft…")
         try:
-            progress("The model writes the short-term memory and three plans from the end of the draft…")
             writer = self.context.writer_for(None)
             recent = " ".join(" ".join(paragraphs).split()[-RECENT_FOR_SUMMARY:])
             memories[-1], _ = writer.summarize(premise, recent)
@@ -163,6 +190,8 @@ class Manuscripts:
             parent = None
             steps = []
             for i, paragraph in enumerate(paragraphs):
+                if i and i % SAVE_BATCH == 0:
+                    progress(f"Saved {i:,} of {len(paragraphs):,} paragraphs")
                 parent = repo.add_step(session, story, parent=parent, plan="", paragraph=paragraph,
                                        short_memory=memories[i], plans=plans if i == len(paragraphs) - 1 else [],
                                        model=f"imported from {name}"[:500], chapter=headings[i],
@@ -171,7 +200,7 @@ class Manuscripts:
             self.context.memory.add_many(session, story.id, filed, "paragraph", [steps[i] for i, _ in pieces])
             self.context.memory.add(session, story.id, summary, "summary", step_id=steps[-1])
             story_id = story.id
-        progress(f"Saved in {time.perf_counter() - started:.1f} s.")
+            progress(f"Saved {len(paragraphs):,} paragraphs in {time.perf_counter() - started:.1f} s.")
         view = view_of(self.context, story_id)
         return replace(view, notice=" ".join(notices)) if notices else view
 
@@ -186,6 +215,20 @@ class Manuscripts:
         if not parts:
             return Embedded([], np.zeros((0, self.context.memory.embedder.dim), dtype=np.float32))
         return Embedded([t for p in parts for t in p.texts], np.concatenate([p.vectors for p in parts]))
+
+
+def _checked(progress: Progress, cancel: threading.Event | None) -> Progress:
+    """`progress` that first stops the import when `cancel` is set. An import says how far it got
+    often (every batch embedded or saved), so each line is also where a cancel takes effect."""
+    if cancel is None:
+        return progress
+
+    def line(text: str) -> None:
+        if cancel.is_set():
+            raise Cancelled("the import was cancelled; nothing was written")
+        progress(text)
+
+    return line
 
 
 def first_sentences(text: str, n: int) -> str:

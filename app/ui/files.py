@@ -76,9 +76,11 @@ def build(page: Page) -> None:
                        file_types=[".json", ".md", ".markdown", ".txt"], type="filepath", elem_id="import-file")
         premise = gr.Textbox(label="Premise of a draft (optional; default: its first sentences)", lines=2,
                              elem_id="import-premise")
-        import_button = gr.Button("Import as a new story", variant="primary", elem_id="import")
+        with gr.Row():
+            import_button = gr.Button("Import as a new story", variant="primary", elem_id="import")
+            cancel_button = gr.Button("Cancel the import", variant="stop", elem_id="import-cancel")
     page.add(export_format=fmt, export_vectors=vectors, export_button=export_button, download=download,
-             import_file=file, import_premise=premise, import_button=import_button)
+             import_file=file, import_premise=premise, import_button=import_button, import_cancel=cancel_button)
 
 
 @action(story=False)
@@ -92,13 +94,21 @@ def import_story(service: StoryService, path, premise_text):
         return (f"Imported **{name}** as story {view.id}, {len(view.paragraphs)} paragraphs."
                 + (f" {view.notice}" if view.notice else ""))
 
-    for event in stream(import_file, service, name, raw, premise_text or None):
-        yield render(service, event, note=imported)
+    with service.manuscripts.importing() as cancel:  # also set when the page goes away mid-import
+        for event in stream(import_file, service, name, raw, premise_text or None, cancel):
+            yield render(service, event, note=imported)
 
 
-def import_file(service: StoryService, name: str, raw: bytes, premise: str | None, on_text) -> StoryView:
+def import_file(service: StoryService, name: str, raw: bytes, premise: str | None, cancel, on_text) -> StoryView:
     """The import, its progress lines shown as the text being written."""
-    return service.manuscripts.import_file(name, raw, premise, on_progress=lambda line: on_text("import", line))
+    return service.manuscripts.import_file(name, raw, premise, on_progress=lambda line: on_text("import", line),
+                                           cancel=cancel)
+
+
+@action(story=False)
+def cancel_import(service: StoryService) -> Shown:
+    service.manuscripts.cancel_import()
+    return {"status": "Cancelling the import… nothing of it will be kept."}
 
 
 def wire(page: Page, follow: Callable) -> None:
@@ -106,5 +116,10 @@ def wire(page: Page, follow: Callable) -> None:
     page["export_button"].click(page.on(action(exports.export, also=HIDDEN)),
                                 page.of("story_id", "export_format", "export_vectors"),
                                 page.of("download", "writing", "status"))
+    # an import holds the model only for a draft's closing summary (its calls take their turn on
+    # the model), so it has a line of its own: steps go on while someone imports a novel
     follow(page["import_button"].click(page.on(import_story), page.of("import_file", "import_premise"),
-                                       page.of(*STORY_PAGE), **page.model))
+                                       page.of(*STORY_PAGE), api_name="import_story", concurrency_id="imports",
+                                       concurrency_limit=page.writers))
+    page["import_cancel"].click(page.on(cancel_import), None, page.of("writing", "status"), concurrency_limit=None,
+                                api_name="cancel_import")
