@@ -47,8 +47,8 @@ class Settings(BaseSettings):
                                  "call this server from the browser; default none but its own")
     allow_no_auth: bool = Field(False, description="serve a non-loopback address without accounts (everyone "
                                 "who reaches it shares every story)")
-    writers: int = Field(1, ge=1, le=64, description="events that use the model (steps, clarify, reading, "
-                         "imports) run this many at a time, the others wait in line; auto runs have a line of "
+    writers: int = Field(1, ge=1, le=64, description="events that use the model (steps, clarify, reading) "
+                         "run this many at a time, the others wait in line; auto runs have a line of "
                          "their own; all their model calls take turns on the one loaded model")
     one_call: bool = Field(False, description="write each step in one call in RecurrentGPT's format "
                            "(for capable models); default: focused calls, which small models can follow")
