@@ -3,14 +3,18 @@ readers' playthroughs), its long-term memory (with or without vectors) and its s
 
 Ids inside a backup are its own: steps, playthroughs and memory entries are numbered 1, 2, ... in
 the order they were written, so exporting a restored story gives the same document again. A
-SHA-256 of the content catches a truncated or edited file; every reference is checked before
-anything is written, and `restore` writes in the caller's transaction (all or nothing)."""
+SHA-256 of the content catches a truncated or edited file; the shape of every field and every
+reference are checked before anything is written (a file edited and resealed with a new SHA-256
+is no different), and `restore` writes in the caller's transaction (all or nothing)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import math
+import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -93,17 +97,23 @@ def _map_trace(trace: dict, ids: dict) -> dict:
 # -- reading a backup -----------------------------------------------------------------------
 
 def parse(raw: bytes, name: str = "the backup") -> dict:
-    """A backup document read and checked through: format, version, checksum, every field's type
-    and every reference. InvalidInput says what is wrong; nothing is written."""
+    """A backup document read and checked through: format, version, checksum, the type and shape
+    of every field, and every reference. InvalidInput says what is wrong and where; nothing is
+    written. The checksum only catches accidents: a backup edited and resealed is checked as
+    strictly, since what it holds is shown by the Read and Inspect tabs and written to the database."""
     if len(raw) > MAX_BYTES:
         raise InvalidInput(f"{name} has {len(raw):,} bytes; a backup may have at most {MAX_BYTES:,}")
     try:
-        document = json.loads(raw.decode("utf-8-sig"))
+        text = raw.decode("utf-8-sig")
+        document = json.loads(text, parse_constant=_not_finite, parse_float=_finite)
     except UnicodeDecodeError:
         raise InvalidInput(f"{name} is not UTF-8 text, so not a storyloom backup") from None
     except json.JSONDecodeError as e:
         cut = "; it stops before its end (truncated?)" if not raw.rstrip().endswith(b"}") else ""
         raise InvalidInput(f"{name} is not complete JSON ({e.msg}: line {e.lineno}, column {e.colno}){cut}") from None
+    except _NotFinite as e:  # read again, letting such numbers through, to say where it is
+        raise InvalidInput(f"{name} is damaged: {_where(_first_not_finite(json.loads(text)))} is {e}; "
+                           "the numbers in a backup are finite") from None
     except (ValueError, RecursionError) as e:  # a number of thousands of digits, nesting thousands deep
         raise InvalidInput(f"{name} is not a storyloom backup ({type(e).__name__})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -123,136 +133,263 @@ def parse(raw: bytes, name: str = "the backup") -> dict:
                            "use an unedited copy")
     try:
         _check(document)
-    except (KeyError, TypeError, ValueError) as e:  # a field missing or of the wrong type
-        raise InvalidInput(f"{name} is damaged: {_why(e)}") from None
+    except _Damaged as e:
+        raise InvalidInput(f"{name} is damaged: {e}") from None
     return document
 
 
-def _why(e: Exception) -> str:
-    return f"missing field {e}" if isinstance(e, KeyError) else str(e)
+class _NotFinite(ValueError):
+    """NaN, Infinity or a number too large for a float: not JSON, though Python's json reads them."""
 
 
-def _need(ok: bool, message: str) -> None:
+def _not_finite(literal: str):
+    raise _NotFinite(literal)
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e400
+        raise _NotFinite(literal)
+    return value
+
+
+def _first_not_finite(document) -> tuple:
+    """The path to the first number that is not finite (in the order of the text, as json met it)."""
+    stack: list[tuple[tuple, Any]] = [((), document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path
+        inside = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        stack.extend(reversed([((*path, key), item) for key, item in inside]))
+    return ()
+
+
+_NUMBERED = {"steps": "step", "playthroughs": "playthrough", "memories": "memory entry"}
+
+
+def _where(path: tuple) -> str:
+    """A place in a backup as a person looks for it: ("steps", 11, "trace", "calls", 0) is
+    "step 12: trace.calls[0]" (steps, playthroughs and memory entries by their own numbers)."""
+    if len(path) > 1 and path[0] in _NUMBERED and isinstance(path[1], int):
+        head, rest = f"{_NUMBERED[path[0]]} {path[1] + 1}", path[2:]
+    elif path:
+        head, rest = str(path[0]), path[1:]
+    else:
+        return "the backup"
+    inner = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in rest).removeprefix(".")
+    return f"{head}: {inner}" if inner and not inner.startswith("[") else head + inner
+
+
+class _Damaged(Exception):
+    """What is wrong with a backup, and where."""
+
+    def __init__(self, path: tuple, problem: str):
+        super().__init__(f"{_where(path)} {problem}")
+
+
+def _need(ok: bool, path: tuple, problem: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise _Damaged(path, problem)
 
 
-def _text(record: dict, key: str, limit: int | None, what: str, optional: bool = False) -> None:
-    value = record[key]
-    if optional and value is None:
-        return
-    _need(isinstance(value, str), f"{what} {key} is not text")
-    _need(limit is None or len(value) <= limit, f"{what} {key} is longer than {limit} characters")
+# -- the shape of a backup: each Shape checks the value at a path ------------------------
+
+Shape = Callable[[Any, tuple], None]
+WHOLE_LIMIT = 2**31 - 1  # the columns' INTEGER (32 bits on PostgreSQL)
 
 
-def _int(value, what: str) -> None:
-    _need(isinstance(value, int) and not isinstance(value, bool), f"{what} is not a whole number")
+def _text(limit: int | None = None, filled: bool = False) -> Shape:
+    def text(value, path):
+        _need(isinstance(value, str), path, "is not text")
+        _need(limit is None or len(value) <= limit, path, f"is longer than {limit} characters")
+        _need(not filled or bool(value.strip()), path, "is empty")
+    return text
 
 
-def _when(value, what: str) -> None:
+def _whole(value, path) -> None:
+    _need(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= WHOLE_LIMIT, path,
+          f"is not a whole number from 0 to {WHOLE_LIMIT:,}")
+
+
+def _number(value, path) -> None:
+    _need(isinstance(value, (int, float)) and not isinstance(value, bool), path, "is not a number")
+    _need(abs(value) <= sys.float_info.max, path, "is too large")
+
+
+def _flag(value, path) -> None:
+    _need(isinstance(value, bool), path, "is not true or false")
+
+
+def _date(value, path) -> None:
     if value is not None:
-        _need(isinstance(value, str), f"{what} is not a date")
-        datetime.fromisoformat(value)
+        _need(isinstance(value, str), path, "is not a date")
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise _Damaged(path, f"{value[:40]!r} is not a date") from None
 
+
+def _scalar(value, path) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        _number(value, path)
+    else:
+        _need(value is None or isinstance(value, (str, bool)), path, "is not text, a number, true/false or null")
+
+
+def _anything(value, path) -> None:
+    """Any JSON value (its numbers finite, as parse reads them)."""
+
+
+def _maybe(shape: Shape) -> Shape:
+    def maybe(value, path):
+        if value is not None:
+            shape(value, path)
+    return maybe
+
+
+def _one_of(values: tuple) -> Shape:
+    def one_of(value, path):
+        _need(value in values, path, f"is {repr(value)[:50]}, not one of {', '.join(values)}")
+    return one_of
+
+
+def _list(item: Shape) -> Shape:
+    def items(value, path):
+        _need(isinstance(value, list), path, "is not a list")
+        for n, x in enumerate(value):
+            item(x, (*path, n))
+    return items
+
+
+def _record(required: dict[str, Shape], optional: dict[str, Shape] | None = None, others: Shape | None = None) -> Shape:
+    """An object with the `required` fields and any of the `optional` ones; other fields are
+    refused unless `others` says what they may hold."""
+    optional = optional or {}
+
+    def record(value, path):
+        _need(isinstance(value, dict), path, "is not an object")
+        for key, shape in required.items():
+            _need(key in value, path, f"has no {key!r}")
+            shape(value[key], (*path, key))
+        for key, value_of in value.items():
+            shape = optional.get(key) or (None if key in required else others)
+            _need(key in required or shape is not None, path,
+                  f"has a field {key[:50]!r} that storyloom never writes there")
+            if shape is not None:
+                shape(value_of, (*path, key))
+    return record
+
+
+# Settings and decoding settings are open: another version may save more of them, and readers
+# ignore the ones they do not know. A trace is closed: the Inspect tab shows each of its fields.
+_DECODING = _record({}, others=_scalar)
+_PART = _record({"tokens": _whole, "budget": _whole}, {"each": _list(_whole)})
+_ENTRY = _maybe(_whole)  # a memory entry's number in the backup; None for one deleted since
+_TRACE = _record({}, {
+    "calls": _list(_record({"part": _text(100), "attempt": _whole, "prompt": _text(), "output": _text()},
+                           {"prompt_tokens": _whole, "completion_tokens": _whole, "problem": _text(),
+                            "candidates": _list(_text())})),
+    "retries": _whole,
+    "parts": _record({}, dict.fromkeys(("premise", "short_memory", "memories", "lore", "last_paragraph",
+                                        "instruction"), _PART)),
+    "retrieved": _list(_record({"score": _number, "text": _text()},
+                               {"id": _ENTRY, "cosine": _number, "words": _number})),
+    "lore": _list(_record({"reason": _text(), "text": _text()}, {"id": _ENTRY})),
+    "lore_left_out": _whole, "decoding": _DECODING, "imported": _text(),
+})
+_DOCUMENT = _record({
+    "format": _text(), "version": _whole, "sha256": _text(),
+    "story": _record({
+        **{key: _text(limit, filled=key == "title") for key, limit in _STORY_TEXT.items()},
+        "owner": _maybe(_text(200)), "head": _maybe(_whole), "created_at": _date, "updated_at": _date,
+        "settings": _record({}, {"decoding": _DECODING, "sca_auto": _flag, "author": _text()}, others=_anything),
+    }),
+    "steps": _list(_record({
+        **{key: _text(limit) for key, limit in _STEP_TEXT.items()}, "id": _whole, "parent": _maybe(_whole),
+        "depth": _whole, "plans": _list(_text(filled=True)), "prompt_tokens": _whole, "completion_tokens": _whole,
+        "seconds": _number, "trace": _TRACE, "chapter": _maybe(_text(500)), "playthrough": _maybe(_whole),
+        "created_at": _date,
+    })),
+    "playthroughs": _list(_record({
+        "id": _whole, "reader": _text(200), "start_step": _whole, "head_step": _whole,
+        "choices": _list(_text(filled=True)), "created_at": _date,
+    })),
+    "memories": _list(_record({
+        "id": _whole, "step": _maybe(_whole), "kind": _one_of(MEMORY_KINDS), "text": _text(), "pinned": _flag,
+        "stale": _flag, "keys": _list(_text()), "revision": _whole, "created_at": _date, "last_retrieved_at": _date,
+    }, {"vector": _text()})),
+    "vectors": _maybe(_record({"dtype": _one_of(("float32",))}, {"name": _text(), "dim": _whole})),
+})
+
+
+# -- what refers to what -----------------------------------------------------------------
 
 def _check(d: dict) -> None:
-    story = d["story"]
-    _check_story(story)
-    steps, plays, memories = d["steps"], d["playthroughs"], d["memories"]
-    _need(all(isinstance(x, list) for x in (steps, plays, memories)), "steps, playthroughs and memories must be lists")
-    _need(bool(steps), "the backup has no steps (no paragraphs)")
-    play_ids = set(range(1, len(plays) + 1))
-    for n, step in enumerate(steps, 1):
-        _check_step(step, n, steps, play_ids)
-    head = story["head"]
-    _need(head is None or (isinstance(head, int) and 1 <= head <= len(steps) and steps[head - 1]["playthrough"] is None),
-          f"the story's head {head!r} is not one of the writer's steps")
-    for n, play in enumerate(plays, 1):
-        _check_playthrough(play, n, len(steps))
-    _check_memories(memories, d["vectors"], len(steps))
+    """The shape of every field, then every reference (on fields of the right types)."""
+    _DOCUMENT(d, ())
+    steps, plays = d["steps"], d["playthroughs"]
+    _need(bool(steps), (), "has no steps (no paragraphs)")
+    _check_steps(steps, len(plays))
+    head = d["story"]["head"]
+    _need(head is None or (1 <= head <= len(steps) and steps[head - 1]["playthrough"] is None), ("story", "head"),
+          f"{head} is not one of the writer's steps")
+    for n, play in enumerate(plays):
+        _check_playthrough(play, n, steps)
+    _check_memories(d["memories"], d["vectors"], len(steps))
 
 
-def _check_story(story) -> None:
-    _need(isinstance(story, dict), "story is not an object")
-    for key, limit in _STORY_TEXT.items():
-        _text(story, key, limit, "story")
-    _need(bool(story["title"].strip()), "the story's title is empty")
-    _text(story, "owner", 200, "story", optional=True)
-    _need(isinstance(story["settings"], dict), "story settings are not an object")
-    _when(story["created_at"], "story created_at")
-    _when(story["updated_at"], "story updated_at")
+def _check_steps(steps: list, play_count: int) -> None:
+    """A tree: each step after its parent, one deeper. A reader's scene follows the writer's step
+    its playthrough began at, or another of its scenes; the writer's steps never follow a scene."""
+    for n, step in enumerate(steps):
+        path, parent, play = ("steps", n), step["parent"], step["playthrough"]
+        _need(step["id"] == n + 1, path, f"is numbered {step['id']}; steps must be numbered 1, 2, ... in order")
+        _need(parent is None or 1 <= parent <= n, path, f"has parent {parent}; a parent must be an earlier step")
+        _need(step["depth"] == (0 if parent is None else steps[parent - 1]["depth"] + 1), path,
+              "has a depth that does not follow its parent")
+        _need(play is None or 1 <= play <= play_count, path,
+              f"names playthrough {play}, which the backup does not have")
+        _need(play is None or parent is not None, path, "is a reader's scene with no step before it")
+        above = None if parent is None else steps[parent - 1]["playthrough"]
+        owner = "the writer's" if play is None else f"playthrough {play}'s"
+        _need(above is None or above == play, path, f"is {owner}, under step {parent} of playthrough {above}")
 
 
-def _check_step(step: dict, n: int, steps: list, play_ids: set[int]) -> None:
-    what = f"step {n}"
-    _need(step["id"] == n, f"{what} is numbered {step['id']!r}; steps must be numbered 1, 2, ... in order")
-    parent = step["parent"]
-    _need(parent is None or (isinstance(parent, int) and 1 <= parent < n),
-          f"{what} has parent {parent!r}; a parent must be an earlier step")
-    _int(step["depth"], f"{what} depth")
-    _need(step["depth"] == (0 if parent is None else steps[parent - 1]["depth"] + 1),
-          f"{what} depth does not follow its parent")
-    for key, limit in _STEP_TEXT.items():
-        _text(step, key, limit, what)
-    _text(step, "chapter", 500, what, optional=True)
-    _need(isinstance(step["plans"], list) and all(isinstance(p, str) for p in step["plans"]),
-          f"{what} plans are not a list of text")
-    _int(step["prompt_tokens"], f"{what} prompt_tokens")
-    _int(step["completion_tokens"], f"{what} completion_tokens")
-    _need(isinstance(step["seconds"], (int, float)), f"{what} seconds is not a number")
-    _check_trace(step["trace"], what)
-    _need(step["playthrough"] is None or step["playthrough"] in play_ids, f"{what} names no playthrough")
-    _when(step["created_at"], f"{what} created_at")
-
-
-def _check_trace(trace, what: str) -> None:
-    _need(isinstance(trace, dict), f"{what} trace is not an object")
-    for key in ("retrieved", "lore"):
-        items = trace.get(key) or []
-        _need(isinstance(items, list) and all(
-            isinstance(i, dict) and (i.get("id") is None or (isinstance(i["id"], int) and not isinstance(i["id"], bool)))
-            for i in items), f"{what} trace {key} is not a list of entries")
-
-
-def _check_playthrough(play: dict, n: int, step_count: int) -> None:
-    what = f"playthrough {n}"
-    _need(play["id"] == n, f"{what} is numbered {play['id']!r}")
-    _text(play, "reader", 200, what)
+def _check_playthrough(play: dict, n: int, steps: list) -> None:
+    path, start, head = ("playthroughs", n), play["start_step"], play["head_step"]
+    _need(play["id"] == n + 1, path, f"is numbered {play['id']}; playthroughs must be numbered 1, 2, ... in order")
     for key in ("start_step", "head_step"):
-        _need(isinstance(play[key], int) and 1 <= play[key] <= step_count, f"{what} {key} is not a step")
-    _need(isinstance(play["choices"], list), f"{what} choices are not a list")
-    _when(play["created_at"], f"{what} created_at")
+        _need(1 <= play[key] <= len(steps), (*path, key), f"{play[key]} is not a step")
+    _need(steps[start - 1]["playthrough"] is None, (*path, "start_step"), f"{start} is not one of the writer's steps")
+    _need(head == start or steps[head - 1]["playthrough"] == n + 1, (*path, "head_step"),
+          f"{head} is neither its start_step nor one of its scenes")
+    began = head  # back through its scenes to the writer's step it began at
+    while steps[began - 1]["playthrough"] is not None:
+        began = steps[began - 1]["parent"]
+    _need(began == start, (*path, "start_step"), f"{start} is not on the path to its head_step {head}")
 
 
-def _check_memories(memories: list, vectors, step_count: int) -> None:
-    _need(vectors is None or (isinstance(vectors, dict) and vectors.get("dtype") == "float32"),
-          "vectors must be null or {\"dtype\": \"float32\", ...}")
+def _check_memories(memories: list, vectors: dict | None, step_count: int) -> None:
     sizes = set()
-    for n, entry in enumerate(memories, 1):
-        what = f"memory entry {n}"
-        _need(entry["id"] == n, f"{what} is numbered {entry['id']!r}")
-        _need(entry["step"] is None or (isinstance(entry["step"], int) and 1 <= entry["step"] <= step_count),
-              f"{what} names no step")
-        _need(entry["kind"] in MEMORY_KINDS, f"{what} kind {entry['kind']!r} is not one of {', '.join(MEMORY_KINDS)}")
-        _text(entry, "text", None, what)
-        _need(isinstance(entry["pinned"], bool) and isinstance(entry["stale"], bool), f"{what} pinned/stale not true/false")
-        _need(isinstance(entry["keys"], list) and all(isinstance(k, str) for k in entry["keys"]),
-              f"{what} keys are not a list of text")
-        _int(entry["revision"], f"{what} revision")
-        _when(entry["created_at"], f"{what} created_at")
-        _when(entry["last_retrieved_at"], f"{what} last_retrieved_at")
+    for n, entry in enumerate(memories):
+        path = ("memories", n)
+        _need(entry["id"] == n + 1, path, f"is numbered {entry['id']}; entries must be numbered 1, 2, ... in order")
+        _need(entry["step"] is None or 1 <= entry["step"] <= step_count, path,
+              f"names step {entry['step']}, which the backup does not have")
         if vectors is not None:
-            sizes.add(_vector_size(entry["vector"], what))
-    _need(len(sizes) <= 1, "memory vectors have different sizes")
+            _need("vector" in entry, path, "has no 'vector'")
+            sizes.add(_vector_size(entry["vector"], (*path, "vector")))
+    _need(len(sizes) <= 1, (), "has memory vectors of different sizes")
 
 
-def _vector_size(encoded, what: str) -> int:
+def _vector_size(encoded: str, path: tuple) -> int:
     """Bytes of one memory entry's base64 vector, checked to be float32 numbers."""
     try:
         size = len(base64.b64decode(encoded, validate=True))
-    except (ValueError, TypeError):
-        raise ValueError(f"{what} vector is not base64") from None
-    _need(size > 0 and size % 4 == 0, f"{what} vector is not float32 numbers")
+    except ValueError:
+        raise _Damaged(path, "is not base64") from None
+    _need(size > 0 and size % 4 == 0, path, "is not float32 numbers")
     return size
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from app.ui.inspect import inspector_markdown
 from generation.backend import Decoding
 from common.errors import GenerationFailed
 from storage import backup
@@ -85,6 +86,15 @@ def test_a_backup_restores_the_story_exactly(written, db):
     assert (copy.title, copy.paragraphs, copy.chapters, copy.plans, copy.short_memory) == \
         (original.title, original.paragraphs, original.chapters, original.plans, original.short_memory)
     assert service.decoding(restored.id) == service.decoding(story_id)
+    with db.Session() as s:  # the Inspect tab shows every step, the reader's scene too
+        step_ids = s.scalars(select(Step.id).where(Step.story_id == restored.id)).all()
+    shown = [inspector_markdown(service.stories.inspect(restored.id, i)) for i in step_ids]
+    assert len(shown) == 5 and "Retrieved memories" in shown[-1]
+    reading = service.reading  # and the Read tab the playthrough
+    [(played, reader, scenes)] = reading.playthroughs(story_id)
+    [(replayed, *copied)] = reading.playthroughs(restored.id)
+    assert copied == [reader, scenes] and reading.view(replayed).scenes == reading.view(played).scenes
+    assert reading.view(replayed).choices == reading.view(played).choices
     hits = service.search_memory(restored.id, "the reef where the Kestrel sank", k=3)  # an index from the vectors
     assert hits and "Kestrel" in hits[0].text
     assert len(service.step(restored.id, plan=1).paragraphs) == len(copy.paragraphs) + 1  # and writing goes on
@@ -118,11 +128,12 @@ def _resealed(document: dict) -> bytes:
     (lambda raw, d: _resealed({**d, "steps": [{**d["steps"][0], "parent": 3}] + d["steps"][1:]}),
      "damaged: step 1 has parent 3"),
     (lambda raw, d: _resealed({**d, "memories": [{**d["memories"][0], "kind": "gossip"}] + d["memories"][1:]}),
-     "damaged: memory entry 1 kind 'gossip'"),
-    (lambda raw, d: _resealed({k: v for k, v in d.items() if k != "playthroughs"}), "damaged: missing field 'playthroughs'"),
+     "damaged: memory entry 1: kind is 'gossip', not one of"),
+    (lambda raw, d: _resealed({k: v for k, v in d.items() if k != "playthroughs"}),
+     "damaged: the backup has no 'playthroughs'"),
     (lambda raw, d: _resealed({**d, "steps": [{**d["steps"][0], "trace": {"retrieved": ["x", 3]}}] + d["steps"][1:]}),
-     "damaged: step 1 trace retrieved is not a list of entries"),
-    (lambda raw, d: _resealed({**d, "story": {**d["story"], "title": "  "}}), "damaged: the story's title is empty"),
+     r"damaged: step 1: trace\.retrieved\[0\] is not an object"),
+    (lambda raw, d: _resealed({**d, "story": {**d["story"], "title": "  "}}), "damaged: story: title is empty"),
     (lambda raw, d: b"[" * 100_000, "not a storyloom backup"),
     (lambda raw, d: raw.replace(b'"Mara', b'"\\ud800Mara', 1), "not valid Unicode"),
     (lambda raw, d: b"[1, 2, 3]", "not a storyloom backup"),
@@ -134,6 +145,84 @@ def test_bad_backups_are_refused_and_nothing_is_written(backup_bytes, db, embedd
     before = counts(db)
     with pytest.raises(InvalidInput, match=message):
         manuscripts.import_file("story.json", spoil(backup_bytes, json.loads(backup_bytes)))
+    assert counts(db) == before
+
+
+def _changed(d: dict, part: str, number: int, **fields) -> dict:
+    """The document with `fields` of its step, playthrough or memory entry `number` replaced."""
+    items = [dict(item) for item in d[part]]
+    items[number - 1].update(fields)
+    return {**d, part: items}
+
+
+def _traced(d: dict, number: int, **fields) -> dict:
+    """The document with `fields` of step `number`'s trace replaced."""
+    return _changed(d, "steps", number, trace={**d["steps"][number - 1]["trace"], **fields})
+
+
+def _with_number(document: dict, literal: str) -> bytes:
+    """The document, resealed, with `literal` (NaN, Infinity, 1e400) as step 2's seconds, as JSON
+    edited by hand holds it: Python's json reads all of these (1e400 as infinity)."""
+    spoilt = _changed(document, "steps", 2, seconds=float(literal))
+    raw = _resealed(spoilt)
+    return raw if literal in ("NaN", "Infinity", "-Infinity") else raw.replace(b"Infinity", literal.encode())
+
+
+def _scene_under_scene(d: dict) -> dict:
+    """A writer's step 6 under the reader's scene 5, and the story's head there."""
+    scene = d["steps"][4]
+    step = {**scene, "id": 6, "parent": 5, "depth": scene["depth"] + 1, "playthrough": None}
+    return {**d, "steps": d["steps"] + [step], "story": {**d["story"], "head": 6}}
+
+
+# Backups edited by hand and resealed with a checksum of their own: each imported before, and then
+# broke the Read or Inspect tab, writing, or a PostgreSQL insert (the story of write_story: steps 1
+# to 4 are the writer's, 3 a second version of 2, and 5 is playthrough 1's scene after step 4).
+RESEALED = [
+    (lambda d: _with_number(d, "NaN"), "step 2: seconds is NaN"),
+    (lambda d: _with_number(d, "-Infinity"), "step 2: seconds is -Infinity"),
+    (lambda d: _with_number(d, "1e400"), "step 2: seconds is 1e400"),
+    (lambda d: _resealed(_traced(d, 5, retrieved=[{**d["steps"][4]["trace"]["retrieved"][0], "score": float("inf")}])),
+     r"step 5: trace\.retrieved\[0\]\.score is Infinity"),
+    (lambda d: _resealed(_traced(d, 1, calls="the prompt")), r"step 1: trace\.calls is not a list"),
+    (lambda d: _resealed(_traced(d, 1, calls=[{"part": "title", "attempt": 1, "output": "x"}])),
+     r"step 1: trace\.calls\[0\] has no 'prompt'"),
+    (lambda d: _resealed(_traced(d, 2, parts={"premise": {"tokens": "8", "budget": 120}})),
+     r"step 2: trace\.parts\.premise\.tokens is not a whole number"),
+    (lambda d: _resealed(_traced(d, 2, parts={"<img src=x>": {"tokens": 8, "budget": 120}})),
+     r"step 2: trace\.parts has a field '<img src=x>'"),
+    (lambda d: _resealed(_traced(d, 5, retrieved=[{"id": 1, "score": "high", "text": "x"}])),
+     r"step 5: trace\.retrieved\[0\]\.score is not a number"),
+    (lambda d: _resealed(_traced(d, 1, step_id="<b>7</b>")), "step 1: trace has a field 'step_id'"),
+    (lambda d: _resealed(_traced(d, 1, decoding=[0.2])), r"step 1: trace\.decoding is not an object"),
+    (lambda d: _resealed(_changed(d, "steps", 1, prompt_tokens=2**40)),
+     "step 1: prompt_tokens is not a whole number from 0 to 2,147,483,647"),
+    (lambda d: _resealed(_changed(d, "steps", 1, plans=["Go on.", " "])), r"step 1: plans\[1\] is empty"),
+    (lambda d: _resealed(_changed(d, "playthroughs", 1, choices=[1, 2])),
+     r"playthrough 1: choices\[0\] is not text"),
+    (lambda d: _resealed(_changed(d, "playthroughs", 1, choices=["Run.", ""])),
+     r"playthrough 1: choices\[1\] is empty"),
+    (lambda d: _resealed(_changed(d, "playthroughs", 1, start_step=2)),
+     "playthrough 1: start_step 2 is not on the path to its head_step 5"),
+    (lambda d: _resealed(_changed(d, "playthroughs", 1, start_step=5)),
+     "playthrough 1: start_step 5 is not one of the writer's steps"),
+    (lambda d: _resealed(_changed(d, "playthroughs", 1, head_step=2)),
+     "playthrough 1: head_step 2 is neither its start_step nor one of its scenes"),
+    (lambda d: _resealed(_scene_under_scene(d)), "step 6 is the writer's, under step 5 of playthrough 1"),
+    (lambda d: _resealed({**d, "story": {**d["story"], "settings": {"decoding": [1.1]}}}),
+     r"story: settings\.decoding is not an object"),
+    (lambda d: _resealed({**d, "story": {**d["story"], "settings": {"author": 7}}}),
+     r"story: settings\.author is not text"),
+]
+
+
+@pytest.mark.parametrize("spoil, message", RESEALED)
+def test_resealed_backups_that_would_break_the_app_are_refused(backup_bytes, db, embedder, spoil, message):
+    manuscripts = make_service(db, embedder)[0].manuscripts
+    manuscripts.import_file("story.json", backup_bytes)
+    before = counts(db)
+    with pytest.raises(InvalidInput, match=f"^story.json is damaged: {message}"):
+        manuscripts.import_file("story.json", spoil(json.loads(backup_bytes)))
     assert counts(db) == before
 
 

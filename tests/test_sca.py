@@ -225,5 +225,7 @@ def test_auto_mode_with_the_setting_on_writes_from_the_best_wording(backend, emb
         assert scores[0] != "None"
         asked = [r.messages[-1]["content"] for r in served.requests if "In this paragraph:" in r.messages[-1]["content"]]
         assert asked[-1].endswith(f"In this paragraph: {call['output']}")  # the best wording is what was asked for
+        again = service.manuscripts.import_backup(service.manuscripts.export(story.id, "json").data)
+        assert service.inspect(again.id)["calls"] == trace["calls"]  # a backup keeps the clarify call
     finally:
         db.close()
