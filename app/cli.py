@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from common.errors import StoryloomError
@@ -113,10 +114,20 @@ class Progress:
         print(message, file=self.stream, flush=True)
 
 
+def shown(text: str) -> str:
+    """Stored text (a title, a paragraph, a memory) made safe for a terminal. Text stored before the
+    input checks, imported, or written by the model may hold what those checks refuse (an ANSI
+    escape that clears the screen, a bell), or a lone carriage return that writes over the line:
+    each becomes its escape, visible (\\x1b[2J); everything else is printed as it is."""
+    from app.service.context import UNPRINTABLE
+
+    return re.sub(f"{UNPRINTABLE.pattern}|\r(?!\n)", lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 def _print_plans(plans: list[str]) -> None:
     print("\nPlans:")
     for number, plan in enumerate(plans, 1):
-        print(f"  {number}. {plan}")
+        print(f"  {number}. {shown(plan)}")
 
 
 def _cost(view) -> str:
@@ -150,9 +161,9 @@ def run(args: argparse.Namespace) -> None:
     service = build_service(settings)
     if args.command == "list":
         for story_id, title in service.list_stories():
-            print(f"{story_id}\t{title}")
+            print(f"{story_id}\t{shown(title)}")
     elif args.command == "show":
-        sys.stdout.write(service.manuscript(args.story_id))
+        sys.stdout.write(shown(service.manuscript(args.story_id)))
     elif args.command == "memory":
         _memory(service, args)
     elif args.command == "sca":
@@ -167,7 +178,7 @@ def run(args: argparse.Namespace) -> None:
         progress = Progress()
         view = service.new_story(args.premise, args.title, on_text=progress)
         progress.done(f"story {view.id} started ({_cost(view)})")
-        print(f"# {view.title}\n\n{view.paragraphs[-1]}")
+        print(shown(f"# {view.title}\n\n{view.paragraphs[-1]}"))
         _print_plans(view.plans)
         print(view.id)
     elif args.command == "auto":
@@ -180,7 +191,7 @@ def run(args: argparse.Namespace) -> None:
             plan = None if args.instruction is not None else (1 if args.plan is None else args.plan)
             view = service.step(args.story_id, plan=plan, instruction=args.instruction, on_text=progress)
             progress.done(f"step {number}/{args.count}: paragraph {len(view.paragraphs)} written ({_cost(view)})")
-            print(f"\n{view.paragraphs[-1]}")
+            print(f"\n{shown(view.paragraphs[-1])}")
             _print_plans(view.plans)
 
 
@@ -283,7 +294,7 @@ def _auto(service, story_id: int, steps: int) -> None:
 
         def on_step(number: int, total: int, view) -> None:
             bar.update(1)
-            print(f"\n{view.paragraphs[-1]}", flush=True)
+            print(f"\n{shown(view.paragraphs[-1])}", flush=True)
 
         view = service.auto(story_id, steps, on_text=on_text, on_step=on_step)
     print(f"{len(view.paragraphs) - start} steps written; story {story_id} has {len(view.paragraphs)} paragraphs",
@@ -304,7 +315,7 @@ def _memory(service, args: argparse.Namespace) -> None:
         for r in rows:
             flags = ",".join(f for f, on in (("pinned", r.pinned), ("stale", r.stale)) if on)
             keys = f"[keys: {', '.join(r.keys)}] " if r.keys else ""
-            print(f"{r.id}\t{r.kind}\t{r.where}\t{flags or '-'}\t{keys}{r.text}")
+            print(shown(f"{r.id}\t{r.kind}\t{r.where}\t{flags or '-'}\t{keys}{r.text}"))
         return
     found = memories.search(args.story_id, args.query, args.k)
     where = found.where
@@ -315,9 +326,10 @@ def _memory(service, args: argparse.Namespace) -> None:
         return
     print("score\tcosine\twords\tid\tkind\twhere\ttext")
     for h in found.hits:
-        print(f"{h.score:.3f}\t{h.cosine:.3f}\t{h.words:.1f}\t{h.entry_id}\t{h.kind}\t{where.get(h.entry_id)}\t{h.text}")
+        print(shown(f"{h.score:.3f}\t{h.cosine:.3f}\t{h.words:.1f}\t{h.entry_id}\t{h.kind}\t{where.get(h.entry_id)}\t"
+                    f"{h.text}"))
     for e in found.by_rule:
-        print(f"{e.reason}\t\t\t{e.entry_id}\t{e.kind}\t{where.get(e.entry_id)}\t{e.text}")
+        print(shown(f"{e.reason}\t\t\t{e.entry_id}\t{e.kind}\t{where.get(e.entry_id)}\t{e.text}"))
 
 
 def main(argv: list[str] | None = None) -> int:

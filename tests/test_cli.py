@@ -284,3 +284,37 @@ def test_a_password_on_stdin_that_is_not_utf8_is_one_clear_line(tmp_path):
     status, _, err = storyloom_here(tmp_path, "user", "add", "ada", "--password-stdin", stdin=b"\xff\xfe secret\n")
     assert status == 1 and err == "storyloom: error: the password on stdin is not UTF-8 text; nothing was changed\n"
     assert storyloom_here(tmp_path, "user", "list")[1] == ""
+
+
+ESCAPES = "\x1b[2J\x1b[31m"  # clear the screen, then write in red
+
+
+def test_stored_text_reaches_the_terminal_with_its_control_characters_made_visible(tmp_path, story_backup):
+    """Text stored before the input checks, or imported from a backup, may hold terminal escapes:
+    list, show and memory print them as visible escapes, never raw, and other text as it is."""
+    from storage import backup
+
+    document = json.loads(story_backup.read_bytes())
+    document["story"]["title"] = f"The {ESCAPES}Keeper’s Letter 🦊\x9b"
+    first = document["steps"][0]
+    first.update(paragraph=f"{ESCAPES}{first['paragraph']}\rThe end.\x07", chapter=f"One{ESCAPES}")
+    entry = document["memories"][0]
+    text = entry["text"]
+    entry.update(text=f"{text}{ESCAPES}", keys=[f"Mara{ESCAPES}"])
+    document["sha256"] = backup.checksum(document)
+    path = tmp_path / "escapes.json"
+    path.write_text(json.dumps(document))
+    data = tmp_path / "data"
+    story_id = import_into(data, path)
+    visible = "\\x1b[2J\\x1b[31m"
+    query = " ".join(text.split()[:12])
+    for args in (["list"], ["show", story_id], ["memory", story_id], ["memory", story_id, "--query", query]):
+        status, out, err = storyloom_here(data, *args)
+        assert status == 0, err
+        assert not [c for c in "\x1b\x9b\x07\r" if c in out + err], (args, out)
+        assert visible in out, (args, out)
+    assert storyloom_here(data, "list")[1] == f"{story_id}\tThe {visible}Keeper’s Letter 🦊\\x9b\n"
+    shown = storyloom_here(data, "show", story_id)[1]
+    assert f"## One{visible}\n\n{visible}" in shown and "\\rThe end.\\x07\n" in shown
+    listed = storyloom_here(data, "memory", story_id)[1]
+    assert f"[keys: Mara{visible}] {text}{visible}\n" in listed
