@@ -18,7 +18,12 @@ class InvalidInput(StoryloomError):
 
 
 class Conflict(StoryloomError):
-    """Another action changed the story first; nothing was written."""
+    """Another action changed the story first; nothing was written. `version`: when the refusal is
+    about one thing the person edits, its version now (what the message says it is)."""
+
+    def __init__(self, message: str, version: str | None = None):
+        super().__init__(message)
+        self.version = version
 
 
 class Busy(StoryloomError):

@@ -25,9 +25,15 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, embedder, model):
-    with scripted_app(tmp_path_factory.mktemp("browser"), embedder, model, TinyScorer()) as (url, _):
-        yield url
+def served(tmp_path_factory, embedder, model):
+    """The app's URL and its service (through which a test can act as another tab would)."""
+    with scripted_app(tmp_path_factory.mktemp("browser"), embedder, model, TinyScorer()) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
 
 
 @pytest.fixture(scope="module")
@@ -296,3 +302,25 @@ def test_15_clarify_refuses_bad_input_and_the_auto_setting_is_saved(page):
     page.locator("#sca-auto input").check()
     status_says(page, "Auto mode now clarifies", 15_000)
     shot(page, "22-clarify-auto")
+
+
+def test_16_an_entry_changed_in_another_tab_is_not_written_over(page, served):
+    service = served[1]
+    tab(page, "Memory")
+    status_says(page, "memory entries", 30_000)
+    page.locator("#memory-table").get_by_text("summary").filter(visible=True).first.click()  # pick an entry
+    page.wait_for_function("document.querySelector('#entry-id input').value !== ''", timeout=30_000)
+    entry = int(page.locator("#entry-id input").input_value())
+    story = int(page.locator("#stories input").input_value().split(":")[0])
+    service.memories.update(story, entry, "Another tab wrote this summary.")  # as another tab saves it
+    mine = "Mara keeps the second letter in the lamp room."
+    page.locator("#entry-text textarea").fill(mine)
+    page.locator("#entry-save").click()
+    status_says(page, "changed since this page showed it", 30_000)
+    assert "Another tab wrote this summary." in page.locator("#status").inner_text()
+    assert page.locator("#entry-text textarea").input_value() == mine  # the typed text stays
+    assert service.memories.entry(story, entry).text == "Another tab wrote this summary."
+    shot(page, "23-entry-refused")
+    page.locator("#entry-save").click()  # again, having seen what it replaces
+    status_says(page, f"Entry {entry} saved", 30_000)
+    assert service.memories.entry(story, entry).text == mine

@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from app.ui.inspect import inspector_markdown
 from app.ui.page import Problem, stream
 from common.errors import Conflict, InvalidInput, NotFound
@@ -143,3 +145,19 @@ def test_the_inspector_shows_plans_memories_and_lore_as_text_never_as_markup():
     rendered = MarkdownIt("commonmark").render(inspector_markdown(trace))
     assert "<img" not in rendered and "<a " not in rendered and "<em>now" not in rendered, rendered
     assert rendered.count("![pixel](http") == 4 and rendered.count("&lt;img src=x") == 4  # shown as written
+
+
+def test_a_problem_quoting_the_story_shows_it_as_written():
+    """A refusal quotes what a paragraph or memory now reads: on the status line (Markdown) and in
+    the warning (HTML), that text is shown, never fetched, followed or rendered."""
+    from markdown_it import MarkdownIt
+
+    from app.ui.page import problem
+
+    bait = "Go ![pixel](http://evil.example/p.png) [here](http://evil.example) <img src=x onerror=alert(1)> *now*"
+    with pytest.warns(UserWarning) as warned:
+        shown = problem(f"paragraph 2 changed since this page showed it; nothing was written. It now reads: «{bait}».")
+    rendered = MarkdownIt("commonmark").render(shown["status"])
+    assert "<img" not in rendered and "<a " not in rendered and "<em>now" not in rendered, rendered
+    assert "![pixel](http" in rendered and "&lt;img src=x" in rendered and "It now reads: «Go" in rendered
+    assert "<img" not in str(warned[0].message) and "&lt;img src=x" in str(warned[0].message)

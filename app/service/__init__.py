@@ -71,8 +71,8 @@ class StoryService:
     def decoding(self, story_id: int) -> Decoding:
         return self.stories.decoding(story_id)
 
-    def set_decoding(self, story_id: int, decoding: Decoding) -> Decoding:
-        return self.stories.set_decoding(story_id, decoding)
+    def set_decoding(self, story_id: int, decoding: Decoding, seen: str | None = None) -> Decoding:
+        return self.stories.set_decoding(story_id, decoding, seen)
 
     def clarify_automatically(self, story_id: int) -> bool:
         return self.stories.clarify_automatically(story_id)
@@ -100,14 +100,15 @@ class StoryService:
         return self.auto_mode.run(story_id, steps, on_text, on_step, cancel)
 
     def edit_paragraph(self, story_id: int, step_id: int, text: str, chapter: str | None = None,
-                       seen_head: int | None = None, on_text=None) -> StoryView:
-        return self.editing.edit_paragraph(story_id, step_id, text, chapter, seen_head, on_text)
+                       seen_head: int | None = None, on_text=None, seen: str | None = None) -> StoryView:
+        return self.editing.edit_paragraph(story_id, step_id, text, chapter, seen_head, on_text, seen)
 
-    def edit_short_memory(self, story_id: int, text: str, seen_head: int | None = None) -> StoryView:
-        return self.editing.edit_short_memory(story_id, text, seen_head)
+    def edit_short_memory(self, story_id: int, text: str, seen_head: int | None = None,
+                          seen: str | None = None) -> StoryView:
+        return self.editing.edit_short_memory(story_id, text, seen_head, seen)
 
-    def set_chapter(self, story_id: int, step_id: int, title: str | None) -> StoryView:
-        return self.editing.set_chapter(story_id, step_id, title)
+    def set_chapter(self, story_id: int, step_id: int, title: str | None, seen: str | None = None) -> StoryView:
+        return self.editing.set_chapter(story_id, step_id, title, seen)
 
     def switch(self, story_id: int, step_id: int) -> StoryView:
         return self.editing.switch(story_id, step_id)

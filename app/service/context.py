@@ -4,11 +4,15 @@ One context per person (as_user); the database, the model, the locks and the run
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+
+from sqlalchemy import update
 
 from common.errors import Busy, Conflict, InvalidInput, NotFound
 from generation.backend import Decoding, GradientScorer
@@ -16,7 +20,7 @@ from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
 from storage import repo
 from storage.db import Database
-from storage.models import Step, Story
+from storage.models import Step, Story, utcnow
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,17 @@ class StoryContext:
                            "nothing was written")
         return repo.get_step(session, story.head_step_id)
 
+    def claim(self, session, story_id: int) -> Story:
+        """The story, for a write that depends on what it reads (a page's version of what it
+        edits): its row is written first, so that this transaction holds the database's write lock
+        from here to the commit, and what it reads next is what it writes over. (SQLite starts a
+        transaction at its first write, not at a read; PostgreSQL locks the row.)"""
+        story = self.story(session, story_id)
+        session.execute(update(Story).where(Story.id == story.id).values(updated_at=utcnow())
+                        .execution_options(synchronize_session=False))
+        session.refresh(story)
+        return story
+
     def step_of(self, session, story_id: int, step_id: int) -> Step:
         """A step of the story (NotFound for another story's)."""
         self.story(session, story_id)
@@ -129,7 +144,10 @@ class StoryContext:
     def decoding(self, story_id: int) -> Decoding:
         """The story's anti-repetition settings (the defaults until the person changes them)."""
         with self.db.Session() as session:
-            saved = (self.story(session, story_id).settings or {}).get("decoding")
+            return self.decoding_of(self.story(session, story_id))
+
+    def decoding_of(self, story: Story) -> Decoding:
+        saved = (story.settings or {}).get("decoding")
         return Decoding.from_dict({**asdict(self.default_decoding), **saved}) if saved else self.default_decoding
 
     def writer_for(self, story_id: int | None) -> Writer:
@@ -153,6 +171,31 @@ def checked_text(value: str | None, what: str, limit: int) -> str:
         raise InvalidInput(f"the {what} has {kind} (U+{ord(bad.group()):04X}) at character {bad.start() + 1}; "
                            "remove it")
     return value
+
+
+def fingerprint(*fields) -> str:
+    """The version of something a person edits, from its id and the fields they see (the first 16
+    hex digits of their SHA-256): a page keeps the version it showed and sends it with a save."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+SAVE_AGAIN = "Your text is still in the box: save again to put it in place of this."
+
+
+def check_seen(seen: str | None, version: str, what: str, now: str, again: str = SAVE_AGAIN,
+               plural: bool = False) -> None:
+    """Refuse a save made from another version of `what` than the current one, `version` (None:
+    no check, for the CLI): a Conflict that says what it is `now` and carries its version, so a
+    page that has shown the message can let the person save again over what they have seen."""
+    if seen is not None and seen != version:
+        raise Conflict(f"{what} changed since this page showed {'them' if plural else 'it'} (in another tab or "
+                       f"window?); nothing was written. {now} {again}", version=version)
+
+
+def quoted(text: str | None, limit: int = 1000) -> str:
+    """Stored text inside a message: in «», its first `limit` characters."""
+    text = text or ""
+    return f"«{text[:limit]}…» ({len(text):,} characters)" if len(text) > limit else f"«{text}»"
 
 
 def pick(options: list[str], number: int, what: str = "plan") -> str:

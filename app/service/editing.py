@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.service.context import StoryContext, checked_text
+from app.service.context import StoryContext, check_seen, checked_text, quoted
 from app.service.steps import Derived, Steps
-from app.service.stories import StoryView, view_of
+from app.service.stories import StoryView, paragraph_version, short_memory_version, view_of
 from common.errors import Busy, InvalidInput, StoryloomError
 from generation.recurrence import OnText
 from storage import repo
@@ -20,19 +20,23 @@ class Editing:
         self.steps = steps
 
     def edit_paragraph(self, story_id: int, step_id: int, text: str, chapter: str | None = None,
-                       seen_head: int | None = None, on_text: OnText | None = None) -> StoryView:
+                       seen_head: int | None = None, on_text: OnText | None = None,
+                       seen: str | None = None) -> StoryView:
         """Replace a written paragraph by hand and, unless `chapter` is None, set the title of the
         chapter starting there ("" for none), in one transaction. Memories drawn from the old text
         (its chunks and its summary) are marked stale and derived again from the new text: the
         step's short-term memory is rewritten by the model, so the model sees the edit from then on.
         Pins carry over to the new entries. If the model cannot rewrite the summary, the edit is
-        still saved, the old summary is kept, and the view's notice says so."""
+        still saved, the old summary is kept, and the view's notice says so. With `seen` (the
+        paragraph_version the page showed), refused when the paragraph or its title changed since:
+        before the model is asked, and again when the edit is written."""
         text = checked_text(text, "paragraph", self.context.limits.paragraph_chars)
         title = chapter_title(chapter, self.context.limits.title_chars)
         with self.context.db.Session() as session:
             if seen_head is not None:
                 self.context.head(session, story_id, seen_head)
             step = self.context.step_of(session, story_id, step_id)
+            check_paragraph(step, seen)
             changed = text != step.paragraph
             before = (repo.get_step(session, step.parent_id).short_memory if step.parent_id is not None
                       else self.context.story(session, story_id).premise)
@@ -45,9 +49,11 @@ class Editing:
                              "old summary is kept and may still describe the old text: correct it in the Memory tab.")
         derived = self.steps.derive(text, memory) if changed else []
         with self.context.lock(story_id), self.context.db.Session.begin() as session:
+            self.context.claim(session, story_id)
             if seen_head is not None:
                 self.context.head(session, story_id, seen_head)
             step = self.context.step_of(session, story_id, step_id)
+            check_paragraph(step, seen)
             if text != step.paragraph:
                 notes += self._replace_text(session, story_id, step, text, memory, derived)
             if chapter is not None:
@@ -73,10 +79,12 @@ class Editing:
         return [f"Memory entries you had edited by hand ({', '.join(map(str, edited))}) were "
                 "replaced by entries drawn from the new text; the old ones are kept, marked stale."]
 
-    def edit_short_memory(self, story_id: int, text: str, seen_head: int | None = None) -> StoryView:
+    def edit_short_memory(self, story_id: int, text: str, seen_head: int | None = None,
+                          seen: str | None = None) -> StoryView:
         """Replace the short-term memory the next step starts from (the head's) by hand; its
         summary entry in long-term memory follows. Refused while a step is being written for this
-        story, since that step would carry the old memory forward."""
+        story, since that step would carry the old memory forward, and with `seen` (the
+        StoryView.memory_version the page showed) when it changed since."""
         text = checked_text(text, "short-term memory", self.context.limits.memory_chars)
         memory = self.context.memory
         embedded = memory.embed([text])
@@ -86,7 +94,10 @@ class Editing:
                        "(your text is still in the box)")
         try:
             with self.context.db.Session.begin() as session:
+                self.context.claim(session, story_id)
                 head = self.context.head(session, story_id, seen_head)
+                check_seen(seen, short_memory_version(head.id, head.short_memory), "the short-term memory",
+                           f"It now reads: {quoted(head.short_memory)}.")
                 head.short_memory = text
                 live = [e for e in repo.memory_entries(session, story_id, kinds=["summary"], steps=[head.id])
                         if not e.stale]
@@ -98,11 +109,15 @@ class Editing:
             lock.release()
         return view_of(self.context, story_id)
 
-    def set_chapter(self, story_id: int, step_id: int, title: str | None) -> StoryView:
-        """Start a chapter titled `title` at this paragraph (None or empty: no chapter starts here)."""
+    def set_chapter(self, story_id: int, step_id: int, title: str | None, seen: str | None = None) -> StoryView:
+        """Start a chapter titled `title` at this paragraph (None or empty: no chapter starts here).
+        With `seen`, as edit_paragraph."""
         title = chapter_title(title or "", self.context.limits.title_chars)
         with self.context.lock(story_id), self.context.db.Session.begin() as session:
-            self.context.step_of(session, story_id, step_id).chapter = title
+            self.context.claim(session, story_id)
+            step = self.context.step_of(session, story_id, step_id)
+            check_paragraph(step, seen)
+            step.chapter = title
         return view_of(self.context, story_id)
 
     def switch(self, story_id: int, step_id: int) -> StoryView:
@@ -131,6 +146,13 @@ class Editing:
                 raise InvalidInput("this is the first paragraph; there is nothing to undo")
             repo.move_head(session, self.context.story(session, story_id), head.id, head.parent_id)
         return view_of(self.context, story_id)
+
+
+def check_paragraph(step: Step, seen: str | None) -> None:
+    """A Conflict when the page's version of the paragraph (text and chapter title) is not this one."""
+    title = f" Its chapter title is now {quoted(step.chapter)}." if step.chapter else ""
+    check_seen(seen, paragraph_version(step.id, step.paragraph, step.chapter), f"paragraph {step.depth + 1}",
+               f"It now reads: {quoted(step.paragraph)}.{title}")
 
 
 def chapter_title(title: str | None, limit: int) -> str | None:

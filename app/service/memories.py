@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.service.context import StoryContext, checked_text
+from app.service.context import SAVE_AGAIN, StoryContext, check_seen, checked_text, fingerprint, quoted
 from memory.longterm import Lore
 from memory.retrieval import Hit, Query
 from storage import repo
@@ -34,6 +34,7 @@ class EntryRow:
     stale: bool
     keys: tuple[str, ...]
     last_retrieved: datetime | None
+    version: str  # of what the person edits (text, keys, pin): sent back with a save or a deletion
 
 
 @dataclass(frozen=True)
@@ -84,22 +85,36 @@ class Memories:
         return self.entry(story_id, entry_id)
 
     def update(self, story_id: int, entry_id: int, text: str | None = None, keys: list[str] | None = None,
-               pinned: bool | None = None) -> EntryRow:
-        """Change an entry's text (re-embedded), lore keys or pin."""
+               pinned: bool | None = None, seen: str | None = None) -> EntryRow:
+        """Change an entry's text (re-embedded), lore keys or pin; with `seen` (the EntryRow.version
+        the page showed), refused when the entry changed since."""
         embedded = None
         if text is not None:
             embedded = self.memory.embed([checked_text(text, "memory entry", self.limits.memory_chars)])
         with self.db.Session.begin() as session:
-            self.context.story(session, story_id)  # the caller's own story, or "no story with id …"
+            self.context.claim(session, story_id)  # the caller's own story, or "no story with id …"
+            self._check(session, story_id, entry_id, seen)
             entry = self.memory.update(session, entry_id, embedded, keys=keys, pinned=pinned, story_id=story_id)
             if entry.kind != "lore" and entry.keys:
                 raise InvalidInput(f"only lore entries have trigger keys, and entry {entry_id} is a {entry.kind}")
         return self.entry(story_id, entry_id)
 
-    def delete(self, story_id: int, entry_id: int) -> None:
+    def delete(self, story_id: int, entry_id: int, seen: str | None = None) -> None:
+        """Delete an entry; with `seen`, as update."""
         with self.db.Session.begin() as session:
-            self.context.story(session, story_id)
+            self.context.claim(session, story_id)
+            self._check(session, story_id, entry_id, seen, "Delete it again to delete it as it is now.")
             self.memory.delete(session, entry_id, story_id=story_id)
+
+    def _check(self, session, story_id: int, entry_id: int, seen: str | None, again: str = SAVE_AGAIN) -> None:
+        """A Conflict when the page's version of the entry is not this one (a missing entry is left
+        to the change, which says it is not found)."""
+        found = repo.memory_entries(session, story_id, [entry_id], vectors=False)
+        if found:
+            e = found[0]
+            keys = f" Its keys: {', '.join(e.keys)}." if e.keys else ""
+            check_seen(seen, entry_version(e), f"memory entry {entry_id}",
+                       f"It now reads: {quoted(e.text)}.{keys}{' It is pinned.' if e.pinned else ''}", again)
 
     def entry(self, story_id: int, entry_id: int) -> EntryRow:
         found = self.entries(story_id, ids=[entry_id])
@@ -131,4 +146,8 @@ def _row(e: MemoryEntry, numbers: dict[int, int], scenes: set[int]) -> EntryRow:
     else:
         where = "reader scene" if e.step_id in scenes else "other branch"
     return EntryRow(e.id, e.kind, e.text, e.step_id, numbers.get(e.step_id), where, e.pinned, e.stale,
-                    tuple(e.keys or ()), e.last_retrieved_at)
+                    tuple(e.keys or ()), e.last_retrieved_at, entry_version(e))
+
+
+def entry_version(e: MemoryEntry) -> str:
+    return fingerprint(e.id, e.text, list(e.keys or ()), e.pinned)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from app.service.context import StoryContext
+from app.service.context import StoryContext, check_seen, fingerprint
 from common.errors import InvalidInput
 from generation.backend import Decoding
 from storage import repo
@@ -35,6 +35,29 @@ class StoryView:
             shown = number if number is None else int(number)
             raise InvalidInput(f"There is no paragraph {shown}; the story has {len(self.paragraphs)}.")
         return int(number) - 1
+
+    def paragraph_version(self, index: int) -> str:
+        """The version of paragraph `index` (from 0) and its chapter title, as shown."""
+        return paragraph_version(self.step_ids[index], self.paragraphs[index], self.chapters[index])
+
+    @property
+    def memory_version(self) -> str:
+        """The version of the short-term memory shown (the head's)."""
+        return short_memory_version(self.head_step_id, self.short_memory)
+
+
+# The versions of what a person edits (see context.check_seen): each from the fields they see.
+
+def paragraph_version(step_id: int, text: str, chapter: str | None) -> str:
+    return fingerprint(step_id, text, chapter)
+
+
+def short_memory_version(head_id: int | None, text: str) -> str:
+    return fingerprint(head_id, text)
+
+
+def decoding_version(story_id: int, decoding: Decoding) -> str:
+    return fingerprint(story_id, asdict(decoding))
 
 
 def view_of(context: StoryContext, story_id: int) -> StoryView:
@@ -94,10 +117,18 @@ class Stories:
         """The story's anti-repetition settings (the defaults until the person changes them)."""
         return self.context.decoding(story_id)
 
-    def set_decoding(self, story_id: int, decoding: Decoding) -> Decoding:
-        """Save the story's anti-repetition settings; later steps of this story decode with them."""
+    def set_decoding(self, story_id: int, decoding: Decoding, seen: str | None = None) -> Decoding:
+        """Save the story's anti-repetition settings; later steps of this story decode with them.
+        With `seen` (decoding_version of the settings the page showed), refused when they have
+        changed since."""
         decoding.check()
-        self._set(story_id, "decoding", asdict(decoding))
+        with self.context.db.Session.begin() as session:
+            story = self.context.claim(session, story_id)
+            now = self.context.decoding_of(story)
+            check_seen(seen, decoding_version(story_id, now), "the story's repetition settings",
+                       f"They are now: {settings_line(now)}.",
+                       "Yours are still on the page: save again to put them in place of these.", plural=True)
+            story.settings = {**(story.settings or {}), "decoding": asdict(decoding)}
         return decoding
 
     def clarify_automatically(self, story_id: int) -> bool:
@@ -106,13 +137,13 @@ class Stories:
             return bool((self.context.story(session, story_id).settings or {}).get("sca_auto", False))
 
     def set_clarify_automatically(self, story_id: int, on: bool) -> bool:
-        self._set(story_id, "sca_auto", bool(on))
-        return bool(on)
-
-    def _set(self, story_id: int, name: str, value) -> None:
+        """Turn it on or off. No version is checked: a page that showed the other value than the
+        one there now asks for the one there now. (Claimed, as in set_decoding, so that neither
+        writes back the settings as they were before the other's change.)"""
         with self.context.db.Session.begin() as session:
-            story = self.context.story(session, story_id)
-            story.settings = {**(story.settings or {}), name: value}  # a new dict: the JSON change is seen
+            story = self.context.claim(session, story_id)
+            story.settings = {**(story.settings or {}), "sca_auto": bool(on)}  # a new dict: the JSON change is seen
+        return bool(on)
 
     def clarify(self, story_id: int | None, text: str, progress=None):
         """SCA's ranked rewordings of `text` (nothing is changed): the story's short-term memory and
@@ -139,6 +170,13 @@ class Stories:
                          "repeated_sentences": repeated_sentences(paragraph, before)})
             before += "\n" + paragraph
         return rows
+
+
+def settings_line(decoding: Decoding) -> str:
+    """The settings in words, for a message."""
+    def said(value) -> str:
+        return "on" if value is True else "off" if value is False else "the default" if value is None else str(value)
+    return ", ".join(f"{name.replace('_', ' ')} {said(value)}" for name, value in asdict(decoding).items())
 
 
 def cost(step: Step) -> dict:

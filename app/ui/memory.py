@@ -10,12 +10,13 @@ import gradio as gr
 from app.service import StoryService
 from app.service.memories import EntryRow
 from app.ui.page import Page, Shown, action, problem
-from common.errors import InvalidInput, StoryloomError
+from common.errors import Conflict, InvalidInput, StoryloomError
 
 MEMORY_HEADERS = ["id", "kind", "from", "pinned", "stale", "keys", "last retrieved", "text"]
 MEMORY_ROWS = 500  # the table shows the newest entries; search finds any
-ENTRY = ("entry_id", "entry_text", "entry_keys", "entry_pinned")
-CLEARED = {"entry_id": None, "entry_text": "", "entry_keys": "", "entry_pinned": False}
+# the entry being edited, and its version as shown (sent with a save or a deletion)
+ENTRY = ("entry_id", "entry_text", "entry_keys", "entry_pinned", "entry_seen")
+CLEARED = {"entry_id": None, "entry_text": "", "entry_keys": "", "entry_pinned": False, "entry_seen": None}
 
 
 def build(page: Page) -> gr.Tab:
@@ -46,9 +47,11 @@ def build(page: Page) -> gr.Tab:
         table = gr.Dataframe(headers=MEMORY_HEADERS, value=[], interactive=False, wrap=True, max_height=600,
                              elem_id="memory-table",
                              column_widths=["6%", "9%", "11%", "7%", "6%", "10%", "11%", "40%"])
+        seen = gr.State(None)  # the picked entry's version, sent with a save or a deletion (in the tab: a
+        # state that is a child of the tabs themselves is taken for a tab and mislabels them)
     page.add(memory_tab=tab, memory_query=query, memory_k=k, memory_search_button=search, found=found,
-             entry_id=entry_id, entry_keys=keys, entry_pinned=pinned, entry_text=text, show_stale=stale,
-             memory_table=table, **buttons)
+             entry_id=entry_id, entry_keys=keys, entry_pinned=pinned, entry_text=text, entry_seen=seen,
+             show_stale=stale, memory_table=table, **buttons)
     return tab
 
 
@@ -89,9 +92,13 @@ def refresh_table(service: StoryService, sid, stale) -> Shown:
 
 
 def changed(service: StoryService, sid, stale, act: Callable, *args) -> Shown:
-    """Run an action on an entry; afterwards the table shows the memory as it is now."""
+    """Run an action on an entry; afterwards the table shows the memory as it is now. Refused
+    because the entry changed since it was picked (or was never picked), the fields keep what the
+    person typed, and doing it again acts on the entry as the message quoted it."""
     try:
         note, fields = act(service, int(sid), *args)
+    except Conflict as e:
+        return {**memory_page(service, sid, stale), **problem(str(e)), "entry_seen": e.version}
     except StoryloomError as e:
         return {**memory_page(service, sid, stale), **problem(str(e))}
     return {**memory_page(service, sid, stale, note), **fields}
@@ -103,43 +110,49 @@ def entry_number(number) -> int:
     return int(number)
 
 
-def saved(service: StoryService, sid: int, number, text, keys, pinned) -> tuple[str, Shown]:
-    row = service.memories.entry(sid, entry_number(number))
-    updated = service.memories.update(sid, row.id, text, keys=parse_keys(keys), pinned=bool(pinned))
+def editing(row: EntryRow) -> Shown:
+    """The entry in the fields, as it is stored."""
+    return {"entry_id": row.id, "entry_text": row.text, "entry_keys": ", ".join(row.keys),
+            "entry_pinned": row.pinned, "entry_seen": row.version}
+
+
+def saved(service: StoryService, sid: int, number, text, keys, pinned, seen) -> tuple[str, Shown]:
+    updated = service.memories.update(sid, entry_number(number), text, keys=parse_keys(keys), pinned=bool(pinned),
+                                      seen=seen or "")
     if updated.stale:
         return (f"Entry {updated.id} saved. It is stale (its paragraph was edited since), so steps "
-                "do not retrieve it.", {})
-    return f"Entry {updated.id} saved; the next step sees it as it is now.", {}
+                "do not retrieve it.", editing(updated))
+    return f"Entry {updated.id} saved; the next step sees it as it is now.", editing(updated)
 
 
 def added(service: StoryService, sid: int, kind: str, text, keys, pinned) -> tuple[str, Shown]:
     row = service.memories.add(sid, text, kind, keys=parse_keys(keys), pinned=bool(pinned))
-    return f"{kind.capitalize()} {row.id} added.", {"entry_id": row.id}
+    return f"{kind.capitalize()} {row.id} added.", editing(row)
 
 
-def deleted(service: StoryService, sid: int, number) -> tuple[str, Shown]:
-    service.memories.delete(sid, entry_number(number))
+def deleted(service: StoryService, sid: int, number, seen) -> tuple[str, Shown]:
+    service.memories.delete(sid, entry_number(number), seen=seen or "")
     return f"Entry {int(number)} deleted.", dict(CLEARED)
 
 
 @action
-def save_entry(service: StoryService, sid, stale, number, text, keys, pinned) -> Shown:
-    return changed(service, sid, stale, saved, number, text, keys, pinned)
+def save_entry(service: StoryService, sid, stale, number, text, keys, pinned, seen) -> Shown:
+    return changed(service, sid, stale, saved, number, text, keys, pinned, seen)
 
 
 @action
-def add_note(service: StoryService, sid, stale, number, text, keys, pinned) -> Shown:
+def add_note(service: StoryService, sid, stale, number, text, keys, pinned, seen) -> Shown:
     return changed(service, sid, stale, added, "note", text, keys, pinned)
 
 
 @action
-def add_lore(service: StoryService, sid, stale, number, text, keys, pinned) -> Shown:
+def add_lore(service: StoryService, sid, stale, number, text, keys, pinned, seen) -> Shown:
     return changed(service, sid, stale, added, "lore", text, keys, pinned)
 
 
 @action
-def delete_entry(service: StoryService, sid, stale, number, text, keys, pinned) -> Shown:
-    return changed(service, sid, stale, deleted, number)
+def delete_entry(service: StoryService, sid, stale, number, text, keys, pinned, seen) -> Shown:
+    return changed(service, sid, stale, deleted, number, seen)
 
 
 @action(story=False)
@@ -150,8 +163,7 @@ def pick_entry(service: StoryService, sid, evt: gr.SelectData) -> Shown:
         row = service.memories.entry(int(sid), int(evt.row_value[0]))
     except StoryloomError as e:
         return problem(f"{e}; the table was out of date and is shown as it is now")
-    return {"entry_id": row.id, "entry_text": row.text, "entry_keys": ", ".join(row.keys),
-            "entry_pinned": row.pinned}
+    return editing(row)
 
 
 @action

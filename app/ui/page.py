@@ -28,9 +28,10 @@ PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the 
               "short_memory": "the short-term memory", "plan_1": "plan 1", "plan_2": "plan 2", "plan_3": "plan 3",
               "choice": "the choice of plan", "revised_plan": "the revised plan",
               "clarify": "a clearer wording of the revised plan (SCA)"}
-# what an action on the story shows, in this order (API clients get the outputs in it, status last)
-STORY_PAGE = ("story_id", "seen_head", "stories", "manuscript", "memory", "plans", "instruction", "writing",
-              "version", "status")
+# what an action on the story shows, in this order (API clients get the outputs in it, status last;
+# the first three are the page's state: the story, its head and the short-term memory's version shown)
+STORY_PAGE = ("story_id", "seen_head", "memory_seen", "stories", "manuscript", "memory", "plans", "instruction",
+              "writing", "version", "status")
 NO_STORY = "Start or open a story first."
 # Text being written reaches the page at most this often: every update costs Gradio a copy of each
 # output component, so a fast model would otherwise keep the server busy redrawing.
@@ -82,8 +83,9 @@ class Page:
 
 
 def problem(message: str) -> Shown:
-    gr.Warning(message)
-    return {"writing": "", "status": f"**Nothing was written:** {message}"}
+    """The message as a warning and on the status line, shown as written (it may quote the story)."""
+    gr.Warning(html.escape(message))
+    return {"writing": "", "status": f"**Nothing was written:** {plain(message)}"}
 
 
 def action(fn: Callable | None = None, *, story: bool = True, page: bool = False, also: Shown | None = None):
@@ -130,6 +132,7 @@ class Problem(str):
     def __new__(cls, error: StoryloomError, draft: str = ""):
         problem = super().__new__(cls, str(error))
         problem.stale_page = isinstance(error, Conflict)  # the story moved on: show it as it is now
+        problem.version = getattr(error, "version", None)  # of the thing edited, as the message shows it
         problem.draft = draft
         return problem
 
@@ -197,7 +200,7 @@ def plain(text: str) -> str:
     """Model or writer text inside a Markdown line, shown as written: one line, no HTML, and no
     inline Markdown (an image or a link in a plan or a memory would otherwise be fetched or
     followed)."""
-    escaped = re.sub(r"([\\`*_\[\]!~|])", r"\\\1", html.escape(" ".join(text.split())))
+    escaped = re.sub(r"([\\`*_\[\]!~|])", r"\\\1", html.escape(" ".join(text.split()), quote=False))
     return escaped.replace("://", "&#58;//").replace("www.", "www&#46;")  # no bare-URL links (GFM)
 
 
@@ -231,7 +234,7 @@ def show(service: StoryService, view: StoryView, note: str = "") -> Shown:
     """The story as it now is, on the page."""
     choices = [(f"{n}. {p}", n) for n, p in enumerate(view.plans, 1)]
     number, count = view.version
-    return {"story_id": view.id, "seen_head": view.head_step_id,
+    return {"story_id": view.id, "seen_head": view.head_step_id, "memory_seen": view.memory_version,
             "stories": gr.update(choices=story_choices(service), value=view.id),
             "manuscript": manuscript_markdown(view), "memory": view.short_memory,
             "plans": gr.update(choices=choices, value=None), "instruction": "", "writing": "",

@@ -11,10 +11,11 @@ import gradio as gr
 import pandas as pd
 
 from app.service import StoryService
-from app.ui.page import Page, Shown
+from app.service.stories import decoding_version
+from app.ui.page import Page, Shown, problem
 from generation.backend import Decoding
 from generation.adapters import DEFAULT_ADAPTER
-from common.errors import StoryloomError
+from common.errors import Conflict, StoryloomError
 
 DEFAULT_PENALTY = 1.1  # what story calls use when the story sets none
 
@@ -46,7 +47,8 @@ def analysis_caption(folder: Path) -> str:
 
 
 FIELDS = ("ditto", "guard", "guard_lambda", "penalty", "ngram", "dry", "dry_base", "dry_allowed")
-SHOWN = ("adapter_line", *FIELDS, "chart", "status")  # what load() updates, in this order
+# what load() updates, in this order (settings_seen: the version of the settings shown, sent with a save)
+SHOWN = ("adapter_line", *FIELDS, "chart", "settings_seen", "status")
 
 
 def build(page: Page) -> gr.Tab:
@@ -76,9 +78,10 @@ def build(page: Page) -> gr.Tab:
         picture = DEFAULT_ADAPTER / "repetition.png"
         gr.Image(str(picture) if picture.is_file() else None, label="Probability of a repeated sentence, "
                  "repetition after repetition", interactive=False, elem_id="analysis-image", height=320)
+        seen = gr.State(None)  # the version of the settings shown, sent with a save
     page.add(repetition_tab=tab, adapter_line=adapter_line, ditto=ditto, guard=guard, guard_lambda=guard_lambda,
              penalty=penalty, ngram=ngram, dry=dry, dry_base=dry_base, dry_allowed=dry_allowed,
-             repetition_save_button=save_button, chart=chart)
+             repetition_save_button=save_button, chart=chart, settings_seen=seen)
     return tab
 
 
@@ -95,11 +98,14 @@ def load(service: StoryService, sid) -> Shown:
     return out | {"ditto": d.ditto, "guard": d.guard, "guard_lambda": d.guard_lambda,
                   "penalty": DEFAULT_PENALTY if d.repetition_penalty is None else d.repetition_penalty,
                   "ngram": d.no_repeat_ngram_size, "dry": d.dry_multiplier, "dry_base": d.dry_base,
-                  "dry_allowed": d.dry_allowed_length, "chart": chart_frame(rows)}
+                  "dry_allowed": d.dry_allowed_length, "chart": chart_frame(rows),
+                  "settings_seen": decoding_version(int(sid), d)}
 
 
-def save(service: StoryService, sid, use_ditto, use_guard, lam, rep_penalty, no_repeat, dry_mult, base,
+def save(service: StoryService, sid, seen, use_ditto, use_guard, lam, rep_penalty, no_repeat, dry_mult, base,
          allowed) -> Shown:
+    """Refused when the settings changed since the page showed them: the fields keep the person's
+    settings, and saving again puts them in place of those the message lists."""
     if sid is None:
         gr.Warning("Start or open a story first.")
         return {"status": "**Nothing was saved:** start or open a story first."}
@@ -108,14 +114,14 @@ def save(service: StoryService, sid, use_ditto, use_guard, lam, rep_penalty, no_
                             repetition_penalty=float(rep_penalty), no_repeat_ngram_size=int(no_repeat or 0),
                             dry_multiplier=float(dry_mult), dry_base=float(base),
                             dry_allowed_length=int(allowed or 1))
-        service.set_decoding(int(sid), decoding)
+        service.set_decoding(int(sid), decoding, seen=seen or "")
     except (StoryloomError, TypeError, ValueError) as e:
-        gr.Warning(str(e))
-        return {"status": f"**Nothing was saved:** {e}"}
+        refused = {"status": problem(str(e))["status"]}
+        return refused | {"settings_seen": e.version} if isinstance(e, Conflict) else refused
     return load(service, sid) | {"status": "Repetition settings saved; the next steps of this story use them."}
 
 
 def wire(page: Page) -> None:
     page["repetition_tab"].select(page.on(load), page["story_id"], page.of(*SHOWN), api_name="repetition_settings")
-    page["repetition_save_button"].click(page.on(save), page.of("story_id", *FIELDS), page.of(*SHOWN),
-                                         api_name="save_repetition_settings")
+    page["repetition_save_button"].click(page.on(save), page.of("story_id", "settings_seen", *FIELDS),
+                                         page.of(*SHOWN), api_name="save_repetition_settings")

@@ -10,6 +10,7 @@ import gradio as gr
 
 from app.service import StoryService
 from app.ui.page import STORY_PAGE, Page, Shown, action, problem, render, run, show, story_choices, stream
+from common.errors import Conflict
 from storage import repo
 
 
@@ -28,7 +29,8 @@ def build(page: Page) -> None:
                         lines=10, interactive=True, elem_id="short-memory")
     save_memory = gr.Button("Save the short-term memory", size="sm", elem_id="save-memory")
     page.add(stories=stories, premise=premise, title=title, start_button=start,
-             clarify_premise_button=clarify_premise, memory=memory, save_memory_button=save_memory)
+             clarify_premise_button=clarify_premise, memory=memory, save_memory_button=save_memory,
+             memory_seen=gr.State(None))  # the version of the short-term memory shown (show() sets it)
 
 
 def build_manuscript(page: Page) -> None:
@@ -93,10 +95,17 @@ def newer(service: StoryService, sid, head) -> Shown:
     return show(service, service.other_version(int(sid), +1, head))
 
 
-@action(page=True)
-def save_memory(service: StoryService, sid, head, text) -> Shown:
-    return show(service, service.edit_short_memory(int(sid), text, seen_head=head),
-                "Short-term memory saved: the next step starts from it.")
+@action
+def save_memory(service: StoryService, sid, head, seen, text) -> Shown:
+    """Refused when the short-term memory or the story changed since the page showed them: the
+    story is shown as it is now, but the box keeps the person's text, and saving it again writes
+    it over the memory the message quoted."""
+    try:
+        view = service.edit_short_memory(int(sid), text, seen_head=head, seen=seen or "")
+    except Conflict as e:
+        return {**show(service, service.view(int(sid))), **problem(str(e)), "memory": text,
+                "memory_seen": e.version or seen}
+    return show(service, view, "Short-term memory saved: the next step starts from it.")
 
 
 def wire_opening(page: Page, app: gr.Blocks, follow: Callable) -> None:
@@ -118,5 +127,5 @@ def wire_versions(page: Page, follow: Callable) -> None:
 
 
 def wire_short_memory(page: Page, follow: Callable) -> None:
-    follow(page["save_memory_button"].click(page.on(save_memory), page.of("story_id", "seen_head", "memory"),
-                                            page.of(*STORY_PAGE)))
+    follow(page["save_memory_button"].click(page.on(save_memory), page.of("story_id", "seen_head", "memory_seen",
+                                                                          "memory"), page.of(*STORY_PAGE)))
