@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -33,12 +33,33 @@ _STORY_TEXT = {"title": 500, "premise": None, "outline": None, "genre": 100, "la
 _STEP_TEXT = {"plan": None, "paragraph": None, "short_memory": None, "model": 500}
 
 
-def canonical(content: dict) -> bytes:
-    return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 def checksum(document: dict) -> str:
-    return hashlib.sha256(canonical({k: v for k, v in document.items() if k != "sha256"})).hexdigest()
+    """The SHA-256 of the document's canonical JSON (sorted keys, no spaces, UTF-8), without its
+    own "sha256". Serialised and hashed one record at a time: a large backup is never held twice."""
+    digest = hashlib.sha256()
+    for piece in _canonical({k: v for k, v in document.items() if k != "sha256"}, depth=2):
+        digest.update(piece.encode())
+    return digest.hexdigest()
+
+
+def _canonical(value, depth: int) -> Iterator[str]:
+    """The pieces of json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")),
+    opening objects and lists `depth` levels down (the document, its lists of records)."""
+    if depth == 0 or not isinstance(value, (dict, list)):
+        yield json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    elif isinstance(value, dict):
+        yield "{"
+        for n, key in enumerate(sorted(value)):
+            yield ("," if n else "") + json.dumps(key, ensure_ascii=False) + ":"
+            yield from _canonical(value[key], depth - 1)
+        yield "}"
+    else:
+        yield "["
+        for n, item in enumerate(value):
+            if n:
+                yield ","
+            yield from _canonical(item, depth - 1)
+        yield "]"
 
 
 def _time(value: datetime | None) -> str | None:
@@ -103,16 +124,17 @@ def parse(raw: bytes, name: str = "the backup") -> dict:
     strictly, since what it holds is shown by the Read and Inspect tabs and written to the database."""
     if len(raw) > MAX_BYTES:
         raise InvalidInput(f"{name} has {len(raw):,} bytes; a backup may have at most {MAX_BYTES:,}")
-    try:
-        text = raw.decode("utf-8-sig")
-        document = json.loads(text, parse_constant=_not_finite, parse_float=_finite)
+    try:  # read from the bytes: no decoded copy of the whole file beside them
+        if json.detect_encoding(raw) not in ("utf-8", "utf-8-sig"):
+            raise UnicodeDecodeError("utf-8", raw[:4], 0, 1, "UTF-16 or UTF-32")
+        document = json.loads(raw, parse_constant=_not_finite, parse_float=_finite)
     except UnicodeDecodeError:
         raise InvalidInput(f"{name} is not UTF-8 text, so not a storyloom backup") from None
     except json.JSONDecodeError as e:
         cut = "; it stops before its end (truncated?)" if not raw.rstrip().endswith(b"}") else ""
         raise InvalidInput(f"{name} is not complete JSON ({e.msg}: line {e.lineno}, column {e.colno}){cut}") from None
     except _NotFinite as e:  # read again, letting such numbers through, to say where it is
-        raise InvalidInput(f"{name} is damaged: {_where(_first_not_finite(json.loads(text)))} is {e}; "
+        raise InvalidInput(f"{name} is damaged: {_where(_first_not_finite(json.loads(raw)))} is {e}; "
                            "the numbers in a backup are finite") from None
     except (ValueError, RecursionError) as e:  # a number of thousands of digits, nesting thousands deep
         raise InvalidInput(f"{name} is not a storyloom backup ({type(e).__name__})") from None
@@ -202,6 +224,7 @@ WHOLE_LIMIT = 2**31 - 1  # the columns' INTEGER (32 bits on PostgreSQL)
 def _text(limit: int | None = None, filled: bool = False) -> Shape:
     def text(value, path):
         _need(isinstance(value, str), path, "is not text")
+        _need("\x00" not in value, path, "holds a NUL character")  # no database stores one in text
         _need(limit is None or len(value) <= limit, path, f"is longer than {limit} characters")
         _need(not filled or bool(value.strip()), path, "is empty")
     return text

@@ -213,6 +213,8 @@ RESEALED = [
      r"story: settings\.decoding is not an object"),
     (lambda d: _resealed({**d, "story": {**d["story"], "settings": {"author": 7}}}),
      r"story: settings\.author is not text"),
+    (lambda d: _resealed(_changed(d, "steps", 2, paragraph="Mara\x00 climbed.")),
+     "step 2: paragraph holds a NUL character"),  # PostgreSQL would fail on it at the insert
 ]
 
 
