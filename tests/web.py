@@ -142,8 +142,12 @@ class PacedBackend(ScriptedBackend):
 
 @contextmanager
 def scripted_app(folder: Path, embedder, backend=None, scorer=None):
-    """The real page and server (the same launch as `storyloom serve`) on a SQLite file in
-    `folder`, with the scripted model; yields (url, service)."""
+    """The real page and server (the same FastAPI app behind the same gate as `storyloom serve`,
+    run by uvicorn in a thread) on a SQLite file in `folder`, with the scripted model; yields
+    (url, service)."""
+    import uvicorn
+
+    from app.gate import allowed_hosts, web_app
     from app.people import People
     from app.service import StoryService
     from app.ui import build_app
@@ -155,13 +159,24 @@ def scripted_app(folder: Path, embedder, backend=None, scorer=None):
     db = open_database(sqlite_url(folder / "storyloom.db"))
     service = StoryService(db, LongTermMemory(embedder, use_gpu=False), Writer(backend or PacedBackend()),
                            scorer=scorer)
-    app = build_app(service, People(service, accounts_on=False), writers=1)
-    app.queue(default_concurrency_limit=16).launch(server_port=free_port(), prevent_thread_lock=True,
-                                                  ssr_mode=False, quiet=True)
+    blocks = build_app(service, People(service, accounts_on=False), writers=1)
+    blocks.queue(default_concurrency_limit=16)
+    port = free_port()
+    app = web_app(blocks, hosts=allowed_hosts("127.0.0.1", []), origins=frozenset(), ssr_mode=False)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="scripted-app", daemon=True)
+    thread.start()
     try:
-        yield app.local_url, service
+        for _ in range(600):
+            if server.started:
+                break
+            assert thread.is_alive(), "the scripted app stopped while starting"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/", service
     finally:
-        app.close()
+        server.should_exit = True
+        thread.join(timeout=30)
+        blocks.close()
         db.close()
 
 
