@@ -22,7 +22,7 @@ def create_story(session: Session, *, title: str, premise: str, outline: str = "
 ANYONE = object()  # get_story's owner when accounts are off: every story is the one person's
 
 
-ID_LIMIT = 2**63 - 1  # the largest row id a database holds (SQLite's INTEGER, PostgreSQL's BIGINT)
+ID_LIMIT = 2**63 - 1  # the largest integer the drivers send (64 bits); a larger id in a column simply matches none
 
 
 def holdable(row_id: int) -> bool:

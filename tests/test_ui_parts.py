@@ -140,11 +140,12 @@ def test_the_inspector_shows_plans_memories_and_lore_as_text_never_as_markup():
     from markdown_it import MarkdownIt
 
     bait = "Go ![pixel](http://evil.example/p.png) [here](http://evil.example) <img src=x onerror=alert(1)> *now*"
-    trace = {"step_id": 7, "model": "m", "plan": bait, "calls": [],
+    call = {"part": bait, "attempt": 1, "prompt": "p", "output": "o", "problem": bait}  # a part or a problem, too
+    trace = {"step_id": 7, "model": "m", "plan": bait, "calls": [call],
              "retrieved": [{"id": 3, "score": 0.1, "text": bait}], "lore": [{"id": 4, "reason": bait, "text": bait}]}
     rendered = MarkdownIt("commonmark").render(inspector_markdown(trace))
     assert "<img" not in rendered and "<a " not in rendered and "<em>now" not in rendered, rendered
-    assert rendered.count("![pixel](http") == 4 and rendered.count("&lt;img src=x") == 4  # shown as written
+    assert rendered.count("![pixel](http") == 6 and rendered.count("&lt;img src=x") == 6  # shown as written
 
 
 def test_a_problem_quoting_the_story_shows_it_as_written():

@@ -54,8 +54,8 @@ def inspector_markdown(trace: dict) -> str:
         lines += [f"*{trace['lore_left_out']} more pinned or triggered entries were left out: the prompt has room "
                   "for the first ones only (pinned first, then the oldest lore).*", ""]
     for call in trace.get("calls", []):
-        problem = f" — refused: {call['problem']}" if call.get("problem") else ""
-        lines += [f"#### {call['part'].replace('_', ' ')} (try {call['attempt']}, "
+        problem = f" — refused: {plain(str(call['problem']))}" if call.get("problem") else ""
+        lines += [f"#### {plain(str(call['part']).replace('_', ' '))} (try {call['attempt']}, "
                   f"{call.get('prompt_tokens', '?')} → {call.get('completion_tokens', '?')} tokens){problem}",
                   "Prompt:", _fence(call["prompt"]), "Raw output:", _fence(call["output"]), ""]
     return "\n".join(lines)
