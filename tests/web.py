@@ -163,7 +163,8 @@ def scripted_app(folder: Path, embedder, backend=None, scorer=None):
     blocks.queue(default_concurrency_limit=16)
     port = free_port()
     app = web_app(blocks, hosts=allowed_hosts("127.0.0.1", []), origins=frozenset(), ssr_mode=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=2))  # clients may hold streams open
     thread = threading.Thread(target=server.run, name="scripted-app", daemon=True)
     thread.start()
     try:
