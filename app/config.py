@@ -21,6 +21,9 @@ class Settings(BaseSettings):
                                                 "transformers serve)")
     openai_base_url: str = Field("http://127.0.0.1:8000/v1", description="the server's API root")
     openai_model: str | None = Field(None, description="the model's name on the server")
+    openai_base_model: str | None = Field(
+        None, description="the served model's name without DITTO (vLLM serves the DITTO adapter as a LoRA module "
+        "named by STORYLOOM_OPENAI_MODEL): stories that turn DITTO off ask for this one")
     openai_api_key: str | None = Field(None, description="the server's API key, if it wants one")
     openai_api: Literal["chat", "completions"] | None = Field(None, description="chat, or completions with the "
                                                               "prompt rendered here (default with a tokenizer)")

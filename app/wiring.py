@@ -40,7 +40,8 @@ def build_backend(settings: Settings) -> Backend:
         from generation.remote import OpenAIBackend
 
         return OpenAIBackend(settings.openai_base_url, settings.openai_model, settings.openai_api_key,
-                             settings.stream_timeout, settings.retries, settings.openai_api, settings.openai_tokenizer)
+                             settings.stream_timeout, settings.retries, settings.openai_api, settings.openai_tokenizer,
+                             base_model=settings.openai_base_model)
     return TransformersBackend(settings.model, settings.device, settings.stream_timeout,
                                adapter=ditto_adapter(settings), pause_adapter=settings.pause_adapter)
 

@@ -13,8 +13,10 @@ Streaming, a timeout between tokens, and the client's bounded retries with expon
 connection errors, 429 and 5xx answers. The server's errors become one clear message each.
 
 What a server cannot give: the model's logits (the sentence-repetition guard, DRY, banned first
-words, DITTO's adapter) and gradients (SCA's Integrated Gradients). Requests carry those settings;
-this backend leaves them out and says so in `limits`. The repetition penalty is left out too:
+words) and gradients (SCA's Integrated Gradients). Requests carry those settings; this backend
+leaves them out and says so in `limits`. DITTO is the server's: weights with it merged in
+(`storyloom model-folder`), or vLLM's LoRA module served under its own name; with `base_model`
+(the served name without it) a story whose DITTO is off asks for that instead. The repetition penalty is left out too:
 it is not in the OpenAI API, and `transformers serve` refuses a request with a field it does not
 know."""
 
@@ -29,8 +31,9 @@ from generation.backend import Request
 from generation.local import resolve_model
 
 APIS = ("chat", "completions")
-LIMITS = ("the sentence-repetition guard, DRY, the repetition penalty and DITTO need the model's logits, which "
-          "a server does not give; clarify's Integrated Gradients come from the embedded model in this process")
+LIMITS = ("the sentence-repetition guard, DRY, the repetition penalty and banned first words need the model's "
+          "logits, which a server does not give; DITTO is in the served model or not (a merged folder, or a LoRA "
+          "module served by name); clarify's Integrated Gradients come from the embedded model in this process")
 
 
 class OpenAIBackend:
@@ -42,7 +45,8 @@ class OpenAIBackend:
     gradients = None
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0,
-                 retries: int = 3, api: str | None = None, tokenizer: str | None = None):
+                 retries: int = 3, api: str | None = None, tokenizer: str | None = None,
+                 base_model: str | None = None):
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise InvalidInput(f"the model server's base URL must start with http:// or https://, got {base_url!r}")
         if not model:
@@ -56,6 +60,7 @@ class OpenAIBackend:
             raise InvalidInput("retries must be 0 to 10 and the timeout positive")
         self.base_url = base_url.rstrip("/")
         self.model = model
+        self.base_model = base_model  # the same model without DITTO, for stories that turn it off
         self.api = api or ("completions" if tokenizer else "chat")
         self.name = f"{model} at {self.base_url} (OpenAI API, {self.api})"
         self.limits = LIMITS
@@ -92,7 +97,10 @@ class OpenAIBackend:
     # --- the Backend protocol ---------------------------------------------------------------------
 
     def describe(self) -> str:
-        return f"no DITTO adapter and no decode-time guard: {self.limits}"
+        if self.base_model:
+            return (f"DITTO is the served model {self.model!r} (stories with DITTO off ask for {self.base_model!r}); "
+                    f"no decode-time guard: {self.limits}")
+        return f"no DITTO switch here and no decode-time guard: {self.limits}"
 
     def render(self, request: Request) -> str:
         """The prompt the model reads: exact with a tokenizer; otherwise the messages as sent."""
@@ -133,8 +141,9 @@ class OpenAIBackend:
         return [*request.messages[:-1], {**last, "content": ask}]
 
     def _open(self, request: Request):
-        common = {"model": self.model, "max_tokens": request.max_new_tokens, "stream": True,
-                  "temperature": request.temperature, "top_p": request.top_p}
+        plain = self.base_model and request.decoding is not None and not request.decoding.ditto
+        common = {"model": self.base_model if plain else self.model, "max_tokens": request.max_new_tokens,
+                  "stream": True, "temperature": request.temperature, "top_p": request.top_p}
         if request.seed is not None:
             common["seed"] = request.seed
         if self.api == "completions":

@@ -107,6 +107,20 @@ def test_a_streamed_chat_reply_arrives_in_pieces(server):
     assert "repetition_penalty" not in sent  # not in the OpenAI API: transformers serve refuses it
 
 
+def test_a_story_with_ditto_off_asks_for_the_served_base_model(server):
+    """vLLM serves DITTO as a LoRA module under its own name beside the base model: the story's
+    DITTO switch picks which one a request names."""
+    from generation.backend import Decoding
+
+    served = backend(server, base_model="smollm2-base")
+    for decoding, name in ((Decoding(ditto=False), "smollm2-base"), (Decoding(), "story-model"), (None, "story-model")):
+        list(served.generate(Request(messages=ASK.messages, max_new_tokens=20, decoding=decoding)))
+        assert server.requests[-1]["model"] == name
+    list(backend(server).generate(Request(messages=ASK.messages, decoding=Decoding(ditto=False))))
+    assert server.requests[-1]["model"] == "story-model"  # no base model named: the one model there is
+    assert "stories with DITTO off ask for 'smollm2-base'" in served.describe()
+
+
 def test_a_required_start_is_asked_for_and_cut_off_in_chat(server):
     asked = Request(messages=ASK.messages, reply_prefix="The sea")
     assert "".join(backend(server).generate(asked)) == " was grey."

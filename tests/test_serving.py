@@ -80,7 +80,7 @@ def test_a_story_opens_through_the_chat_api(served, embedder, sqlite_db):
     assert opening.short_memory and opening.plans  # chat cannot start the reply with "Next,": fewer plans pass
     trace = service.inspect(opening.id)
     assert trace["model"] == backend.name and "chat" in trace["model"]
-    assert trace["decoding"]["adapter"].startswith("no DITTO adapter and no decode-time guard")
+    assert trace["decoding"]["adapter"].startswith("no DITTO switch here and no decode-time guard")
 
 
 def test_story_steps_through_the_completions_api_with_exact_prompts(served, embedder, sqlite_db, story_backup):
