@@ -1,0 +1,266 @@
+"""One model, many generations at once: a decoding loop that runs every active request as a row
+of one batch (continuous batching). Requests join at the next step after they arrive and leave
+as soon as they finish or their reader stops reading; the others go on.
+
+Each row keeps what it would have alone: its own token history (the logits processors see the
+row's real tokens, never the padding), its processors, its sampling (temperature, top-p, and a
+generator of its own when seeded), its stop tokens and lengths. Rows are left-padded in the
+shared key/value cache, with the attention mask and per-row positions set, so a row's logits are
+what the model gives it alone, up to floating-point rounding; greedy decoding gives the same
+tokens in a batch as alone (tests/test_engine.py).
+
+Admission is first come, first served: a request waits only while the batch is full, and a
+request that needs the other weights (DITTO off, `plain`) stops admission until the batch has
+drained, so it cannot be passed over for ever.
+
+This module knows tensors and token ids only; the backend (generation/local.py) turns requests
+into jobs and tokens into text."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+
+log = logging.getLogger("storyloom.engine")
+
+END = object()  # what a job's queue holds after its last token
+
+
+@dataclass
+class Job:
+    """One generation: a prompt's token ids and how to continue it."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    min_new_tokens: int = 0
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    processors: list = field(default_factory=list)  # LogitsProcessors, called with this row's ids only
+    stop_ids: frozenset[int] = frozenset()
+    suppress_ids: tuple[int, ...] = ()
+    plain: bool = False  # needs the base weights (the adapter taken out)
+    # filled in by the engine
+    tokens: list[int] = field(default_factory=list)
+    out: queue.Queue = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    generator: object = None
+
+
+class Engine:
+    """The decoding loop over `model`, in a thread of its own started on the first submit.
+    `weights(plain)` gives a context in which the model runs with the base weights (plain=True)
+    or as loaded; `max_batch` rows at most run together."""
+
+    def __init__(self, model, max_batch: int = 8,
+                 weights: Callable[[bool], AbstractContextManager] | None = None):
+        self.model = model
+        self.max_batch = max_batch
+        self.weights = weights or (lambda plain: nullcontext())
+        self.turn = threading.Lock()  # held for each step: exclusive() holds decoding between steps
+        self._pending: deque[Job] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        # the batch: its jobs, in row order, the shared cache, its attention mask
+        self._rows: list[Job] = []
+        self._cache = None
+        self._mask = None
+        self._plain = False
+
+    # -- the callers' side ---------------------------------------------------------------------
+
+    def submit(self, job: Job) -> Iterator[int]:
+        """The job's new tokens as they come. Closing the iterator (or leaving it) stops the job's
+        row; an error in decoding is raised here."""
+        import torch
+
+        if job.seed is not None:
+            job.generator = torch.Generator(device=self.model.device).manual_seed(job.seed)
+        with self._wake:
+            self._pending.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="storyloom-engine", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return self._read(job)
+
+    @staticmethod
+    def _read(job: Job) -> Iterator[int]:
+        try:
+            while True:
+                item = job.out.get()
+                if item is END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.cancelled.set()
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """(rows decoding now, requests waiting to join)."""
+        with self._wake:
+            return len(self._rows), len(self._pending)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        import torch
+
+        while True:
+            with self._wake:
+                while not self._pending and not self._rows:
+                    self._wake.wait()
+            with self.turn, torch.inference_mode():
+                try:
+                    self._admit()
+                    if self._rows:
+                        self._step()
+                except Exception as e:  # every row of the batch fails with it; the loop goes on
+                    log.exception("decoding failed")
+                    for job in self._rows:
+                        job.out.put(e)
+                    self._rows, self._cache, self._mask = [], None, None
+
+    def _admit(self) -> None:
+        """Prefill the waiting jobs that can join (first come, first served, same weights) and add
+        them to the batch with their first token."""
+        joining: list[Job] = []
+        with self._wake:
+            while self._pending and len(self._rows) + len(joining) < self.max_batch:
+                job = self._pending[0]
+                if job.cancelled.is_set():
+                    self._pending.popleft()
+                    job.out.put(END)
+                    continue
+                if (self._rows or joining) and job.plain != self._plain:
+                    break  # the batch drains first; then this job sets the weights
+                self._pending.popleft()
+                self._plain = job.plain
+                joining.append(job)
+        if joining:
+            self._prefill(joining)
+
+    def _forward(self, input_ids, mask, positions, cache):
+        with self.weights(self._plain):
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
+                             use_cache=True)
+        return out.logits[:, -1, :], out.past_key_values
+
+    def _prefill(self, jobs: list[Job]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        device = self.model.device
+        width = max(len(j.prompt) for j in jobs)
+        ids = torch.zeros((len(jobs), width), dtype=torch.long, device=device)
+        mask = torch.zeros((len(jobs), width), dtype=torch.long, device=device)
+        for row, job in enumerate(jobs):
+            ids[row, width - len(job.prompt):] = torch.tensor(job.prompt, device=device)
+            mask[row, width - len(job.prompt):] = 1
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        logits, cache = self._forward(ids, mask, positions, DynamicCache(config=self.model.config))
+        self._join(jobs, cache, mask)
+        self._emit(jobs, logits)
+
+    def _join(self, jobs: list[Job], cache, mask) -> None:
+        """The batch with `jobs` (their cache and mask) added below its rows, both left-padded to
+        the longer of the two."""
+        import torch
+        from transformers import DynamicCache
+
+        if not self._rows:
+            self._rows, self._cache, self._mask = list(jobs), cache, mask
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+
+        def padded(t, axis_len):  # left-pad the sequence axis (-2 for keys/values, -1 for masks)
+            missing = width - axis_len
+            if not missing:
+                return t
+            shape = list(t.shape)
+            shape[-2 if t.dim() == 4 else -1] = missing
+            return torch.cat([t.new_zeros(shape), t], dim=-2 if t.dim() == 4 else -1)
+
+        layers = []
+        for old, new in zip(self._cache.layers, cache.layers):
+            layers.append((torch.cat([padded(old.keys, self._mask.shape[1]), padded(new.keys, mask.shape[1])]),
+                           torch.cat([padded(old.values, self._mask.shape[1]),
+                                      padded(new.values, mask.shape[1])])))
+        self._mask = torch.cat([padded(self._mask, self._mask.shape[1]), padded(mask, mask.shape[1])])
+        self._cache = DynamicCache(ddp_cache_data=layers, config=self.model.config)
+        self._rows += jobs
+
+    def _step(self) -> None:
+        import torch
+
+        last = torch.tensor([[job.tokens[-1]] for job in self._rows], device=self.model.device)
+        positions = self._mask.sum(1, keepdim=True)  # each row's real tokens so far: the next position
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._rows), 1))], dim=1)
+        logits, self._cache = self._forward(last, self._mask, positions, self._cache)
+        self._emit(self._rows, logits)
+
+    def _emit(self, jobs: list[Job], logits) -> None:
+        """Each job's next token from its row of `logits`, handed to its reader; then the rows
+        that finished leave the batch."""
+        for row, job in enumerate(jobs):
+            if job.cancelled.is_set():
+                continue
+            token = self._choose(job, logits[row:row + 1])
+            job.tokens.append(token)
+            job.out.put(token)
+        done = [r for r, job in enumerate(self._rows) if job.cancelled.is_set() or self._finished(job)]
+        if done:
+            self._leave(done)
+
+    def _choose(self, job: Job, scores) -> int:
+        import torch
+
+        scores = scores.float()
+        if job.processors:
+            ids = torch.tensor([job.prompt + job.tokens], device=scores.device)
+            for processor in job.processors:
+                scores = processor(ids, scores)
+        if job.suppress_ids:
+            scores[:, list(job.suppress_ids)] = float("-inf")
+        if len(job.tokens) < job.min_new_tokens and job.stop_ids:
+            scores[:, list(job.stop_ids)] = float("-inf")
+        if job.temperature <= 0:
+            return int(scores.argmax(dim=-1))
+        probs = torch.softmax(scores / job.temperature, dim=-1)
+        if job.top_p < 1.0:
+            ordered, order = probs.sort(descending=True)
+            outside = ordered.cumsum(-1) - ordered > job.top_p  # keep the smallest set reaching top_p
+            ordered[outside] = 0.0
+            probs = torch.zeros_like(probs).scatter(-1, order, ordered)
+        return int(torch.multinomial(probs, 1, generator=job.generator))
+
+    @staticmethod
+    def _finished(job: Job) -> bool:
+        return (len(job.tokens) >= job.max_new_tokens
+                or (job.tokens and job.tokens[-1] in job.stop_ids and len(job.tokens) >= job.min_new_tokens))
+
+    def _leave(self, rows: list[int]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        for r in rows:
+            self._rows[r].out.put(END)
+        keep = [r for r in range(len(self._rows)) if r not in set(rows)]
+        self._rows = [self._rows[r] for r in keep]
+        if not keep:
+            self._cache, self._mask = None, None
+            return
+        index = torch.tensor(keep, device=self._mask.device)
+        mask = self._mask.index_select(0, index)
+        start = int((mask.sum(0) > 0).nonzero()[0])  # columns that are padding for every row left go
+        self._mask = mask[:, start:]
+        self._cache = DynamicCache(ddp_cache_data=[(layer.keys.index_select(0, index)[:, :, start:],
+                                                    layer.values.index_select(0, index)[:, :, start:])
+                                                   for layer in self._cache.layers], config=self.model.config)

@@ -1,0 +1,148 @@
+"""The batched decoding engine (generation/engine.py) on the embedded model: rows decoded together
+give what they give alone (greedy token for token, and a seeded sample too), rows join mid-flight
+and leave when done or closed, each row's processors see its own tokens, a request for the other
+weights waits for the batch to drain, and a failure reaches every reader of the batch."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from generation.engine import Engine, Job
+
+pytestmark = pytest.mark.model
+
+ASKS = ["Write a sentence about the sea.", "Name a colour.",
+        "Write the opening of a story about a lighthouse keeper who finds a letter from the future, in three "
+        "sentences, with the weather, the island and the letter's first words."]
+
+
+@pytest.fixture(scope="module")
+def loaded(model_folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_folder)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_folder)
+    prompts = [tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": a}], tokenize=False,
+                                                       add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+               for a in ASKS]
+    return model, tokenizer, prompts
+
+
+def together(engine: Engine, jobs: list[Job], gate: threading.Event | None = None) -> list[list[int]]:
+    """The jobs submitted from threads of their own at once; each one's tokens."""
+    out: list = [None] * len(jobs)
+
+    def read(n: int) -> None:
+        out[n] = list(engine.submit(jobs[n]))
+
+    threads = [threading.Thread(target=read, args=(n,)) for n in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return out
+
+
+def test_greedy_rows_in_a_batch_give_what_they_give_alone_and_what_generate_gives(loaded):
+    model, tokenizer, prompts = loaded
+    stop = frozenset({tokenizer.eos_token_id})
+    engine = Engine(model)
+    alone = [list(engine.submit(Job(p, 40, stop_ids=stop))) for p in prompts]
+    with torch.inference_mode():
+        generated = [model.generate(torch.tensor([p]), max_new_tokens=40, do_sample=False,
+                                    pad_token_id=tokenizer.eos_token_id)[0, len(p):].tolist() for p in prompts]
+    assert alone == generated
+    assert together(engine, [Job(p, 40, stop_ids=stop) for p in prompts]) == alone
+    assert len({len(a) for a in alone}) > 1  # rows of different lengths left the batch at different steps
+
+
+def test_a_row_joins_mid_flight_and_a_closed_row_stops_alone(loaded):
+    model, tokenizer, prompts = loaded
+    engine = Engine(model)
+    alone = [list(engine.submit(Job(p, 30))) for p in prompts]
+    first = engine.submit(Job(prompts[2], 30))
+    second = engine.submit(Job(prompts[0], 30))
+    head = [next(first) for _ in range(10)]  # the batch is decoding...
+    late = engine.submit(Job(prompts[1], 30))  # ...when a third request comes
+    assert head + list(first) == alone[2]
+    assert list(late) == alone[1]
+    taken = [next(second) for _ in range(3)]
+    second.close()  # its reader stops: its row leaves, nothing else changes
+    assert taken == alone[0][:3]
+    assert list(engine.submit(Job(prompts[0], 30))) == alone[0]
+    assert engine.load == (0, 0)
+
+
+def test_a_seeded_sample_is_the_same_in_a_batch(loaded):
+    model, _, prompts = loaded
+    engine = Engine(model)
+    job = lambda seed: Job(prompts[2], 30, temperature=0.8, top_p=0.95, seed=seed)  # noqa: E731
+    alone = [list(engine.submit(job(seed))) for seed in (1, 2)]
+    assert alone[0] != alone[1]
+    assert together(engine, [job(1), job(2), Job(prompts[0], 30)])[:2] == alone
+
+
+def test_each_rows_processors_see_that_rows_tokens_only(loaded):
+    model, _, prompts = loaded
+    seen: dict[int, list[int]] = {}
+
+    class Watch:
+        def __init__(self, row):
+            self.row = row
+
+        def __call__(self, input_ids, scores):
+            seen[self.row] = input_ids[0].tolist()
+            if self.row == 1:  # this row may never write its first choice
+                scores = scores.clone()
+                scores[0, scores.argmax()] = float("-inf")
+            return scores
+
+    engine = Engine(model)
+    plain = list(engine.submit(Job(prompts[1], 5)))
+    rows = together(engine, [Job(prompts[0], 5, processors=[Watch(0)]), Job(prompts[1], 5, processors=[Watch(1)])])
+    assert seen[0] == prompts[0] + rows[0][:-1] and seen[1] == prompts[1] + rows[1][:-1]  # no padding
+    assert rows[1][0] != plain[0]
+
+
+def test_a_request_for_the_other_weights_waits_for_the_batch_to_drain(loaded):
+    model, _, prompts = loaded
+    forwards: list[tuple[bool, list[Job]]] = []  # each forward: the weights, and the rows in the batch
+    engine: Engine
+
+    class Weights:
+        def __init__(self, plain):
+            self.plain = plain
+
+        def __enter__(self):
+            forwards.append((self.plain, list(engine._rows)))
+
+        def __exit__(self, *exc):
+            return False
+
+    engine = Engine(model, weights=Weights)
+    running = engine.submit(Job(prompts[2], 20))
+    next(running)
+    base = engine.submit(Job(prompts[0], 5, plain=True))
+    after = engine.submit(Job(prompts[1], 5))  # came after the plain one: does not pass it
+    assert len(list(running)) == 19 and len(list(base)) == 5 and len(list(after)) == 5
+    modes = [plain for plain, _ in forwards]
+    first, last = modes.index(True), len(modes) - 1 - modes[::-1].index(True)
+    assert all(modes[first:last + 1]) and not any(modes[:first]) and not any(modes[last + 1:])
+    assert len(modes) - last - 1 >= 5  # the later request ran after the plain one, not beside the first
+    assert all(job.plain == plain for plain, rows in forwards for job in rows)  # never mixed in a batch
+
+
+def test_a_failure_reaches_every_reader_and_the_engine_goes_on(loaded):
+    model, _, prompts = loaded
+
+    def broken(input_ids, scores):
+        raise RuntimeError("a processor broke")
+
+    engine = Engine(model)
+    with pytest.raises(RuntimeError, match="a processor broke"):
+        list(engine.submit(Job(prompts[0], 5, processors=[broken])))
+    assert len(list(engine.submit(Job(prompts[1], 5)))) == 5
