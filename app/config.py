@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     writers: int = Field(1, ge=1, le=64, description="events that use the model (steps, clarify, reading) "
                          "run this many at a time, the others wait in line; auto runs have a line of "
                          "their own; all their model calls take turns on the one loaded model")
+    batching: bool = Field(True, description="the local model decodes concurrent calls together as rows of one batch "
+                           "(off: one generation at a time through transformers' generate, the earlier way)")
+    max_batch: int = Field(8, ge=1, le=256, description="rows the local model decodes at once, at most")
     one_call: bool = Field(False, description="write each step in one call in RecurrentGPT's format "
                            "(for capable models); default: focused calls, which small models can follow")
     retries: int = Field(3, ge=1, le=10, description="tries per model call before a step fails")

@@ -43,7 +43,8 @@ def build_backend(settings: Settings) -> Backend:
                              settings.stream_timeout, settings.retries, settings.openai_api, settings.openai_tokenizer,
                              base_model=settings.openai_base_model)
     return TransformersBackend(settings.model, settings.device, settings.stream_timeout,
-                               adapter=ditto_adapter(settings), pause_adapter=settings.pause_adapter)
+                               adapter=ditto_adapter(settings), pause_adapter=settings.pause_adapter,
+                               batching=settings.batching, max_batch=settings.max_batch)
 
 
 def build_scorer(settings: Settings, backend: Backend) -> GradientScorer:

@@ -23,12 +23,45 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 log = logging.getLogger("storyloom.engine")
 
 END = object()  # what a job's queue holds after its last token
+
+
+class Turns:
+    """A lock that serves its waiters in the order they came (threading.Lock does not), so that
+    whoever waits for the model (a writer's call, SCA's gradient work, the engine's next step)
+    gets it in turn: nothing can starve the others."""
+
+    def __init__(self):
+        self._mutex = threading.Lock()
+        self._waiting: deque[threading.Event] = deque()
+        self._held = False
+
+    def __enter__(self) -> "Turns":
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return self
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # the holder hands the lock straight to the first waiter
+        return self
+
+    @property
+    def waiting(self) -> int:
+        """How many callers wait in line for the lock."""
+        with self._mutex:
+            return len(self._waiting)
+
+    def __exit__(self, *exc) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().set()
+            else:
+                self._held = False
 
 
 @dataclass
@@ -54,15 +87,17 @@ class Job:
 
 class Engine:
     """The decoding loop over `model`, in a thread of its own started on the first submit.
-    `weights(plain)` gives a context in which the model runs with the base weights (plain=True)
-    or as loaded; `max_batch` rows at most run together."""
+    `weights(plain)` puts the base weights in the model (plain=True) or the loaded ones back; it
+    is called when the batch changes from one to the other. `max_batch` rows at most run
+    together. `turn` is held for each step: holding it (SCA's gradient work) holds decoding."""
 
-    def __init__(self, model, max_batch: int = 8,
-                 weights: Callable[[bool], AbstractContextManager] | None = None):
+    def __init__(self, model, max_batch: int = 8, weights: Callable[[bool], None] | None = None,
+                 turn: Turns | None = None):
         self.model = model
         self.max_batch = max_batch
-        self.weights = weights or (lambda plain: nullcontext())
-        self.turn = threading.Lock()  # held for each step: exclusive() holds decoding between steps
+        self.weights = weights
+        self.turn = turn or Turns()
+        self._applied = False  # the weights in the model now: plain or not
         self._pending: deque[Job] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -74,9 +109,10 @@ class Engine:
 
     # -- the callers' side ---------------------------------------------------------------------
 
-    def submit(self, job: Job) -> Iterator[int]:
+    def submit(self, job: Job, timeout: float | None = None) -> Iterator[int]:
         """The job's new tokens as they come. Closing the iterator (or leaving it) stops the job's
-        row; an error in decoding is raised here."""
+        row; an error in decoding is raised here, and TimeoutError when no token came for
+        `timeout` seconds (the row is stopped)."""
         import torch
 
         if job.seed is not None:
@@ -87,13 +123,16 @@ class Engine:
                 self._thread = threading.Thread(target=self._loop, name="storyloom-engine", daemon=True)
                 self._thread.start()
             self._wake.notify()
-        return self._read(job)
+        return self._read(job, timeout)
 
     @staticmethod
-    def _read(job: Job) -> Iterator[int]:
+    def _read(job: Job, timeout: float | None) -> Iterator[int]:
         try:
             while True:
-                item = job.out.get()
+                try:
+                    item = job.out.get(timeout=timeout)
+                except queue.Empty:
+                    raise TimeoutError(f"no token for {timeout:.0f} s") from None
                 if item is END:
                     return
                 if isinstance(item, BaseException):
@@ -148,24 +187,33 @@ class Engine:
             self._prefill(joining)
 
     def _forward(self, input_ids, mask, positions, cache):
-        with self.weights(self._plain):
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
-                             use_cache=True)
+        if self._plain != self._applied and self.weights is not None:
+            self.weights(self._plain)
+            self._applied = self._plain
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
         return out.logits[:, -1, :], out.past_key_values
 
     def _prefill(self, jobs: list[Job]) -> None:
+        """The jobs' prompts read in one forward, each distinct prompt once (three plans asked
+        at once share one reading of their prompt), then copied to every job that has it."""
         import torch
         from transformers import DynamicCache
 
         device = self.model.device
-        width = max(len(j.prompt) for j in jobs)
-        ids = torch.zeros((len(jobs), width), dtype=torch.long, device=device)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long, device=device)
-        for row, job in enumerate(jobs):
-            ids[row, width - len(job.prompt):] = torch.tensor(job.prompt, device=device)
-            mask[row, width - len(job.prompt):] = 1
+        distinct = list(dict.fromkeys(tuple(j.prompt) for j in jobs))
+        width = max(len(p) for p in distinct)
+        ids = torch.zeros((len(distinct), width), dtype=torch.long, device=device)
+        mask = torch.zeros((len(distinct), width), dtype=torch.long, device=device)
+        for row, prompt in enumerate(distinct):
+            ids[row, width - len(prompt):] = torch.tensor(prompt, device=device)
+            mask[row, width - len(prompt):] = 1
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         logits, cache = self._forward(ids, mask, positions, DynamicCache(config=self.model.config))
+        if len(distinct) < len(jobs):
+            rows = torch.tensor([distinct.index(tuple(j.prompt)) for j in jobs], device=device)
+            logits, mask = logits.index_select(0, rows), mask.index_select(0, rows)
+            cache = DynamicCache(ddp_cache_data=[(layer.keys.index_select(0, rows), layer.values.index_select(0, rows))
+                                                 for layer in cache.layers], config=self.model.config)
         self._join(jobs, cache, mask)
         self._emit(jobs, logits)
 

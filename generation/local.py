@@ -7,7 +7,6 @@ import importlib.util
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -17,6 +16,7 @@ from queue import Empty
 from common.errors import GenerationFailed, ModelUnavailable
 from generation.adapters import AdapterUnavailable, adapter_off, attach_adapter, fold_in
 from generation.backend import Request
+from generation.engine import Engine, Job, Turns
 from generation.pause import PAUSE, attach_pauses, insert_pauses
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -114,47 +114,17 @@ def save_folder(model, tokenizer, folder: Path) -> Path:
     return folder
 
 
-class Turns:
-    """A lock that serves its waiters in the order they came (threading.Lock does not), so the
-    model calls of many writers take turns: a long auto run cannot starve the others' steps."""
-
-    def __init__(self):
-        self._mutex = threading.Lock()
-        self._waiting: deque[threading.Event] = deque()
-        self._held = False
-
-    def __enter__(self) -> "Turns":
-        with self._mutex:
-            if not self._held:
-                self._held = True
-                return self
-            turn = threading.Event()
-            self._waiting.append(turn)
-        turn.wait()  # the holder hands the lock straight to the first waiter
-        return self
-
-    @property
-    def waiting(self) -> int:
-        """How many callers wait in line for the lock."""
-        with self._mutex:
-            return len(self._waiting)
-
-    def __exit__(self, *exc) -> None:
-        with self._mutex:
-            if self._waiting:
-                self._waiting.popleft().set()
-            else:
-                self._held = False
-
-
 class TransformersBackend:
-    """Loads on first use; one generation at a time (calls take turns, first come first served).
+    """Loads on first use. With `batching` (the default), concurrent calls decode together as rows
+    of one batch (generation.engine), joining and leaving as they come and go; without it, one
+    generation at a time through transformers' generate. Either way first come, first served.
     A Backend whose decoding controls act on the model's logits, and the GradientScorer of SCA."""
 
     exposes_logits = True
 
     def __init__(self, model: str | None = None, device: str = "auto", stream_timeout: float = 120.0,
-                 adapter: str | Path | None = None, pause_adapter: str | Path | None = None):
+                 adapter: str | Path | None = None, pause_adapter: str | Path | None = None,
+                 batching: bool = True, max_batch: int = 8):
         self.source = resolve_model(model)  # fails fast on a bad path, before any loading
         self.name = str(self.source) if model else f"SmolLM2-135M-Instruct (embedded, {EMBEDDED_GGUF})"
         self.device = device
@@ -170,7 +140,10 @@ class TransformersBackend:
         self._tokenizer = None
         self._token_sets: dict[str | tuple, list[int]] = {}
         self._load_lock = threading.Lock()
-        self._generate_lock = Turns()
+        self._generate_lock = Turns()  # the model's turns: generate() without batching, the engine's steps, SCA
+        self.batching = batching
+        self.max_batch = max_batch
+        self._engine: Engine | None = None
 
     def load(self):
         with self._load_lock:
@@ -181,6 +154,11 @@ class TransformersBackend:
                 log.info("loaded the language model on %s in %.1f s", self._model.device,
                          time.perf_counter() - started)
         return self._model, self._tokenizer
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether calls made at once decode together (a step asks for its three plans at once)."""
+        return self.batching
 
     @property
     def loaded(self) -> bool:
@@ -283,8 +261,64 @@ class TransformersBackend:
             yield model, tokenizer
 
     def generate(self, request: Request) -> Iterator[str]:
+        if self.batching and not set(request.extra) - {"logits_processor"}:
+            yield from self._batched(request)
+            return
         with self._generate_lock:
             yield from self._stream(request)
+
+    def _set_weights(self, plain: bool) -> None:
+        """The base weights in the model (the merged adapter taken out and its layers off), or the
+        loaded ones back: called by the engine when its batch changes from one kind to the other."""
+        model, _ = self.load()
+        if plain:
+            model.unmerge_adapter()
+            model.base_model.disable_adapter_layers()
+        else:
+            model.base_model.enable_adapter_layers()
+            model.merge_adapter()
+
+    def _batched(self, request: Request) -> Iterator[str]:
+        """The request as a row of the engine's batch, its tokens turned into text as they come."""
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        model, tokenizer = self.load()
+        with self._load_lock:
+            if self._engine is None:
+                self._engine = Engine(model, self.max_batch, weights=self._set_weights, turn=self._generate_lock)
+        chat = self._chat(request)
+        prompt = tokenizer(chat + request.reply_prefix, add_special_tokens=False)["input_ids"]
+        plain = request.decoding is not None and not request.decoding.ditto and self._adapter_in_use
+        request, extra = self._processors(request, chat, len(prompt))
+        processors = list(extra.get("logits_processor", []))
+        if request.repetition_penalty and request.repetition_penalty != 1.0:
+            processors.insert(0, RepetitionPenaltyLogitsProcessor(request.repetition_penalty))
+        job = Job(prompt, request.max_new_tokens, request.min_new_tokens, request.temperature,
+                  request.top_p if request.temperature > 0 else 1.0, request.seed, processors,
+                  self._stop_ids(), (self._pause_id,) if self._pause_id is not None else (), plain)
+        tokens = self._engine.submit(job, timeout=self.stream_timeout)
+        written, shown = [], ""
+        try:
+            for token in tokens:
+                written.append(token)
+                text = tokenizer.decode(written, skip_special_tokens=True)
+                if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+                    continue
+                if len(text) > len(shown):
+                    yield text[len(shown):]
+                shown = text
+        except TimeoutError:
+            raise GenerationFailed(f"the model wrote nothing for {self.stream_timeout:.0f} s; stopped") from None
+        except Exception as e:
+            raise GenerationFailed(f"generation failed: {e}") from e
+        finally:
+            tokens.close()
+
+    def _stop_ids(self) -> frozenset[int]:
+        model, tokenizer = self.load()
+        ends = model.generation_config.eos_token_id
+        ends = [ends] if isinstance(ends, int) else list(ends or [])
+        return frozenset(ends + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []))
 
     def _processors(self, request: Request, chat: str, prompt_length: int) -> tuple[Request, dict]:
         """The request as generate() takes it, and generate()'s extra arguments with the logits

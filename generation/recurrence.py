@@ -234,7 +234,10 @@ class Writer:
     def _ask_three(self, name: str, request: Request, parser, usage: Usage, on_text: OnText | None) -> list[str]:
         """Three distinct answers, one call each; one too like an earlier one counts as a failed try.
         When the second or third stays unusable the step keeps the ones found (the person can write
-        their own): a written paragraph is not thrown away for want of a third idea."""
+        their own): a written paragraph is not thrown away for want of a third idea. A backend that
+        decodes calls together (`concurrent`) is asked for all three at once."""
+        if getattr(self.backend, "concurrent", False):
+            return self._ask_three_at_once(name, request, parser, usage, on_text)
         found: list[str] = []
 
         def distinct(raw: str) -> str:
@@ -255,34 +258,80 @@ class Writer:
                 break
         return found
 
+    def _ask_three_at_once(self, name: str, request: Request, parser, usage: Usage,
+                           on_text: OnText | None) -> list[str]:
+        """The three answers asked for together (the backend decodes them as rows of one batch,
+        reading their shared prompt once); then only the unusable ones (unparsable, or too like
+        an answer with a lower number) again, all together, each within its own tries."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        tries, request = max(self.retries, PLAN_TRIES), self._decoded(request, usage)
+        stop = lambda text: parse.first_sentence_done(text) or "\n" in text.strip()  # noqa: E731
+        found: dict[int, str] = {}
+        attempts = {n: 0 for n in (1, 2, 3)}
+        problems: dict[int, Exception] = {}
+        with ThreadPoolExecutor(3, thread_name_prefix="storyloom-three") as pool:
+            while todo := [n for n in (1, 2, 3) if n not in found and attempts[n] < tries]:
+                for n in todo:
+                    attempts[n] += 1
+                calls = list(pool.map(lambda n: self._attempt(f"{name}_{n}", request, attempts[n], on_text, stop),
+                                      todo))
+                for n, call in zip(todo, calls):  # in plan order: a repeat is of a lower-numbered answer
+                    self._count(call, usage)
+                    try:
+                        answer = parser(call["output"])
+                        for number, earlier in sorted(found.items()):
+                            if parse.similar(answer, earlier):
+                                raise ParseError(f"the {name} repeats {name} {number}")
+                        found[n] = answer
+                    except ParseError as e:
+                        call["problem"], problems[n] = str(e), e
+                        usage.retries += attempts[n] < tries
+        if not found:
+            raise GenerationFailed(f"the model gave no usable {name} in {tries} tries (last problem: {problems[1]})")
+        return [found[n] for n in sorted(found)]
+
+    def _decoded(self, request: Request, usage: Usage) -> Request:
+        """The request with the writer's decoding settings, unless it has its own or is a choice."""
+        if self.decoding and request.decoding is None and not request.options:
+            usage.decoding = asdict(self.decoding)
+            return replace(request, decoding=self.decoding)
+        return request
+
+    def _attempt(self, part: str, request: Request, attempt: int, on_text: OnText | None,
+                 stop: Callable[[str], bool] | None) -> dict:
+        """One try: its call record (prompt, output, tokens). Later tries sample a little hotter."""
+        if attempt > 1:
+            request = replace(request, temperature=min(request.temperature + 0.2 * (attempt - 1), 1.3))
+        raw = ""
+        with closing(self.backend.generate(request)) as chunks:
+            for chunk in chunks:
+                raw += chunk
+                if on_text:
+                    on_text(part, raw)
+                if stop and stop(raw):
+                    break
+        prompt = self.backend.render(request)
+        return {"part": part, "attempt": attempt, "prompt": prompt, "output": raw,
+                "prompt_tokens": self.backend.count_tokens(prompt), "completion_tokens": self.backend.count_tokens(raw)}
+
+    @staticmethod
+    def _count(call: dict, usage: Usage) -> None:
+        usage.prompt_tokens += call["prompt_tokens"]
+        usage.completion_tokens += call["completion_tokens"]
+        usage.calls.append(call)
+
     def _ask(self, part: str, request: Request, parser: Callable[[str], object], usage: Usage,
              on_text: OnText | None, stop: Callable[[str], bool] | None = None, tries: int | None = None):
         """One focused call, parsed strictly; a bounded number of tries (default self.retries)."""
         tries = tries or self.retries
-        if self.decoding and request.decoding is None and not request.options:
-            request = replace(request, decoding=self.decoding)
-            usage.decoding = asdict(self.decoding)
-        prompt = self.backend.render(request)
+        request = self._decoded(request, usage)
         problem: ParseError | None = None
         for attempt in range(1, tries + 1):
-            raw = ""
-            if attempt > 1:  # sample a little hotter after an unusable reply
-                request = replace(request, temperature=min(request.temperature + 0.2, 1.3))
-            with closing(self.backend.generate(request)) as chunks:
-                for chunk in chunks:
-                    raw += chunk
-                    if on_text:
-                        on_text(part, raw)
-                    if stop and stop(raw):
-                        break
-            call = {"part": part, "attempt": attempt, "prompt": prompt, "output": raw,
-                    "prompt_tokens": self.backend.count_tokens(prompt),
-                    "completion_tokens": self.backend.count_tokens(raw)}
-            usage.prompt_tokens += call["prompt_tokens"]
-            usage.completion_tokens += call["completion_tokens"]
-            usage.calls.append(call)
+            call = self._attempt(part, request, attempt, on_text, stop)
+            self._count(call, usage)
             try:
-                return parser(raw)
+                return parser(call["output"])
             except ParseError as e:
                 call["problem"] = str(e)
                 problem = e

@@ -26,9 +26,9 @@ def loaded(model_folder):
     model = AutoModelForCausalLM.from_pretrained(model_folder)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(model_folder)
-    prompts = [tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": a}], tokenize=False,
-                                                       add_generation_prompt=True), add_special_tokens=False)["input_ids"]
-               for a in ASKS]
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": a}], tokenize=False, add_generation_prompt=True)
+             for a in ASKS]
+    prompts = [tokenizer(chat, add_special_tokens=False)["input_ids"] for chat in chats]
     return model, tokenizer, prompts
 
 
@@ -110,25 +110,19 @@ def test_each_rows_processors_see_that_rows_tokens_only(loaded):
 
 def test_a_request_for_the_other_weights_waits_for_the_batch_to_drain(loaded):
     model, _, prompts = loaded
-    forwards: list[tuple[bool, list[Job]]] = []  # each forward: the weights, and the rows in the batch
-    engine: Engine
-
-    class Weights:
-        def __init__(self, plain):
-            self.plain = plain
-
-        def __enter__(self):
-            forwards.append((self.plain, list(engine._rows)))
-
-        def __exit__(self, *exc):
-            return False
-
-    engine = Engine(model, weights=Weights)
-    running = engine.submit(Job(prompts[2], 20))
-    next(running)
-    base = engine.submit(Job(prompts[0], 5, plain=True))
-    after = engine.submit(Job(prompts[1], 5))  # came after the plain one: does not pass it
-    assert len(list(running)) == 19 and len(list(base)) == 5 and len(list(after)) == 5
+    switches: list[bool] = []
+    forwards: list[tuple[bool, list[Job]]] = []  # each forward: the weights in the model, the batch's rows
+    engine = Engine(model, weights=switches.append)
+    hook = model.register_forward_pre_hook(lambda *_: forwards.append((engine._applied, list(engine._rows))))
+    try:
+        running = engine.submit(Job(prompts[2], 20))
+        next(running)
+        base = engine.submit(Job(prompts[0], 5, plain=True))
+        after = engine.submit(Job(prompts[1], 5))  # came after the plain one: does not pass it
+        assert len(list(running)) == 19 and len(list(base)) == 5 and len(list(after)) == 5
+    finally:
+        hook.remove()
+    assert switches == [True, False]  # the weights changed twice, not at every step
     modes = [plain for plain, _ in forwards]
     first, last = modes.index(True), len(modes) - 1 - modes[::-1].index(True)
     assert all(modes[first:last + 1]) and not any(modes[:first]) and not any(modes[last + 1:])
@@ -146,3 +140,32 @@ def test_a_failure_reaches_every_reader_and_the_engine_goes_on(loaded):
     with pytest.raises(RuntimeError, match="a processor broke"):
         list(engine.submit(Job(prompts[0], 5, processors=[broken])))
     assert len(list(engine.submit(Job(prompts[1], 5)))) == 5
+
+
+def test_the_backend_writes_through_the_engine_what_generate_writes_with_ditto_on_and_off(model_folder):
+    """The local backend with the DITTO adapter, batched and not: the same greedy text for a story
+    with DITTO on and one with it off (the engine takes the adapter out for that row's batch and
+    puts it back), alone and when both are asked at once."""
+    from generation.adapters import DEFAULT_ADAPTER
+    from generation.backend import Decoding, Request
+    from generation.local import TransformersBackend
+
+    def ask(ditto: bool) -> Request:
+        return Request(messages=[{"role": "user", "content": "Write about a storm over the harbour."}],
+                       max_new_tokens=30, temperature=0, decoding=Decoding(ditto=ditto))
+
+    batched, one_by_one = (TransformersBackend(str(model_folder), adapter=DEFAULT_ADAPTER, batching=on)
+                           for on in (True, False))
+    assert batched.has_adapter and one_by_one.has_adapter
+    before = {ditto: "".join(one_by_one.generate(ask(ditto))) for ditto in (True, False)}
+    assert before[True] != before[False]  # the adapter changes the text: the test can tell them apart
+    assert {ditto: "".join(batched.generate(ask(ditto))) for ditto in (True, False)} == before
+    out: dict[bool, str] = {}
+    threads = [threading.Thread(target=lambda d=d: out.__setitem__(d, "".join(batched.generate(ask(d)))))
+               for d in (True, False, True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert out == before
+    assert "".join(batched.generate(ask(True))) == before[True]  # the adapter is back in after

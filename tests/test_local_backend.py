@@ -126,7 +126,7 @@ def test_model_calls_take_turns_in_the_order_they_came():
     import threading
     import time
 
-    from generation.local import Turns
+    from generation.engine import Turns
 
     turns, order, holding = Turns(), [], threading.Event()
 

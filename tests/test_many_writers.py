@@ -17,7 +17,7 @@ from app.people import People
 from app.service import StoryService
 from app.ui import build_app
 from generation.backend import Request
-from generation.local import Turns
+from generation.engine import Turns
 from generation.recurrence import Writer
 from memory.longterm import LongTermMemory
 from storage import repo

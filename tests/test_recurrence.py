@@ -145,3 +145,52 @@ def test_fit_cuts_text_without_spaces_by_characters():
     assert len(fit("x" * 4000, 100, count, keep="end")) <= 100
     assert len(fit("y" * 4000, 100, count)) <= 100
     assert fit("a" * 50 + " " + "b" * 4000, 100, count, keep="end").endswith("b")
+
+
+class Together(ScriptedBackend):
+    """The script as a backend that decodes calls together: the first three plan calls must be in
+    flight at once (a barrier that breaks after 10 s if they come one after another)."""
+
+    concurrent = True
+
+    def __init__(self, plans: list[str]):
+        import threading
+
+        self.plans, self.lock, self.barrier = iter(plans), threading.Lock(), threading.Barrier(3, timeout=10)
+        self.asked = 0
+        super().__init__(self.answer)
+
+    def answer(self, request):
+        if "What happens next" not in request.messages[-1]["content"]:
+            return None
+        with self.lock:
+            self.asked += 1
+            first_round = self.asked <= 3
+        if first_round:
+            self.barrier.wait()
+        with self.lock:
+            return next(self.plans, " we see the keeper think about the letter for a while.")
+
+
+def test_a_backend_that_batches_is_asked_for_three_plans_at_once_and_only_the_bad_one_again():
+    backend = Together([" Mara rows to the reef at dawn.", " Mara rows to the reef at dawn!",
+                        " A storm breaks the great lamp.", " Tomas the baker arrives with news."])
+    opening = Writer(backend).init("premise", title="T")
+    assert backend.asked == 4  # three at once, then the one that repeated another, alone
+    # which of the two alike answers came first is the threads' race; one of them is kept
+    assert sorted(p.rstrip(".!") for p in opening.plans) == ["A storm breaks the great lamp",
+                                                             "Mara rows to the reef at dawn",
+                                                             "Tomas the baker arrives with news"]
+    plan_calls = [c for c in opening.usage.calls if c["part"].startswith("plan_")]
+    assert [c["attempt"] for c in plan_calls] == [1, 1, 1, 2] and opening.usage.retries == 1
+    assert [c.get("problem") for c in plan_calls].count(None) == 3
+    assert any(str(c.get("problem", "")).startswith("the plan repeats plan") for c in plan_calls)
+
+
+def test_a_batching_backend_keeps_the_plans_it_found_and_fails_without_any():
+    backend = Together([" Mara rows to the reef at dawn.", " A storm breaks the great lamp."])
+    opening = Writer(backend).init("premise", title="T")
+    assert sorted(opening.plans) == sorted(["Mara rows to the reef at dawn.", "A storm breaks the great lamp."])
+    assert backend.asked == 3 + PLAN_TRIES - 1  # the third alone, again until its tries ran out
+    with pytest.raises(GenerationFailed, match="no usable plan in 6 tries"):
+        Writer(Together([])).init("premise", title="T")
