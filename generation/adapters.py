@@ -79,6 +79,18 @@ def adapter_off(model):
             model.merge_adapter()
 
 
+def base_weights(model, plain: bool) -> None:
+    """The base weights in a model with a merged adapter (its update taken out, its layers off),
+    or the adapter's back (plain=False): the two halves of `adapter_off`, for a caller that
+    switches between batches rather than around one call (generation.engine)."""
+    if plain:
+        model.unmerge_adapter()
+        model.base_model.disable_adapter_layers()
+    else:
+        model.base_model.enable_adapter_layers()
+        model.merge_adapter()
+
+
 def fold_in(model):
     """The plain model, with an attached adapter's update in its weights for good (no way back to
     the base); a model without an adapter as it is."""

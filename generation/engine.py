@@ -300,7 +300,8 @@ class Engine:
 
         for r in rows:
             self._rows[r].out.put(END)
-        keep = [r for r in range(len(self._rows)) if r not in set(rows)]
+        leaving = set(rows)
+        keep = [r for r in range(len(self._rows)) if r not in leaving]
         self._rows = [self._rows[r] for r in keep]
         if not keep:
             self._cache, self._mask = None, None

@@ -10,11 +10,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from queue import Empty
 
 from common.errors import GenerationFailed, ModelUnavailable
-from generation.adapters import AdapterUnavailable, adapter_off, attach_adapter, fold_in
+from generation.adapters import AdapterUnavailable, adapter_off, attach_adapter, base_weights, fold_in
 from generation.backend import Request
 from generation.engine import Engine, Job, Turns
 from generation.pause import PAUSE, attach_pauses, insert_pauses
@@ -267,17 +268,6 @@ class TransformersBackend:
         with self._generate_lock:
             yield from self._stream(request)
 
-    def _set_weights(self, plain: bool) -> None:
-        """The base weights in the model (the merged adapter taken out and its layers off), or the
-        loaded ones back: called by the engine when its batch changes from one kind to the other."""
-        model, _ = self.load()
-        if plain:
-            model.unmerge_adapter()
-            model.base_model.disable_adapter_layers()
-        else:
-            model.base_model.enable_adapter_layers()
-            model.merge_adapter()
-
     def _batched(self, request: Request) -> Iterator[str]:
         """The request as a row of the engine's batch, its tokens turned into text as they come."""
         from transformers import RepetitionPenaltyLogitsProcessor
@@ -285,7 +275,8 @@ class TransformersBackend:
         model, tokenizer = self.load()
         with self._load_lock:
             if self._engine is None:
-                self._engine = Engine(model, self.max_batch, weights=self._set_weights, turn=self._generate_lock)
+                self._engine = Engine(model, self.max_batch, weights=partial(base_weights, model),
+                                      turn=self._generate_lock)
         chat = self._chat(request)
         prompt = tokenizer(chat + request.reply_prefix, add_special_tokens=False)["input_ids"]
         plain = request.decoding is not None and not request.decoding.ditto and self._adapter_in_use

@@ -266,6 +266,7 @@ class Writer:
         from concurrent.futures import ThreadPoolExecutor
 
         tries, request = max(self.retries, PLAN_TRIES), self._decoded(request, usage)
+        prompt = self.backend.render(request)
         stop = lambda text: parse.first_sentence_done(text) or "\n" in text.strip()  # noqa: E731
         found: dict[int, str] = {}
         attempts = {n: 0 for n in (1, 2, 3)}
@@ -274,8 +275,8 @@ class Writer:
             while todo := [n for n in (1, 2, 3) if n not in found and attempts[n] < tries]:
                 for n in todo:
                     attempts[n] += 1
-                calls = list(pool.map(lambda n: self._attempt(f"{name}_{n}", request, attempts[n], on_text, stop),
-                                      todo))
+                calls = list(pool.map(lambda n: self._attempt(f"{name}_{n}", request, prompt, attempts[n], on_text,
+                                                              stop), todo))
                 for n, call in zip(todo, calls):  # in plan order: a repeat is of a lower-numbered answer
                     self._count(call, usage)
                     try:
@@ -298,9 +299,10 @@ class Writer:
             return replace(request, decoding=self.decoding)
         return request
 
-    def _attempt(self, part: str, request: Request, attempt: int, on_text: OnText | None,
+    def _attempt(self, part: str, request: Request, prompt: str, attempt: int, on_text: OnText | None,
                  stop: Callable[[str], bool] | None) -> dict:
-        """One try: its call record (prompt, output, tokens). Later tries sample a little hotter."""
+        """One try of `request` (rendered as `prompt`): its call record (prompt, output, tokens).
+        Later tries sample a little hotter."""
         if attempt > 1:
             request = replace(request, temperature=min(request.temperature + 0.2 * (attempt - 1), 1.3))
         raw = ""
@@ -311,7 +313,6 @@ class Writer:
                     on_text(part, raw)
                 if stop and stop(raw):
                     break
-        prompt = self.backend.render(request)
         return {"part": part, "attempt": attempt, "prompt": prompt, "output": raw,
                 "prompt_tokens": self.backend.count_tokens(prompt), "completion_tokens": self.backend.count_tokens(raw)}
 
@@ -326,9 +327,10 @@ class Writer:
         """One focused call, parsed strictly; a bounded number of tries (default self.retries)."""
         tries = tries or self.retries
         request = self._decoded(request, usage)
+        prompt = self.backend.render(request)
         problem: ParseError | None = None
         for attempt in range(1, tries + 1):
-            call = self._attempt(part, request, attempt, on_text, stop)
+            call = self._attempt(part, request, prompt, attempt, on_text, stop)
             self._count(call, usage)
             try:
                 return parser(call["output"])

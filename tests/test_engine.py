@@ -32,7 +32,7 @@ def loaded(model_folder):
     return model, tokenizer, prompts
 
 
-def together(engine: Engine, jobs: list[Job], gate: threading.Event | None = None) -> list[list[int]]:
+def together(engine: Engine, jobs: list[Job]) -> list[list[int]]:
     """The jobs submitted from threads of their own at once; each one's tokens."""
     out: list = [None] * len(jobs)
 

@@ -4,6 +4,7 @@ HTTP for the lockout). Stories come in as JSON backups, so no model call is need
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import urllib.error
@@ -124,7 +125,6 @@ def test_one_login_is_checked_at_a_time_per_address(server):
 
 
 def session_cookie(url: str, name: str) -> str:
-    status, headers = None, None
     form = urllib.parse.urlencode({"username": name, "password": PASSWORDS[name]}).encode()
     with urllib.request.urlopen(urllib.request.Request(url + "login", data=form), timeout=30) as response:
         status, headers = response.status, response.headers
@@ -160,7 +160,7 @@ def test_a_session_ends_when_it_expires_and_when_the_password_changes(server, ac
 
     old, new = session_cookie(server, "dan"), session_cookie(server, "dan")
     with sqlite3.connect(accounts_folder / "storyloom.db") as database:  # the clock moves past 12 hours
-        token_hash = __import__("hashlib").sha256(old.split("=", 1)[1].encode()).hexdigest()
+        token_hash = hashlib.sha256(old.split("=", 1)[1].encode()).hexdigest()
         assert database.execute("UPDATE login_session SET expires_at = '2000-01-01 00:00:00' WHERE token_hash = ?",
                                 (token_hash,)).rowcount == 1
     assert answer(server, "gradio_api/info", old) == 401

@@ -29,9 +29,10 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
               files_ttl: int = 3600) -> gr.Blocks:
     """The page. `people` says whose stories each event may touch (default: accounts off, everyone's).
     Events that call the model (steps, clarify, reading) run `writers` at a time, and auto
-    runs and imports `writers` at a time each beside them; the rest of the page is never held up behind either. The
-    model calls inside all take turns, first come first served, on the one model. Exports and
-    uploads are deleted from the server `files_ttl` seconds after they were made."""
+    runs and imports `writers` at a time each beside them; the rest of the page is never held
+    up behind them. The model calls inside all take turns, first come first served, on the one
+    model. Exports and uploads are deleted from the server `files_ttl` seconds after they were
+    made."""
     page = Page(people or People(service, accounts_on=False), writers, files_ttl)
     with gr.Blocks(title="storyloom", delete_cache=(max(1, files_ttl // 4), files_ttl)) as app:
         lay_out(page)
