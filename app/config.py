@@ -50,12 +50,17 @@ class Settings(BaseSettings):
                                  "call this server from the browser; default none but its own")
     allow_no_auth: bool = Field(False, description="serve a non-loopback address without accounts (everyone "
                                 "who reaches it shares every story)")
-    writers: int = Field(1, ge=1, le=64, description="events that use the model (steps, clarify, reading) "
-                         "run this many at a time, the others wait in line; auto runs have a line of "
-                         "their own; all their model calls take turns on the one loaded model")
+    writers: int | None = Field(None, ge=1, le=64, description="events that use the model (steps, clarify, "
+                                "reading) run this many at a time, the others wait in line; auto runs have a "
+                                "line of their own. Default: max_batch with the local model batching (their "
+                                "calls decode together), else 1 (calls take turns on one model)")
     batching: bool = Field(True, description="the local model decodes concurrent calls together as rows of one batch "
                            "(off: one generation at a time through transformers' generate, the earlier way)")
     max_batch: int = Field(8, ge=1, le=256, description="rows the local model decodes at once, at most")
+    weights: Literal["auto", "float32", "int8"] = Field(
+        "auto", description="the format the local model decodes in on the CPU: int8 (auto, where torch has the "
+        "int8 matrix product) decodes from a copy with int8 decoder layers, about twice as fast as float32 "
+        "(benchmarks/weights_bench.py); a GPU decodes in bfloat16 either way")
     one_call: bool = Field(False, description="write each step in one call in RecurrentGPT's format "
                            "(for capable models); default: focused calls, which small models can follow")
     retries: int = Field(3, ge=1, le=10, description="tries per model call before a step fails")
@@ -75,6 +80,13 @@ class Settings(BaseSettings):
     max_backup_bytes: int = Field(200_000_000, ge=1, le=500_000_000, description="bytes of a JSON backup one "
                                   "import takes (reading one needs a few times its size in memory)")
     max_plan_chars: int = 2000
+
+    @property
+    def model_writers(self) -> int:
+        """STORYLOOM_WRITERS, or its default: as many as decode together, or one at a time."""
+        if self.writers:
+            return self.writers
+        return self.max_batch if self.backend == "local" and self.batching else 1
 
     def database(self) -> str:
         if self.database_url:

@@ -44,7 +44,8 @@ def build_backend(settings: Settings) -> Backend:
                              base_model=settings.openai_base_model)
     return TransformersBackend(settings.model, settings.device, settings.stream_timeout,
                                adapter=ditto_adapter(settings), pause_adapter=settings.pause_adapter,
-                               batching=settings.batching, max_batch=settings.max_batch)
+                               batching=settings.batching, max_batch=settings.max_batch,
+                               weights=settings.weights)
 
 
 def build_scorer(settings: Settings, backend: Backend) -> GradientScorer:

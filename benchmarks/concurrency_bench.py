@@ -8,9 +8,13 @@ exactly one new paragraph, the one it was shown, and no story got another's. One
 loads the model first and is not counted.
 
     .venv/bin/python benchmarks/concurrency_bench.py [--clients 1 5 20] [--writers 1]
+    .venv/bin/python benchmarks/concurrency_bench.py --compare [--clients 5 20]
 
 Prints a table and writes benchmarks/results/concurrency.json (concurrency-writersN.json for
-another --writers N)."""
+another --writers N). --compare runs two servers one after the other in the same run: the
+earlier way (STORYLOOM_BATCHING=off, float32 weights, one writer at a time) and today's defaults
+with the given extra settings (--after-env NAME=VALUE ...), and writes concurrency-compare.json
+with each round's ratios (steps a minute after / before, p95 after / before)."""
 
 from __future__ import annotations
 
@@ -96,21 +100,61 @@ def round_of(url: str, backup: Path, clients: int, db_path: Path) -> dict:
             "latencies": [round(s, 1) for s in latencies]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 5, 20])
-    parser.add_argument("--writers", type=int, default=1, help="STORYLOOM_WRITERS of the server")
-    args = parser.parse_args()
-
+def serve_rounds(clients: list[int], **settings: str) -> tuple[dict, list[dict], int]:
+    """(the warm-up round, a round for each number of clients, how many times the model loaded),
+    against a fresh `storyloom serve` with `settings`."""
     with tempfile.TemporaryDirectory(prefix="storyloom-concurrency-") as tmp:
         folder = Path(tmp)
         backup = write_story_backup(folder, Embedder())
         data = folder / "data"
-        env = storyloom_env(data, writers=str(args.writers))
-        with running_app(env, folder / "serve.log") as url:
+        with running_app(storyloom_env(data, **settings), folder / "serve.log") as url:
             warm = round_of(url, backup, 1, data / "storyloom.db")  # loads the model; not counted
-            rounds = [round_of(url, backup, n, data / "storyloom.db") for n in args.clients]
+            rounds = []
+            for n in clients:
+                rounds.append(round_of(url, backup, n, data / "storyloom.db"))
+                print(f"{settings}: {n} clients: {rounds[-1]['steps_per_minute']} steps/min, "
+                      f"p95 {rounds[-1]['p95_seconds']} s, problems {rounds[-1]['problems']}", flush=True)
             loads = (folder / "serve.log").read_text().count("loading the language model")
+    return warm, rounds, loads
+
+
+def compare(clients: list[int], after_env: list[str]) -> None:
+    before_settings = {"batching": "off", "weights": "float32", "writers": "1"}
+    after_settings = dict(item.split("=", 1) for item in after_env)
+    runs = {}
+    for name, settings in (("before", before_settings), ("after", after_settings)):
+        warm, rounds, loads = serve_rounds(clients, **settings)
+        runs[name] = {"settings": settings, "model_loads": loads, "warm_up": warm, "rounds": rounds}
+    ratios = []
+    print("| clients | before: steps/min | p95 s | after: steps/min | p95 s | steps/min × | p95 × | problems |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for b, a in zip(runs["before"]["rounds"], runs["after"]["rounds"]):
+        r = {"clients": b["clients"], "steps_per_minute_ratio": round(a["steps_per_minute"] / b["steps_per_minute"], 2),
+             "p95_ratio": round(a["p95_seconds"] / b["p95_seconds"], 2),
+             "problems": len(a["problems"]) + len(b["problems"])}
+        ratios.append(r)
+        print(f"| {b['clients']} | {b['steps_per_minute']} | {b['p95_seconds']} | {a['steps_per_minute']} | "
+              f"{a['p95_seconds']} | {r['steps_per_minute_ratio']} | {r['p95_ratio']} | {r['problems']} |")
+    out = RESULTS / "concurrency-compare.json"
+    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                               **runs, "ratios": ratios}, indent=1))
+    print(f"wrote {out}")
+    if any(r["problems"] for r in ratios) or any(run["model_loads"] != 1 for run in runs.values()):
+        sys.exit(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=None, help="default 1 5 20; 5 20 with --compare")
+    parser.add_argument("--writers", type=int, default=1, help="STORYLOOM_WRITERS of the server")
+    parser.add_argument("--compare", action="store_true", help="the earlier way and today's, one after the other")
+    parser.add_argument("--after-env", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="settings of today's server in --compare (weights=int8 ...)")
+    args = parser.parse_args()
+    if args.compare:
+        compare(args.clients or [5, 20], args.after_env)
+        return
+    warm, rounds, loads = serve_rounds(args.clients or [1, 5, 20], writers=str(args.writers))
 
     base = rounds[0]
     for r in rounds:

@@ -1,6 +1,11 @@
 """Ten consecutive CLI steps on each of three premises with the embedded model; checks and timings.
 
     .venv/bin/python benchmarks/loop_quality.py [--steps 10] [--out benchmarks/results/loop_quality.json]
+    .venv/bin/python benchmarks/loop_quality.py --compare [--steps 10]
+
+--compare runs it twice in one go, the earlier way (STORYLOOM_BATCHING=off, STORYLOOM_WEIGHTS=float32:
+one call at a time in float32) and today's defaults, and writes loop_quality-compare.json with
+both reports and their summaries side by side.
 
 Runs the real `storyloom` command in a fresh data directory, then reads the database:
 paragraph words (target >= 60), short-term memory words (<= 250), three distinct non-empty
@@ -33,9 +38,31 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--out", default="benchmarks/results/loop_quality.json")
+    ap.add_argument("--compare", action="store_true", help="the earlier way, then today's defaults")
     args = ap.parse_args()
+    if not args.compare:
+        report = run(args.steps, {})
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.out}")
+        return
+    reports = {"before": run(args.steps, {"STORYLOOM_BATCHING": "off", "STORYLOOM_WEIGHTS": "float32"}),
+               "after": run(args.steps, {})}
+    keys = [k for k in reports["before"]["summary"] if k != "paragraph_prompt_tokens_step10_vs_step3"]
+    print(f"| | {' | '.join(keys)} |")
+    for name, report in reports.items():
+        print(f"| {name} | {' | '.join(str(report['summary'][k]) for k in keys)} |")
+    out = Path(args.out).with_name("loop_quality-compare.json")
+    out.write_text(json.dumps({name: {"settings": r["settings"], "summary": r["summary"], "report": r}
+                               for name, r in reports.items()}, indent=2))
+    print(f"wrote {out}")
+
+
+def run(steps: int, settings: dict[str, str]) -> dict:
+    """Each premise's story, `steps` steps, written by the CLI with `settings` in a fresh data folder."""
     data = Path(tempfile.mkdtemp(prefix="storyloom-bench-"))
-    env = {**os.environ, "STORYLOOM_DATA_DIR": str(data)}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STORYLOOM_")},
+           "STORYLOOM_DATA_DIR": str(data), **settings}
     runs = []
     for premise in PREMISES:
         started = time.monotonic()
@@ -43,20 +70,18 @@ def main() -> None:
         failures = [] if new.returncode == 0 else [new.stderr.strip().splitlines()[-1]]
         story_id = int(new.stdout.strip().splitlines()[-1]) if new.returncode == 0 else None
         done, attempts = 0, 0
-        while story_id is not None and done < args.steps and attempts < args.steps:
+        while story_id is not None and done < steps and attempts < steps:
             # `step --count` writes consecutive steps in one process; after a failure, go on
             attempts += 1
-            step = storyloom(env, "step", str(story_id), "--plan", "1", "--count", str(args.steps - done))
+            step = storyloom(env, "step", str(story_id), "--plan", "1", "--count", str(steps - done))
             done += step.stderr.count(" written (")
             if step.returncode != 0:
                 failures.append(step.stderr.strip().splitlines()[-1])
         runs.append({"premise": premise, "story_id": story_id, "failures": failures,
                      "wall_seconds": round(time.monotonic() - started, 1)})
-    report = {"steps_per_premise": args.steps, "runs": runs, "steps": read_steps(data)}
+    report = {"settings": settings, "steps_per_premise": steps, "runs": runs, "steps": read_steps(data)}
     summarize(report)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    return report
 
 
 def read_steps(data: Path) -> list[dict]:
@@ -100,6 +125,8 @@ def summarize(report: dict) -> None:
         "memories_over_250_words": sum(s["memory_words"] > 250 for s in report["steps"]),
         "steps_without_3_distinct_plans": sum(not s["plans_ok"] for s in report["steps"]),
         "total_retries": sum(s["retries"] for s in report["steps"]),
+        "mean_paragraph_words": round(sum(s["paragraph_words"] for s in report["steps"]) / max(len(report["steps"]), 1), 1),
+        "mean_memory_words": round(sum(s["memory_words"] for s in report["steps"]) / max(len(report["steps"]), 1), 1),
         "mean_seconds_per_step": round(sum(s["seconds"] for s in steps) / max(len(steps), 1), 1),
         "paragraph_prompt_tokens_step10_vs_step3": ratios,
     }

@@ -1,12 +1,13 @@
-"""One writer's step, today's engine against the earlier way, in one process on the same weights
-(the embedded model with DITTO, float32): the time of a step (a paragraph, the short-term memory,
-three plans) on the same premises and seeds, with batching on (the three plans decode together,
-reading their prompt once) and off (STORYLOOM_BATCHING=off: one call after another through
-transformers' generate). Then the backend's own overhead: tokens per second of one long reply
+"""One writer's step, today's engine against the earlier way, in one process (the embedded model
+with DITTO): the time of a step (a paragraph, the short-term memory, three plans) on the same
+premises and seeds, three ways: before (STORYLOOM_BATCHING=off, float32 weights: one call after
+another through transformers' generate), batched (the three plans decode together, reading their
+prompt once; float32) and after (today's defaults: batched, and int8 decoder layers on a CPU,
+STORYLOOM_WEIGHTS=auto). Then the backend's own overhead: tokens per second of one long reply
 through the backend (default decoding: the guard and the repetition penalty) against raw
-`model.generate` on the same weights, sampling the same way.
+`model.generate` on the same float32 weights, sampling the same way.
 
-    .venv/bin/python benchmarks/step_bench.py [--premises 3] [--tokens 200]
+    .venv/bin/python benchmarks/step_bench.py [--premises 3] [--seeds 2] [--tokens 200]
 
 Writes benchmarks/results/step.json."""
 
@@ -82,25 +83,35 @@ def overhead(backend: TransformersBackend, tokens: int) -> dict:
             "backend_over_raw": round(max(ours) / max(raw), 2)}
 
 
+WAYS = {"before": {"batching": False, "weights": "float32"},  # one call at a time, as before issue 17
+        "batched": {"batching": True, "weights": "float32"},
+        "after": {"batching": True, "weights": "auto"}}  # today's defaults: batched, int8 on a CPU
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--premises", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=2, help="steps per premise, each with its own seed")
     parser.add_argument("--tokens", type=int, default=200)
     args = parser.parse_args()
-    on, off = (TransformersBackend(adapter=DEFAULT_ADAPTER, batching=batching) for batching in (True, False))
-    on.load(), off.load()
-    step_seconds(on, CONTEXTS[0], 0), step_seconds(off, CONTEXTS[0], 0)  # warm-up, not counted
+    backends = {name: TransformersBackend(adapter=DEFAULT_ADAPTER, **way) for name, way in WAYS.items()}
+    for backend in backends.values():
+        backend.load()
+        step_seconds(backend, CONTEXTS[0], 0)  # warm-up, not counted
     rows = []
-    for n, ctx in enumerate(CONTEXTS[:args.premises]):
-        pair = [(name, step_seconds(backend, ctx, seed=n)) for name, backend in
-                (("on", on), ("off", off))[:: 1 if n % 2 == 0 else -1]]  # alternate which goes first
-        rows.append({"premise": ctx.premise[:50], **{f"batching_{k}_seconds": round(v, 1) for k, v in pair}})
+    for n, (ctx, seed) in enumerate((c, s) for c in CONTEXTS[:args.premises] for s in range(args.seeds)):
+        order = list(backends.items())[:: 1 if n % 2 == 0 else -1]  # alternate which goes first
+        rows.append({"premise": ctx.premise[:50], "seed": seed,
+                     **{f"{name}_seconds": round(step_seconds(backend, ctx, seed), 1) for name, backend in order}})
         print(rows[-1], flush=True)
-    on_median = statistics.median(r["batching_on_seconds"] for r in rows)
-    off_median = statistics.median(r["batching_off_seconds"] for r in rows)
-    result = {"steps": rows, "median_on_seconds": on_median, "median_off_seconds": off_median,
-              "on_over_off": round(on_median / off_median, 2), "overhead": overhead(on, args.tokens)}
-    print(json.dumps(result, indent=1))
+    medians = {name: statistics.median(r[f"{name}_seconds"] for r in rows) for name in backends}
+    totals = {name: round(sum(r[f"{name}_seconds"] for r in rows), 1) for name in backends}
+    result = {"ways": {name: {**way, "weights_used": backends[name].weights} for name, way in WAYS.items()},
+              "steps": rows, "median_seconds": medians, "total_seconds": totals,
+              "median_over_before": {name: round(m / medians["before"], 2) for name, m in medians.items()},
+              "total_over_before": {name: round(t / totals["before"], 2) for name, t in totals.items()},
+              "overhead": overhead(backends["batched"], args.tokens)}
+    print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "step.json").write_text(json.dumps(result, indent=1) + "\n")
 

@@ -4,7 +4,7 @@ for), merge it into the weights, switch it off for a while, or fold it in for go
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from common.errors import StoryloomError
@@ -79,9 +79,9 @@ def adapter_off(model):
             model.merge_adapter()
 
 
-def base_weights(model, plain: bool) -> None:
-    """The base weights in a model with a merged adapter (its update taken out, its layers off),
-    or the adapter's back (plain=False): the two halves of `adapter_off`, for a caller that
+def base_weights(model, plain: bool):
+    """`model` with the base weights of a merged adapter in it (its update taken out, its layers
+    off), or the adapter's back (plain=False): the two halves of `adapter_off`, for a caller that
     switches between batches rather than around one call (generation.engine)."""
     if plain:
         model.unmerge_adapter()
@@ -89,6 +89,21 @@ def base_weights(model, plain: bool) -> None:
     else:
         model.base_model.enable_adapter_layers()
         model.merge_adapter()
+    return model
+
+
+def plain_copy(model, adapter: bool = True):
+    """A copy of `model` without peft's wrapping: an attached adapter's update folded into the
+    weights (adapter=True) or taken out (the base model); `model` is left as it is."""
+    import copy
+
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        return copy.deepcopy(model)
+    with adapter_off(model) if not adapter else nullcontext():
+        copied = copy.deepcopy(model)
+    return copied.merge_and_unload() if adapter else copied.unload()
 
 
 def fold_in(model):

@@ -87,17 +87,18 @@ class Job:
 
 class Engine:
     """The decoding loop over `model`, in a thread of its own started on the first submit.
-    `weights(plain)` puts the base weights in the model (plain=True) or the loaded ones back; it
-    is called when the batch changes from one to the other. `max_batch` rows at most run
+    `weights(plain)` gives the model to decode with: the base weights (plain=True) or the loaded
+    ones back; it is called when the batch changes from one to the other. `max_batch` rows at most run
     together. `turn` is held for each step: holding it (SCA's gradient work) holds decoding."""
 
-    def __init__(self, model, max_batch: int = 8, weights: Callable[[bool], None] | None = None,
+    def __init__(self, model, max_batch: int = 8, weights: Callable[[bool], object] | None = None,
                  turn: Turns | None = None):
         self.model = model
         self.max_batch = max_batch
         self.weights = weights
         self.turn = turn or Turns()
-        self._applied = False  # the weights in the model now: plain or not
+        self._applied = False  # the weights decoding now: plain or not
+        self._running = model  # the model decoding now
         self._pending: deque[Job] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -188,9 +189,9 @@ class Engine:
 
     def _forward(self, input_ids, mask, positions, cache):
         if self._plain != self._applied and self.weights is not None:
-            self.weights(self._plain)
+            self._running = self.weights(self._plain)
             self._applied = self._plain
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        out = self._running(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
         return out.logits[:, -1, :], out.past_key_values
 
     def _prefill(self, jobs: list[Job]) -> None:

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from queue import Empty
 
@@ -125,7 +124,7 @@ class TransformersBackend:
 
     def __init__(self, model: str | None = None, device: str = "auto", stream_timeout: float = 120.0,
                  adapter: str | Path | None = None, pause_adapter: str | Path | None = None,
-                 batching: bool = True, max_batch: int = 8):
+                 batching: bool = True, max_batch: int = 8, weights: str = "auto"):
         self.source = resolve_model(model)  # fails fast on a bad path, before any loading
         self.name = str(self.source) if model else f"SmolLM2-135M-Instruct (embedded, {EMBEDDED_GGUF})"
         self.device = device
@@ -145,6 +144,8 @@ class TransformersBackend:
         self.batching = batching
         self.max_batch = max_batch
         self._engine: Engine | None = None
+        self.weights = weights  # the format decoding uses on the CPU (generation.weights), once loaded
+        self._copies: dict[bool, object] = {}  # a copy in that format, with the adapter (False) and without (True)
 
     def load(self):
         with self._load_lock:
@@ -152,8 +153,10 @@ class TransformersBackend:
                 log.info("loading the language model %s", self.name)
                 started = time.perf_counter()
                 self._model, self._tokenizer = self._load()
-                log.info("loaded the language model on %s in %.1f s", self._model.device,
-                         time.perf_counter() - started)
+                if self.weights != "float32":  # the copy, made now rather than in a writer's first call
+                    self._copies[False] = self._converted(self._model, plain=False)
+                log.info("loaded the language model on %s (decoding in %s) in %.1f s", self._model.device,
+                         "int8" if self._copies else self._model.dtype, time.perf_counter() - started)
         return self._model, self._tokenizer
 
     @property
@@ -167,7 +170,10 @@ class TransformersBackend:
         return self._model is not None
 
     def _load(self):
+        from generation.weights import decoding_format
+
         model, tokenizer = load_model(self.source, self.device)
+        self.weights = decoding_format(self.weights, model.device.type)
         if self.adapter:
             try:
                 model = attach_adapter(model, self.adapter)
@@ -275,7 +281,7 @@ class TransformersBackend:
         model, tokenizer = self.load()
         with self._load_lock:
             if self._engine is None:
-                self._engine = Engine(model, self.max_batch, weights=partial(base_weights, model),
+                self._engine = Engine(self._copies.get(False, model), self.max_batch, weights=self._decoder,
                                       turn=self._generate_lock)
         chat = self._chat(request)
         prompt = tokenizer(chat + request.reply_prefix, add_special_tokens=False)["input_ids"]
@@ -304,6 +310,24 @@ class TransformersBackend:
             raise GenerationFailed(f"generation failed: {e}") from e
         finally:
             tokens.close()
+
+    def _decoder(self, plain: bool):
+        """The model that decodes a call: the loaded one with the adapter's update in or out
+        (`plain`), or its copy in the weights' format with or without the adapter (made once)."""
+        model, _ = self.load()
+        if self.weights == "float32":
+            return base_weights(model, plain) if self._adapter_in_use else model
+        if plain not in self._copies:
+            self._copies[plain] = self._converted(model, plain)
+        return self._copies[plain]
+
+    def _converted(self, model, plain: bool):
+        from generation.weights import converted
+
+        started = time.perf_counter()
+        copy = converted(model, self._tokenizer, adapter=not plain)  # plain only with DITTO in use: the base model
+        log.info("%s weights%s made in %.1f s", self.weights, " (base)" if plain else "", time.perf_counter() - started)
+        return copy
 
     def _stop_ids(self) -> frozenset[int]:
         model, tokenizer = self.load()
@@ -346,6 +370,7 @@ class TransformersBackend:
                                         timeout=self.stream_timeout)
         cancel = threading.Event()
         failure: list[BaseException] = []
+        copied = self.weights != "float32"
 
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
@@ -355,8 +380,8 @@ class TransformersBackend:
             try:
                 if request.seed is not None:
                     torch.manual_seed(request.seed)
-                with torch.inference_mode(), (adapter_off(model) if plain else nullcontext()):
-                    model.generate(
+                with torch.inference_mode(), (adapter_off(model) if plain and not copied else nullcontext()):
+                    (self._decoder(plain) if copied else model).generate(
                         **inputs, streamer=streamer, max_new_tokens=request.max_new_tokens,
                         min_new_tokens=request.min_new_tokens or None,
                         do_sample=request.temperature > 0, temperature=request.temperature or None,

@@ -112,7 +112,7 @@ def test_a_request_for_the_other_weights_waits_for_the_batch_to_drain(loaded):
     model, _, prompts = loaded
     switches: list[bool] = []
     forwards: list[tuple[bool, list[Job]]] = []  # each forward: the weights in the model, the batch's rows
-    engine = Engine(model, weights=switches.append)
+    engine = Engine(model, weights=lambda plain: switches.append(plain) or model)
     hook = model.register_forward_pre_hook(lambda *_: forwards.append((engine._applied, list(engine._rows))))
     try:
         running = engine.submit(Job(prompts[2], 20))
@@ -142,10 +142,13 @@ def test_a_failure_reaches_every_reader_and_the_engine_goes_on(loaded):
     assert len(list(engine.submit(Job(prompts[1], 5)))) == 5
 
 
-def test_the_backend_writes_through_the_engine_what_generate_writes_with_ditto_on_and_off(model_folder):
-    """The local backend with the DITTO adapter, batched and not: the same greedy text for a story
-    with DITTO on and one with it off (the engine takes the adapter out for that row's batch and
-    puts it back), alone and when both are asked at once."""
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_the_backend_writes_through_the_engine_what_generate_writes_with_ditto_on_and_off(model_folder, weights):
+    """The local backend with the DITTO adapter, batched and not, in each weight format: the same
+    greedy text for a story with DITTO on and one with it off (float32: the engine takes the
+    adapter's update out of the weights for that row's batch and puts it back; int8 decodes from
+    copies with and without it), alone and when both are asked at once, rows joining mid-flight
+    (left-padded). The float32 model stays as loaded for gradient work."""
     from generation.adapters import DEFAULT_ADAPTER
     from generation.backend import Decoding, Request
     from generation.local import TransformersBackend
@@ -154,18 +157,24 @@ def test_the_backend_writes_through_the_engine_what_generate_writes_with_ditto_o
         return Request(messages=[{"role": "user", "content": "Write about a storm over the harbour."}],
                        max_new_tokens=30, temperature=0, decoding=Decoding(ditto=ditto))
 
-    batched, one_by_one = (TransformersBackend(str(model_folder), adapter=DEFAULT_ADAPTER, batching=on)
-                           for on in (True, False))
-    assert batched.has_adapter and one_by_one.has_adapter
+    batched, one_by_one = (TransformersBackend(str(model_folder), adapter=DEFAULT_ADAPTER, batching=on,
+                                               weights=weights) for on in (True, False))
+    assert batched.has_adapter and one_by_one.has_adapter and batched.weights == weights
     before = {ditto: "".join(one_by_one.generate(ask(ditto))) for ditto in (True, False)}
     assert before[True] != before[False]  # the adapter changes the text: the test can tell them apart
     assert {ditto: "".join(batched.generate(ask(ditto))) for ditto in (True, False)} == before
-    out: dict[bool, str] = {}
-    threads = [threading.Thread(target=lambda d=d: out.__setitem__(d, "".join(batched.generate(ask(d)))))
-               for d in (True, False, True)]
+    out: dict[int, str] = {}
+    threads = [threading.Thread(target=lambda n=n, d=d: out.__setitem__(n, "".join(batched.generate(ask(d)))))
+               for n, d in enumerate((True, False, True, True))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert out == before
+    assert out == {0: before[True], 1: before[False], 2: before[True], 3: before[True]}
     assert "".join(batched.generate(ask(True))) == before[True]  # the adapter is back in after
+    model, _ = batched.load()
+    assert model.lm_head.weight.dtype == torch.float32
+    if weights != "float32":
+        copy = batched._decoder(False)
+        assert copy is not batched._decoder(True) and copy is not model
+        assert type(copy.model.layers[0].mlp.down_proj).__name__ == "Int8Linear"

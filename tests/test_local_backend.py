@@ -51,6 +51,36 @@ def test_wiring_picks_the_scorer_a_served_model_clarifies_with(tmp_path):
     assert not scorer.loaded
 
 
+def test_writers_default_to_as_many_as_decode_together_and_settings_reach_the_backend(tmp_path):
+    from pydantic import ValidationError
+
+    from app.config import Settings
+    from app.wiring import build_backend
+
+    def settings(**kw) -> Settings:
+        return Settings(_env_file=None, data_dir=tmp_path, **kw)
+
+    assert settings().model_writers == 8 and settings(max_batch=3).model_writers == 3
+    assert settings(batching=False).model_writers == 1  # one at a time: more would only interleave calls
+    assert settings(backend="openai", openai_model="m").model_writers == 1
+    assert settings(writers=5, batching=False).model_writers == 5
+    backend = build_backend(settings(weights="float32", max_batch=3))
+    assert (backend.weights, backend.max_batch, backend.batching) == ("float32", 3, True)
+    assert build_backend(settings()).weights == "auto"  # decided when the model loads, by the machine
+    with pytest.raises(ValidationError, match="weights"):
+        settings(weights="int4")
+
+
+def test_the_weight_format_is_decided_by_the_device():
+    from generation.weights import decoding_format
+
+    assert decoding_format("auto", "cpu") == "int8"  # torch's int8 product runs on this machine's CPU
+    assert decoding_format("float32", "cpu") == "float32"
+    assert decoding_format("int8", "cuda") == "float32"  # a GPU decodes as loaded, in bfloat16
+    with pytest.raises(ValueError, match="weights must be one of"):
+        decoding_format("int4", "cpu")
+
+
 @pytest.mark.model
 def test_render_uses_the_chat_template_and_the_reply_prefix(backend):
     prompt = backend.render(ask("Hello there", reply_prefix="Next,"))

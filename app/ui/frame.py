@@ -109,7 +109,7 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
                 raise InvalidInput("accounts are on (STORYLOOM_AUTH) but there are none: add one with "
                                    "`storyloom user add NAME` (and `storyloom user claim NAME` for the stories "
                                    "written while accounts were off)")
-    blocks = build_app(service, People(service, accounts_on=settings.auth), writers=settings.writers,
+    blocks = build_app(service, People(service, accounts_on=settings.auth), writers=settings.model_writers,
                        files_ttl=settings.files_ttl)
     blocks.queue(default_concurrency_limit=16)
     app = web_app(blocks, hosts=hosts, origins=origins, server_name=host, server_port=port, theme=gr.themes.Soft(),
