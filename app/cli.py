@@ -238,7 +238,7 @@ def _model_folder(settings, out: str) -> None:
     folder = Path(out)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise StoryloomError(f"{folder} is not an empty folder; nothing was written")
-    backend = TransformersBackend(settings.model, "cpu", adapter=ditto_adapter(settings))
+    backend = TransformersBackend(settings.model, "cpu", adapter=ditto_adapter(settings), weights="float32")
     model, tokenizer = backend.load()
     ditto = "DITTO merged in" if backend.has_adapter else "no DITTO"
     save_folder(model, tokenizer, folder)

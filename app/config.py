@@ -57,10 +57,10 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="the local model decodes concurrent calls together as rows of one batch "
                            "(off: one generation at a time through transformers' generate, the earlier way)")
     max_batch: int = Field(8, ge=1, le=256, description="rows the local model decodes at once, at most")
-    weights: Literal["auto", "float32", "int8"] = Field(
-        "auto", description="the format the local model decodes in on the CPU: int8 (auto, where torch has the "
-        "int8 matrix product) decodes from a copy with int8 decoder layers, about twice as fast as float32 "
-        "(benchmarks/weights_bench.py); a GPU decodes in bfloat16 either way")
+    weights: Literal["float32", "int8"] = Field(
+        "float32", description="the format the local model decodes in on the CPU: int8 decodes from a copy with "
+        "int8 decoder layers, about 1.6 times as fast, the perplexity within 0.5% (benchmarks/weights_bench.py); "
+        "a GPU decodes in bfloat16 either way")
     one_call: bool = Field(False, description="write each step in one call in RecurrentGPT's format "
                            "(for capable models); default: focused calls, which small models can follow")
     retries: int = Field(3, ge=1, le=10, description="tries per model call before a step fails")

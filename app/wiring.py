@@ -51,7 +51,7 @@ def build_backend(settings: Settings) -> Backend:
 def build_scorer(settings: Settings, backend: Backend) -> GradientScorer:
     """Clarify's gradients: the writing model's own when it runs in this process; for a served
     model, which gives text only, the embedded model (loaded on the first clarify, never otherwise)."""
-    return backend.gradients or TransformersBackend(None, settings.device, settings.stream_timeout)
+    return backend.gradients or TransformersBackend(None, settings.device, settings.stream_timeout, weights="float32")
 
 
 def ditto_adapter(settings: Settings) -> Path | None:

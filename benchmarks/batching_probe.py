@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=100)
     args = parser.parse_args()
 
-    model, tokenizer = TransformersBackend(adapter=DEFAULT_ADAPTER).load()
+    model, tokenizer = TransformersBackend(adapter=DEFAULT_ADAPTER, weights="float32").load()
     tokenizer.padding_side = "left"
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows = []

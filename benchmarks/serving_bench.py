@@ -69,7 +69,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "smollm2"
-        model, tokenizer = TransformersBackend(adapter=DEFAULT_ADAPTER, device="cpu").load()
+        model, tokenizer = TransformersBackend(adapter=DEFAULT_ADAPTER, device="cpu", weights="float32").load()
         save_folder(model, tokenizer, folder)
         del model
         local = TransformersBackend(str(folder), device="cpu")

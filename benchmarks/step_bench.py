@@ -1,11 +1,11 @@
 """One writer's step, today's engine against the earlier way, in one process (the embedded model
 with DITTO): the time of a step (a paragraph, the short-term memory, three plans) on the same
-premises and seeds, three ways: before (STORYLOOM_BATCHING=off, float32 weights: one call after
-another through transformers' generate), batched (the three plans decode together, reading their
-prompt once; float32) and after (today's defaults: batched, and int8 decoder layers on a CPU,
-STORYLOOM_WEIGHTS=auto). Then the backend's own overhead: tokens per second of one long reply
-through the backend (default decoding: the guard and the repetition penalty) against raw
-`model.generate` on the same float32 weights, sampling the same way.
+premises and seeds, three ways: before (STORYLOOM_BATCHING=off: one call after another through
+transformers' generate), after (today's defaults: batched, the three plans decode together,
+reading their prompt once) and int8 (batched, with STORYLOOM_WEIGHTS=int8). Then the backend's
+own overhead: tokens per second of one long reply through the backend (default decoding: the
+guard and the repetition penalty) against raw `model.generate` on the same float32 weights,
+sampling the same way.
 
     .venv/bin/python benchmarks/step_bench.py [--premises 3] [--seeds 2] [--tokens 200]
 
@@ -48,13 +48,14 @@ CONTEXTS = [
 ]
 
 
-def step_seconds(backend: TransformersBackend, ctx: StepContext, seed: int) -> float:
+def step_seconds(backend: TransformersBackend, ctx: StepContext, seed: int) -> tuple[float, int, int]:
+    """(seconds, completion tokens, retries) of one step."""
     import torch
 
     torch.manual_seed(seed)
     started = time.perf_counter()
-    Writer(backend, decoding=Decoding()).step(ctx)
-    return time.perf_counter() - started
+    usage = Writer(backend, decoding=Decoding()).step(ctx).usage
+    return time.perf_counter() - started, usage.completion_tokens, usage.retries
 
 
 def overhead(backend: TransformersBackend, tokens: int) -> dict:
@@ -84,8 +85,8 @@ def overhead(backend: TransformersBackend, tokens: int) -> dict:
 
 
 WAYS = {"before": {"batching": False, "weights": "float32"},  # one call at a time, as before issue 17
-        "batched": {"batching": True, "weights": "float32"},
-        "after": {"batching": True, "weights": "auto"}}  # today's defaults: batched, int8 on a CPU
+        "after": {"batching": True, "weights": "float32"},  # today's defaults
+        "int8": {"batching": True, "weights": "int8"}}  # and with STORYLOOM_WEIGHTS=int8
 
 
 def main() -> None:
@@ -101,16 +102,24 @@ def main() -> None:
     rows = []
     for n, (ctx, seed) in enumerate((c, s) for c in CONTEXTS[:args.premises] for s in range(args.seeds)):
         order = list(backends.items())[:: 1 if n % 2 == 0 else -1]  # alternate which goes first
-        rows.append({"premise": ctx.premise[:50], "seed": seed,
-                     **{f"{name}_seconds": round(step_seconds(backend, ctx, seed), 1) for name, backend in order}})
+        row = {"premise": ctx.premise[:50], "seed": seed}
+        for name, backend in order:
+            seconds, tokens, retries = step_seconds(backend, ctx, seed)
+            row.update({f"{name}_seconds": round(seconds, 1), f"{name}_tokens": tokens, f"{name}_retries": retries})
+        rows.append(row)
         print(rows[-1], flush=True)
     medians = {name: statistics.median(r[f"{name}_seconds"] for r in rows) for name in backends}
     totals = {name: round(sum(r[f"{name}_seconds"] for r in rows), 1) for name in backends}
+    # the text each way samples differs (its numbers differ), and so do its length and retries:
+    # seconds per written token compares the engines on the work they did
+    per_token = {name: sum(r[f"{name}_seconds"] for r in rows) / sum(r[f"{name}_tokens"] for r in rows)
+                 for name in backends}
     result = {"ways": {name: {**way, "weights_used": backends[name].weights} for name, way in WAYS.items()},
               "steps": rows, "median_seconds": medians, "total_seconds": totals,
               "median_over_before": {name: round(m / medians["before"], 2) for name, m in medians.items()},
               "total_over_before": {name: round(t / totals["before"], 2) for name, t in totals.items()},
-              "overhead": overhead(backends["batched"], args.tokens)}
+              "seconds_per_token_over_before": {name: round(v / per_token["before"], 2) for name, v in per_token.items()},
+              "overhead": overhead(backends["after"], args.tokens)}
     print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "step.json").write_text(json.dumps(result, indent=1) + "\n")

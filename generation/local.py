@@ -124,7 +124,7 @@ class TransformersBackend:
 
     def __init__(self, model: str | None = None, device: str = "auto", stream_timeout: float = 120.0,
                  adapter: str | Path | None = None, pause_adapter: str | Path | None = None,
-                 batching: bool = True, max_batch: int = 8, weights: str = "auto"):
+                 batching: bool = True, max_batch: int = 8, weights: str = "float32"):
         self.source = resolve_model(model)  # fails fast on a bad path, before any loading
         self.name = str(self.source) if model else f"SmolLM2-135M-Instruct (embedded, {EMBEDDED_GGUF})"
         self.device = device

@@ -1,7 +1,8 @@
 """End to end with the embedded model: `storyloom serve` as a person runs it, in Debian's
 Chromium. Three tests, in order on one page: start a story and watch it stream, step it with
 the story's own repetition settings (while a second person steps their own story through the
-API, on the same loaded model), export it. Every other page flow is tested with the scripted
+API, on the same loaded model, the two batched), export it. The server decodes with int8 weights
+(STORYLOOM_WEIGHTS=int8), the faster setting, so it is used end to end. Every other page flow is tested with the scripted
 model in test_browser.py, and twenty writers at once in test_many_writers.py."""
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Served:
 def served(tmp_path_factory):
     data = tmp_path_factory.mktemp("browser-model")
     log = tmp_path_factory.mktemp("log") / "serve.log"
-    with running_app(storyloom_env(data), log) as url:
+    with running_app(storyloom_env(data, weights="int8"), log) as url:  # int8: the faster setting, end to end
         yield Served(url, data, log)
 
 

@@ -57,7 +57,8 @@ def written(tmp_path_factory, model_folder) -> Written:
     from generation.adapters import DEFAULT_ADAPTER
 
     data = tmp_path_factory.mktemp("cli")
-    env = env_for(data, STORYLOOM_MODEL=str(model_folder), STORYLOOM_DITTO_ADAPTER=str(DEFAULT_ADAPTER))
+    env = env_for(data, STORYLOOM_MODEL=str(model_folder), STORYLOOM_DITTO_ADAPTER=str(DEFAULT_ADAPTER),
+                  STORYLOOM_WEIGHTS="int8")  # the faster setting: its copies made at load, DITTO folded in
     new = run(env, "new", "--premise", PREMISE)
     assert new.returncode == 0, new.stderr
     story_id = new.stdout.strip().splitlines()[-1]

@@ -64,9 +64,9 @@ def test_writers_default_to_as_many_as_decode_together_and_settings_reach_the_ba
     assert settings(batching=False).model_writers == 1  # one at a time: more would only interleave calls
     assert settings(backend="openai", openai_model="m").model_writers == 1
     assert settings(writers=5, batching=False).model_writers == 5
-    backend = build_backend(settings(weights="float32", max_batch=3))
-    assert (backend.weights, backend.max_batch, backend.batching) == ("float32", 3, True)
-    assert build_backend(settings()).weights == "auto"  # decided when the model loads, by the machine
+    backend = build_backend(settings(weights="int8", max_batch=3))
+    assert (backend.weights, backend.max_batch, backend.batching) == ("int8", 3, True)
+    assert build_backend(settings()).weights == "float32"
     with pytest.raises(ValidationError, match="weights"):
         settings(weights="int4")
 
@@ -74,7 +74,7 @@ def test_writers_default_to_as_many_as_decode_together_and_settings_reach_the_ba
 def test_the_weight_format_is_decided_by_the_device():
     from generation.weights import decoding_format
 
-    assert decoding_format("auto", "cpu") == "int8"  # torch's int8 product runs on this machine's CPU
+    assert decoding_format("int8", "cpu") == "int8"  # torch's int8 product runs on this machine's CPU
     assert decoding_format("float32", "cpu") == "float32"
     assert decoding_format("int8", "cuda") == "float32"  # a GPU decodes as loaded, in bfloat16
     with pytest.raises(ValueError, match="weights must be one of"):

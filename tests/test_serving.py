@@ -27,7 +27,7 @@ def served(tmp_path_factory, model_folder):
     from generation.local import TransformersBackend, save_folder
 
     folder = tmp_path_factory.mktemp("served") / "smollm2"
-    model, tokenizer = TransformersBackend(str(model_folder), "cpu", adapter=DEFAULT_ADAPTER).load()
+    model, tokenizer = TransformersBackend(str(model_folder), "cpu", adapter=DEFAULT_ADAPTER, weights="float32").load()
     save_folder(model, tokenizer, folder)
     port = free_port()
     log = (folder.parent / "serve.log").open("w")
