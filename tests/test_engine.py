@@ -157,11 +157,11 @@ def test_the_backend_writes_through_the_engine_what_generate_writes_with_ditto_o
         return Request(messages=[{"role": "user", "content": "Write about a storm over the harbour."}],
                        max_new_tokens=30, temperature=0, decoding=Decoding(ditto=ditto))
 
-    batched, one_by_one = (TransformersBackend(str(model_folder), adapter=DEFAULT_ADAPTER, batching=on,
-                                               weights=weights) for on in (True, False))
-    assert batched.has_adapter and one_by_one.has_adapter and batched.weights == weights
-    before = {ditto: "".join(one_by_one.generate(ask(ditto))) for ditto in (True, False)}
+    batched = TransformersBackend(str(model_folder), adapter=DEFAULT_ADAPTER, batching=False, weights=weights)
+    assert batched.has_adapter and batched.weights == weights
+    before = {ditto: "".join(batched.generate(ask(ditto))) for ditto in (True, False)}  # through generate
     assert before[True] != before[False]  # the adapter changes the text: the test can tell them apart
+    batched.batching = True  # the same weights, through the engine from here on
     assert {ditto: "".join(batched.generate(ask(ditto))) for ditto in (True, False)} == before
     out: dict[int, str] = {}
     threads = [threading.Thread(target=lambda n=n, d=d: out.__setitem__(n, "".join(batched.generate(ask(d)))))
