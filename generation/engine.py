@@ -9,6 +9,13 @@ shared key/value cache, with the attention mask and per-row positions set, so a 
 what the model gives it alone, up to floating-point rounding; greedy decoding gives the same
 tokens in a batch as alone (tests/test_engine.py).
 
+On a CPU a decoding step runs on one thread and a prefill on all of them: a step's matrices are
+thin (a row per request), bound by reading the weights, and OpenMP's hand-offs between two
+threads cost more than they share out (measured on 2 cores: float32 decodes as fast on one
+thread as on two, int8 a third faster on one); a prefill is a wide product that two threads
+nearly halve. Threads are set per thread (OpenMP's own setting), so the rest of the process
+keeps its own.
+
 Admission is first come, first served: a request waits only while the batch is full, and a
 request that needs the other weights (DITTO off, `plain`) stops admission until the batch has
 drained, so it cannot be passed over for ever.
@@ -93,7 +100,12 @@ class Engine:
 
     def __init__(self, model, max_batch: int = 8, weights: Callable[[bool], object] | None = None,
                  turn: Turns | None = None):
+        import torch
+
         self.model = model
+        # (prefill, step) threads on a CPU; the process's own setting for both elsewhere
+        wide = torch.get_num_threads()
+        self._threads = (wide, 1) if model.device.type == "cpu" else (wide, wide)
         self.max_batch = max_batch
         self.weights = weights
         self.turn = turn or Turns()
@@ -153,6 +165,7 @@ class Engine:
     def _loop(self) -> None:
         import torch
 
+        torch.set_num_threads(self._threads[1])  # this thread's setting (OpenMP's is per thread)
         while True:
             with self._wake:
                 while not self._pending and not self._rows:
@@ -209,7 +222,11 @@ class Engine:
             ids[row, width - len(prompt):] = torch.tensor(prompt, device=device)
             mask[row, width - len(prompt):] = 1
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        logits, cache = self._forward(ids, mask, positions, DynamicCache(config=self.model.config))
+        torch.set_num_threads(self._threads[0])
+        try:
+            logits, cache = self._forward(ids, mask, positions, DynamicCache(config=self.model.config))
+        finally:
+            torch.set_num_threads(self._threads[1])
         if len(distinct) < len(jobs):
             rows = torch.tensor([distinct.index(tuple(j.prompt)) for j in jobs], device=device)
             logits, mask = logits.index_select(0, rows), mask.index_select(0, rows)

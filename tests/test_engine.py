@@ -130,6 +130,24 @@ def test_a_request_for_the_other_weights_waits_for_the_batch_to_drain(loaded):
     assert all(job.plain == plain for plain, rows in forwards for job in rows)  # never mixed in a batch
 
 
+def test_on_a_cpu_prefills_use_every_thread_and_steps_one_and_the_caller_keeps_its_own(loaded):
+    model, _, prompts = loaded
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: list[tuple[int, int]] = []  # each forward: tokens read per row, threads
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append((kwargs["input_ids"].shape[1], torch.get_num_threads())), with_kwargs=True)
+    try:
+        engine = Engine(model)
+        assert len(list(engine.submit(Job(prompts[2], 6)))) == 6
+        assert torch.get_num_threads() == 2  # this thread's setting is its own
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+    assert seen[0] == (len(prompts[2]), 2)
+    assert seen[1:] == [(1, 1)] * 5
+
+
 def test_a_failure_reaches_every_reader_and_the_engine_goes_on(loaded):
     model, _, prompts = loaded
 
