@@ -37,6 +37,14 @@ class Usage:
     parts: dict = field(default_factory=dict)  # tokens of each part of the paragraph prompt, and its budget
     decoding: dict | None = None  # the anti-repetition settings the calls used
 
+    def add(self, other: "Usage") -> None:
+        """`other`'s calls and counts added to these."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.retries += other.retries
+        self.calls += other.calls
+        self.decoding = self.decoding or other.decoding
+
 
 @dataclass
 class Opening:
@@ -96,8 +104,7 @@ class Writer:
             lambda raw: parse.parse_summary(prompts.OUTLINE_PREFIX + raw, max_words=90),
             usage, on_text, stop=partial(parse.sentences_done, count=3))
         opening = self._ask_paragraph(prompts.opening(premise, fitted(outline, b.outline)), usage, on_text)
-        memory = self._ask_summary(premise, opening, usage, on_text)
-        plans = self._ask_plans(outline, memory, opening, usage, on_text)
+        memory, plans = self._memory_and_plans(premise, opening, partial(self._ask_plans, outline), usage, on_text)
         usage.seconds = time.monotonic() - started
         return Opening(title, outline, opening, memory, plans, usage)
 
@@ -111,8 +118,8 @@ class Writer:
         if self.one_call and not reader:
             return self._step_in_one_call(parts, ctx.last_paragraph, usage, on_text, started)
         text = self._ask_paragraph(request, usage, on_text, previous=ctx.last_paragraph)
-        memory = self._ask_summary(fitted(ctx.short_memory, b.short_memory), text, usage, on_text)
-        plans = (self._ask_choices if reader else self._ask_plans)(ctx.outline, memory, text, usage, on_text)
+        ask = partial(self._ask_choices if reader else self._ask_plans, ctx.outline)
+        memory, plans = self._memory_and_plans(fitted(ctx.short_memory, b.short_memory), text, ask, usage, on_text)
         usage.seconds = time.monotonic() - started
         return Continuation(text, memory, plans, usage)
 
@@ -176,6 +183,29 @@ class Writer:
                             partial(parse.parse_summary, min_words=8, max_words=90), usage, on_text,
                             stop=partial(parse.sentences_done, count=3))
         return Choice(number, outline, usage)
+
+    def _memory_and_plans(self, memory: str, text: str, ask: Callable[..., list[str]], usage: Usage,
+                          on_text: OnText | None) -> tuple[str, list[str]]:
+        """The short-term memory rewritten to cover the new `text`, and the three plans (`ask`:
+        memory, last, usage, on_text -> plans). A backend that decodes calls together is
+        asked for both at once, and the plans read the memory as it was with the new text after
+        it (RecurrentGPT writes its plans and its new memory in one answer, from the same input);
+        otherwise one after the other, and the plans read the new memory."""
+        if not getattr(self.backend, "concurrent", False):
+            rewritten = self._ask_summary(memory, text, usage, on_text)
+            return rewritten, ask(rewritten, text, usage, on_text)
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        mine, theirs = Usage(), Usage()  # each call's own count, added to `usage` after: memory, then plans
+        with ThreadPoolExecutor(1, thread_name_prefix="storyloom-memory") as pool:
+            rewriting = pool.submit(self._ask_summary, memory, text, mine, on_text)
+            try:
+                plans = ask(memory, text, theirs, on_text)
+            finally:
+                wait([rewriting])
+                usage.add(mine)
+                usage.add(theirs)
+        return rewriting.result(), plans
 
     # -- calls ---------------------------------------------------------------------
 

@@ -194,3 +194,40 @@ def test_a_batching_backend_keeps_the_plans_it_found_and_fails_without_any():
     assert backend.asked == 3 + PLAN_TRIES - 1  # the third alone, again until its tries ran out
     with pytest.raises(GenerationFailed, match="no usable plan in 6 tries"):
         Writer(Together([])).init("premise", title="T")
+
+
+class MemoryBesidePlans(ScriptedBackend):
+    """A backend that decodes calls together, whose memory call and three plan calls must all be
+    in flight at once (a barrier of four that breaks after 10 s)."""
+
+    concurrent = True
+
+    def __init__(self):
+        import threading
+
+        self.barrier, self.lock, self.plans = threading.Barrier(4, timeout=10), threading.Lock(), iter(PLANS)
+        super().__init__(self.answer)
+
+    def answer(self, request):
+        asked = request.messages[-1]["content"]
+        if "Rewrite the summary" in asked or "What happens next" in asked:
+            self.barrier.wait()
+        if "What happens next" in asked:
+            with self.lock:
+                return next(self.plans)
+        return None  # the script's answer
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_the_memory_and_the_plans_are_asked_at_once_where_calls_decode_together(together):
+    backend = MemoryBesidePlans() if together else ScriptedBackend()
+    result = Writer(backend).step(StepContext("premise", "outline", "the old memory", "last", "plan"))
+    assert result.short_memory.startswith("Mara, a lighthouse keeper")
+    assert len(result.plans) == 3
+    plan_prompts = [r.messages[-1]["content"] for r in backend.requests if "What happens next" in r.messages[-1]["content"]]
+    # at once, the plans read the memory as it was (with the new paragraph); one after another, the new one
+    assert all(("the old memory" in p) == together and (result.short_memory in p) != together for p in plan_prompts)
+    assert all(PARAGRAPH[-40:] in p for p in plan_prompts)
+    parts = [c["part"] for c in result.usage.calls]
+    assert parts[:2] == ["paragraph", "short_memory"] and sorted(parts[2:]) == ["plan_1", "plan_2", "plan_3"]
+    assert result.usage.completion_tokens == sum(c["completion_tokens"] for c in result.usage.calls)
