@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 log = logging.getLogger("storyloom.engine")
 
 END = object()  # what a job's queue holds after its last token
+NUCLEUS = 256  # top-p looks among this many likeliest tokens first (the whole vocabulary if they fall short)
 
 
 class Turns:
@@ -300,12 +301,15 @@ class Engine:
         if job.temperature <= 0:
             return int(scores.argmax(dim=-1))
         probs = torch.softmax(scores / job.temperature, dim=-1)
-        if job.top_p < 1.0:
+        if job.top_p >= 1.0:
+            return int(torch.multinomial(probs, 1, generator=job.generator))
+        # the smallest set of tokens reaching top_p lies among the likeliest few whenever those reach
+        # it (nearly always): ordering those few is a small fraction of sorting the whole vocabulary
+        ordered, order = probs.topk(min(NUCLEUS, probs.shape[-1]))
+        if float(ordered.sum()) < job.top_p:
             ordered, order = probs.sort(descending=True)
-            outside = ordered.cumsum(-1) - ordered > job.top_p  # keep the smallest set reaching top_p
-            ordered[outside] = 0.0
-            probs = torch.zeros_like(probs).scatter(-1, order, ordered)
-        return int(torch.multinomial(probs, 1, generator=job.generator))
+        ordered[ordered.cumsum(-1) - ordered > job.top_p] = 0.0
+        return int(order[0, torch.multinomial(ordered, 1, generator=job.generator)])
 
     @staticmethod
     def _finished(job: Job) -> bool:

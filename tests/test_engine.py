@@ -10,7 +10,7 @@ import threading
 import pytest
 import torch
 
-from generation.engine import Engine, Job
+from generation.engine import NUCLEUS, Engine, Job
 
 pytestmark = pytest.mark.model
 
@@ -196,3 +196,20 @@ def test_the_backend_writes_through_the_engine_what_generate_writes_with_ditto_o
         copy = batched._decoder(False)
         assert copy is not batched._decoder(True) and copy is not model
         assert type(copy.model.layers[0].mlp.down_proj).__name__ == "Int8Linear"
+
+
+@pytest.mark.parametrize("likeliest", [3, 400])  # the nucleus among the first few hundred, or beyond them
+def test_top_p_samples_only_the_smallest_set_of_tokens_that_reaches_it(likeliest):
+    from types import SimpleNamespace
+
+    vocab = 1000
+    scores = torch.full((1, vocab), -30.0)
+    scores[0, 500:500 + likeliest] = torch.linspace(2.0, 1.0, likeliest)  # a nucleus at the vocabulary's middle
+    probs = torch.softmax(scores, -1)[0]
+    kept = int((probs.sort(descending=True).values.cumsum(0) < 0.9).sum()) + 1  # the smallest set reaching 0.9
+    engine = Engine(SimpleNamespace(device=torch.device("cpu")))
+    job = Job([0], 1, temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(0))
+    drawn = {engine._choose(job, scores.clone()) for _ in range(3000)}
+    allowed = set(probs.sort(descending=True).indices[:kept].tolist())
+    assert drawn <= allowed and len(drawn) >= 0.9 * kept
+    assert kept == 3 if likeliest == 3 else NUCLEUS < kept < likeliest  # the second looks past the first few hundred
