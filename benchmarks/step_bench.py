@@ -9,6 +9,9 @@ sampling the same way.
 
     .venv/bin/python benchmarks/step_bench.py [--premises 3] [--seeds 2] [--tokens 200]
 
+A step that fails (the model gave nothing usable within its tries) is counted as failed for its
+way, and the medians, totals and rates compare the steps every way wrote.
+
 Writes benchmarks/results/step.json."""
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.errors import GenerationFailed  # noqa: E402
 from generation.adapters import DEFAULT_ADAPTER  # noqa: E402
 from generation.backend import Decoding, Request  # noqa: E402
 from generation.local import TransformersBackend  # noqa: E402
@@ -48,13 +52,17 @@ CONTEXTS = [
 ]
 
 
-def step_seconds(backend: TransformersBackend, ctx: StepContext, seed: int) -> tuple[float, int, int]:
-    """(seconds, completion tokens, retries) of one step."""
+def step_seconds(backend: TransformersBackend, ctx: StepContext, seed: int) -> tuple[float, int | None, int | None]:
+    """(seconds, completion tokens, retries) of one step; (seconds, None, None) when it failed."""
     import torch
 
     torch.manual_seed(seed)
     started = time.perf_counter()
-    usage = Writer(backend, decoding=Decoding()).step(ctx).usage
+    try:
+        usage = Writer(backend, decoding=Decoding()).step(ctx).usage
+    except GenerationFailed as e:
+        print(f"a step failed: {e}", flush=True)
+        return time.perf_counter() - started, None, None
     return time.perf_counter() - started, usage.completion_tokens, usage.retries
 
 
@@ -108,6 +116,9 @@ def main() -> None:
             row.update({f"{name}_seconds": round(seconds, 1), f"{name}_tokens": tokens, f"{name}_retries": retries})
         rows.append(row)
         print(rows[-1], flush=True)
+    failed = {name: sum(r[f"{name}_tokens"] is None for r in rows) for name in backends}
+    everywhere = rows
+    rows = [r for r in rows if all(r[f"{name}_tokens"] is not None for name in backends)]  # the same work each way
     medians = {name: statistics.median(r[f"{name}_seconds"] for r in rows) for name in backends}
     totals = {name: round(sum(r[f"{name}_seconds"] for r in rows), 1) for name in backends}
     # the text each way samples differs (its numbers differ), and so do its length and retries:
@@ -115,7 +126,8 @@ def main() -> None:
     per_token = {name: sum(r[f"{name}_seconds"] for r in rows) / sum(r[f"{name}_tokens"] for r in rows)
                  for name in backends}
     result = {"ways": {name: {**way, "weights_used": backends[name].weights} for name, way in WAYS.items()},
-              "steps": rows, "median_seconds": medians, "total_seconds": totals,
+              "steps": everywhere, "failed_steps": failed, "steps_compared": len(rows),
+              "median_seconds": medians, "total_seconds": totals,
               "median_over_before": {name: round(m / medians["before"], 2) for name, m in medians.items()},
               "total_over_before": {name: round(t / totals["before"], 2) for name, t in totals.items()},
               "seconds_per_token_over_before": {name: round(v / per_token["before"], 2) for name, v in per_token.items()},
