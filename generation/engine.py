@@ -3,7 +3,7 @@ of one batch (continuous batching). Requests join at the next step after they ar
 as soon as they finish or their reader stops reading; the others go on.
 
 Each row keeps what it would have alone: its own token history (the logits processors see the
-row's real tokens, never the padding), its processors, its sampling (temperature, top-p, and a
+row's real tokens, never the padding), its processors, its sampling (temperature, top-k, top-p, and a
 generator of its own when seeded), its stop tokens and lengths. Rows are left-padded in the
 shared key/value cache, with the attention mask and per-row positions set, so a row's logits are
 what the model gives it alone, up to floating-point rounding; greedy decoding gives the same
@@ -86,6 +86,7 @@ class Job:
     stop_ids: frozenset[int] = frozenset()
     suppress_ids: tuple[int, ...] = ()
     plain: bool = False  # needs the base weights (the adapter taken out)
+    top_k: int = 0  # 0: off; sampling keeps the top_k likeliest tokens, then applies top_p to them
     # filled in by the engine
     tokens: list[int] = field(default_factory=list)
     out: queue.Queue = field(default_factory=queue.Queue)
@@ -301,12 +302,15 @@ class Engine:
         if job.temperature <= 0:
             return int(scores.argmax(dim=-1))
         probs = torch.softmax(scores / job.temperature, dim=-1)
-        if job.top_p >= 1.0:
+        if not job.top_k and job.top_p >= 1.0:
             return int(torch.multinomial(probs, 1, generator=job.generator))
-        # the smallest set of tokens reaching top_p lies among the likeliest few whenever those reach
-        # it (nearly always): ordering those few is a small fraction of sorting the whole vocabulary
-        ordered, order = probs.topk(min(NUCLEUS, probs.shape[-1]))
-        if float(ordered.sum()) < job.top_p:
+        # top-k, then top-p over what top-k keeps, as transformers' generate does. Without top-k, the
+        # smallest set reaching top_p lies among the likeliest few whenever those reach it (nearly
+        # always): ordering those few is a small fraction of sorting the whole vocabulary
+        ordered, order = probs.topk(min(job.top_k or NUCLEUS, probs.shape[-1]))
+        if job.top_k:
+            ordered /= ordered.sum()
+        elif float(ordered.sum()) < job.top_p:
             ordered, order = probs.sort(descending=True)
         ordered[ordered.cumsum(-1) - ordered > job.top_p] = 0.0
         return int(order[0, torch.multinomial(ordered, 1, generator=job.generator)])

@@ -20,6 +20,9 @@ from generation.engine import Engine, Job, Turns
 from generation.pause import PAUSE, attach_pauses, insert_pauses
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# sampling keeps the 50 likeliest tokens before top-p: transformers' generate does so unless told
+# otherwise, so every story so far was written with it; both decoding paths now say it outright
+TOP_K = 50
 log = logging.getLogger("storyloom.model")
 
 
@@ -292,7 +295,8 @@ class TransformersBackend:
             processors.insert(0, RepetitionPenaltyLogitsProcessor(request.repetition_penalty))
         job = Job(prompt, request.max_new_tokens, request.min_new_tokens, request.temperature,
                   request.top_p if request.temperature > 0 else 1.0, request.seed, processors,
-                  self._stop_ids(), (self._pause_id,) if self._pause_id is not None else (), plain)
+                  self._stop_ids(), (self._pause_id,) if self._pause_id is not None else (), plain,
+                  top_k=TOP_K if request.temperature > 0 else 0)
         tokens = self._engine.submit(job, timeout=self.stream_timeout)
         written, shown = [], ""
         try:
@@ -386,6 +390,7 @@ class TransformersBackend:
                         min_new_tokens=request.min_new_tokens or None,
                         do_sample=request.temperature > 0, temperature=request.temperature or None,
                         top_p=request.top_p if request.temperature > 0 else None,
+                        top_k=TOP_K if request.temperature > 0 else None,
                         repetition_penalty=request.repetition_penalty,
                         stopping_criteria=StoppingCriteriaList([Cancelled()]),
                         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,

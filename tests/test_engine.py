@@ -213,3 +213,20 @@ def test_top_p_samples_only_the_smallest_set_of_tokens_that_reaches_it(likeliest
     allowed = set(probs.sort(descending=True).indices[:kept].tolist())
     assert drawn <= allowed and len(drawn) >= 0.9 * kept
     assert kept == 3 if likeliest == 3 else NUCLEUS < kept < likeliest  # the second looks past the first few hundred
+
+
+def test_top_k_keeps_the_likeliest_and_top_p_then_reads_their_renormalised_share():
+    from types import SimpleNamespace
+
+    scores = torch.log(torch.tensor([[0.30, 0.25, 0.20, 0.15, 0.10]]))
+    engine = Engine(SimpleNamespace(device=torch.device("cpu")))
+
+    def drawn(top_k: int, top_p: float) -> set[int]:
+        job = Job([0], 1, temperature=1.0, top_p=top_p, top_k=top_k, generator=torch.Generator().manual_seed(0))
+        return {engine._choose(job, scores.clone()) for _ in range(2000)}
+
+    assert drawn(0, 1.0) == {0, 1, 2, 3, 4}
+    assert drawn(3, 1.0) == {0, 1, 2}
+    # of the three kept, 0.30/0.75 = 0.4 and 0.25/0.75 = 0.33 reach 0.7 together, 0.55 of the whole would not
+    assert drawn(3, 0.7) == {0, 1}
+    assert drawn(0, 0.7) == {0, 1, 2}
