@@ -14,7 +14,8 @@ Prints a table and writes benchmarks/results/concurrency.json (concurrency-write
 another --writers N). --compare runs two servers one after the other in the same run: the
 earlier way (STORYLOOM_BATCHING=off, float32 weights, one writer at a time) and today's defaults
 with the given extra settings (--after-env NAME=VALUE ...), and writes concurrency-compare.json
-with each round's ratios (steps a minute after / before, p95 after / before)."""
+with each round's ratios (steps a minute after / before, p95 after / before), or the file --out
+names there."""
 
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def serve_rounds(clients: list[int], **settings: str) -> tuple[dict, list[dict],
     return warm, rounds, loads
 
 
-def compare(clients: list[int], after_env: list[str]) -> None:
+def compare(clients: list[int], after_env: list[str], name: str = "concurrency-compare.json") -> None:
     before_settings = {"batching": "off", "weights": "float32", "writers": "1"}
     after_settings = dict(item.split("=", 1) for item in after_env)
     runs = {}
@@ -135,7 +136,7 @@ def compare(clients: list[int], after_env: list[str]) -> None:
         ratios.append(r)
         print(f"| {b['clients']} | {b['steps_per_minute']} | {b['p95_seconds']} | {a['steps_per_minute']} | "
               f"{a['p95_seconds']} | {r['steps_per_minute_ratio']} | {r['p95_ratio']} | {r['problems']} |")
-    out = RESULTS / "concurrency-compare.json"
+    out = RESULTS / name
     out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                                **runs, "ratios": ratios}, indent=1))
     print(f"wrote {out}")
@@ -148,11 +149,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=None, help="default 1 5 20; 5 20 with --compare")
     parser.add_argument("--writers", type=int, default=1, help="STORYLOOM_WRITERS of the server")
     parser.add_argument("--compare", action="store_true", help="the earlier way and today's, one after the other")
+    parser.add_argument("--out", default=None, help="the file's name in benchmarks/results (--compare only)")
     parser.add_argument("--after-env", nargs="*", default=[], metavar="NAME=VALUE",
                         help="settings of today's server in --compare (weights=int8 ...)")
     args = parser.parse_args()
     if args.compare:
-        compare(args.clients or [5, 20], args.after_env)
+        compare(args.clients or [5, 20], args.after_env, args.out or "concurrency-compare.json")
         return
     warm, rounds, loads = serve_rounds(args.clients or [1, 5, 20], writers=str(args.writers))
 
