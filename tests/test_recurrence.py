@@ -224,7 +224,8 @@ def test_the_memory_and_the_plans_are_asked_at_once_where_calls_decode_together(
     result = Writer(backend).step(StepContext("premise", "outline", "the old memory", "last", "plan"))
     assert result.short_memory.startswith("Mara, a lighthouse keeper")
     assert len(result.plans) == 3
-    plan_prompts = [r.messages[-1]["content"] for r in backend.requests if "What happens next" in r.messages[-1]["content"]]
+    asked = [r.messages[-1]["content"] for r in backend.requests]
+    plan_prompts = [a for a in asked if "What happens next" in a]
     # at once, the plans read the memory as it was (with the new paragraph); one after another, the new one
     assert all(("the old memory" in p) == together and (result.short_memory in p) != together for p in plan_prompts)
     assert all(PARAGRAPH[-40:] in p for p in plan_prompts)
