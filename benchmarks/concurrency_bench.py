@@ -119,7 +119,7 @@ def serve_rounds(clients: list[int], **settings: str) -> tuple[dict, list[dict],
     return warm, rounds, loads
 
 
-def compare(clients: list[int], after_env: list[str], name: str = "concurrency-compare.json") -> None:
+def compare(clients: list[int], after_env: list[str], file: str = "concurrency-compare.json") -> None:
     before_settings = {"batching": "off", "weights": "float32", "writers": "1"}
     after_settings = dict(item.split("=", 1) for item in after_env)
     runs = {}
@@ -136,7 +136,7 @@ def compare(clients: list[int], after_env: list[str], name: str = "concurrency-c
         ratios.append(r)
         print(f"| {b['clients']} | {b['steps_per_minute']} | {b['p95_seconds']} | {a['steps_per_minute']} | "
               f"{a['p95_seconds']} | {r['steps_per_minute_ratio']} | {r['p95_ratio']} | {r['problems']} |")
-    out = RESULTS / name
+    out = RESULTS / file
     out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                                **runs, "ratios": ratios}, indent=1))
     print(f"wrote {out}")
