@@ -119,7 +119,7 @@ def serve_rounds(clients: list[int], **settings: str) -> tuple[dict, list[dict],
     return warm, rounds, loads
 
 
-def compare(clients: list[int], after_env: list[str], file: str = "concurrency-compare.json") -> None:
+def compare(clients: list[int], after_env: list[str], file: str) -> None:
     before_settings = {"batching": "off", "weights": "float32", "writers": "1"}
     after_settings = dict(item.split("=", 1) for item in after_env)
     runs = {}
@@ -149,12 +149,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=None, help="default 1 5 20; 5 20 with --compare")
     parser.add_argument("--writers", type=int, default=1, help="STORYLOOM_WRITERS of the server")
     parser.add_argument("--compare", action="store_true", help="the earlier way and today's, one after the other")
-    parser.add_argument("--out", default=None, help="the file's name in benchmarks/results (--compare only)")
+    parser.add_argument("--out", default="concurrency-compare.json", help="the file's name in benchmarks/results (--compare only)")
     parser.add_argument("--after-env", nargs="*", default=[], metavar="NAME=VALUE",
                         help="settings of today's server in --compare (weights=int8 ...)")
     args = parser.parse_args()
     if args.compare:
-        compare(args.clients or [5, 20], args.after_env, args.out or "concurrency-compare.json")
+        compare(args.clients or [5, 20], args.after_env, args.out)
         return
     warm, rounds, loads = serve_rounds(args.clients or [1, 5, 20], writers=str(args.writers))
 
