@@ -5,9 +5,11 @@ as soon as they finish or their reader stops reading; the others go on.
 Each row keeps what it would have alone: its own token history (the logits processors see the
 row's real tokens, never the padding), its processors, its sampling (temperature, top-k, top-p, and a
 generator of its own when seeded), its stop tokens and lengths. Rows are left-padded in the
-shared key/value cache, with the attention mask and per-row positions set, so a row's logits are
-what the model gives it alone, up to floating-point rounding; greedy decoding gives the same
-tokens in a batch as alone (tests/test_engine.py).
+shared key/value cache, with the attention mask and per-row positions set. Each prompt is read
+in a forward of its own, and on a CPU a step attends row by row over each row's own keys
+(row_attention), so a row computes what it computes alone but for the float rounding of the
+linear layers, which can change with the number of rows: greedy decoding gives the same tokens
+in a batch as alone, in float32 and in int8 alike (tests/test_engine.py).
 
 On a CPU a decoding step runs on one thread and a prefill on all of them: a step's matrices are
 thin (a row per request), bound by reading the weights, and OpenMP's hand-offs between two
@@ -36,6 +38,43 @@ log = logging.getLogger("storyloom.engine")
 
 END = object()  # what a job's queue holds after its last token
 NUCLEUS = 256  # top-p looks among this many likeliest tokens first (the whole vocabulary if they fall short)
+
+
+ROW_ATTENTION = "storyloom-rows"  # the attention implementation the engine decodes with on a CPU
+
+
+def row_attention(module, query, key, value, attention_mask, **kwargs):
+    """Attention for a decoding step, computed row by row over each row's own keys (its left
+    padding cut off), as transformers' SDPA computes it for that row alone. A row's numbers then
+    never depend on its batch-mates': with masked attention over the padded width, the sums' order
+    changes with the padding, and int8 activations (generation/weights.py) turn those last-bit
+    differences into other tokens (in a probe, 74 of 96 greedy rows that joined batches at
+    various steps differed from the same rows alone; none with this). Anything else (prefill,
+    padding that is not at the left) goes to SDPA as it is."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if attention_mask is None or query.shape[2] != 1 or attention_mask.dtype != torch.bool:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    seen = attention_mask[:, 0, -1, :]  # [rows, keys]: the keys each row reads
+    starts = (~seen).sum(-1)
+    if not torch.equal(seen, torch.arange(seen.shape[-1], device=seen.device) >= starts[:, None]):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    rows = [sdpa_attention_forward(module, query[b:b + 1], key[b:b + 1, :, s:], value[b:b + 1, :, s:], None, **kwargs)[0]
+            for b, s in enumerate(starts.tolist())]
+    return torch.cat(rows), None
+
+
+def decode_by_rows(model) -> None:
+    """`model` attends with row_attention from now on (registered with transformers once)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if ROW_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(ROW_ATTENTION, row_attention)
+        AttentionMaskInterface.register(ROW_ATTENTION, sdpa_mask)  # the masks SDPA gets
+    if model.config._attn_implementation != ROW_ATTENTION:
+        model.set_attn_implementation(ROW_ATTENTION)
 
 
 class Turns:
@@ -108,6 +147,11 @@ class Engine:
         # (prefill, step) threads on a CPU; the process's own setting for both elsewhere
         wide = torch.get_num_threads()
         self._threads = (wide, 1) if model.device.type == "cpu" else (wide, wide)
+        # row by row attention on a CPU, where a row's work is far more than the call's; on a GPU
+        # (bfloat16: rounding differs by batch anyway) the calls it adds would cost more than they give
+        self._by_rows = model.device.type == "cpu"
+        if self._by_rows:
+            decode_by_rows(model)
         self.max_batch = max_batch
         self.weights = weights
         self.turn = turn or Turns()
@@ -206,36 +250,35 @@ class Engine:
         if self._plain != self._applied and self.weights is not None:
             self._running = self.weights(self._plain)
             self._applied = self._plain
+            if self._by_rows:
+                decode_by_rows(self._running)
         out = self._running(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
         return out.logits[:, -1, :], out.past_key_values
 
     def _prefill(self, jobs: list[Job]) -> None:
-        """The jobs' prompts read in one forward, each distinct prompt once (three plans asked
-        at once share one reading of their prompt), then copied to every job that has it."""
+        """The jobs' prompts read, each distinct prompt once and in a forward of its own (three
+        plans asked at once share one reading of their prompt), then joined to the batch with
+        their first token. A forward of its own computes what the prompt's reading alone computes
+        (no padding rows: no wasted work, no different rounding) and hands out first tokens sooner."""
         import torch
         from transformers import DynamicCache
 
         device = self.model.device
-        distinct = list(dict.fromkeys(tuple(j.prompt) for j in jobs))
-        width = max(len(p) for p in distinct)
-        ids = torch.zeros((len(distinct), width), dtype=torch.long, device=device)
-        mask = torch.zeros((len(distinct), width), dtype=torch.long, device=device)
-        for row, prompt in enumerate(distinct):
-            ids[row, width - len(prompt):] = torch.tensor(prompt, device=device)
-            mask[row, width - len(prompt):] = 1
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        torch.set_num_threads(self._threads[0])
-        try:
-            logits, cache = self._forward(ids, mask, positions, DynamicCache(config=self.model.config))
-        finally:
-            torch.set_num_threads(self._threads[1])
-        if len(distinct) < len(jobs):
-            rows = torch.tensor([distinct.index(tuple(j.prompt)) for j in jobs], device=device)
-            logits, mask = logits.index_select(0, rows), mask.index_select(0, rows)
-            cache = DynamicCache(ddp_cache_data=[(layer.keys.index_select(0, rows), layer.values.index_select(0, rows))
-                                                 for layer in cache.layers], config=self.model.config)
-        self._join(jobs, cache, mask)
-        self._emit(jobs, logits)
+        for prompt in dict.fromkeys(tuple(j.prompt) for j in jobs):
+            group = [j for j in jobs if tuple(j.prompt) == prompt]
+            ids = torch.tensor([prompt], device=device)
+            torch.set_num_threads(self._threads[0])
+            try:
+                logits, cache = self._forward(ids, torch.ones_like(ids), None, DynamicCache(config=self.model.config))
+            finally:
+                torch.set_num_threads(self._threads[1])
+            n = len(group)
+            if n > 1:
+                cache = DynamicCache(ddp_cache_data=[(layer.keys.expand(n, -1, -1, -1).contiguous(),
+                                                      layer.values.expand(n, -1, -1, -1).contiguous())
+                                                     for layer in cache.layers], config=self.model.config)
+            self._join(group, cache, torch.ones((n, len(prompt)), dtype=torch.long, device=device))
+            self._emit(group, logits.expand(n, -1))
 
     def _join(self, jobs: list[Job], cache, mask) -> None:
         """The batch with `jobs` (their cache and mask) added below its rows, both left-padded to
@@ -287,7 +330,8 @@ class Engine:
         if done:
             self._leave(done)
 
-    def _choose(self, job: Job, scores) -> int:
+    @staticmethod
+    def _choose(job: Job, scores) -> int:
         import torch
 
         scores = scores.float()
