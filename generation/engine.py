@@ -6,10 +6,10 @@ Each row keeps what it would have alone: its own token history (the logits proce
 row's real tokens, never the padding), its processors, its sampling (temperature, top-k, top-p, and a
 generator of its own when seeded), its stop tokens and lengths. Rows are left-padded in the
 shared key/value cache, with the attention mask and per-row positions set. Each prompt is read
-in a forward of its own, and on a CPU a step attends row by row over each row's own keys
-(row_attention), so a row computes what it computes alone but for the float rounding of the
-linear layers, which can change with the number of rows: greedy decoding gives the same tokens
-in a batch as alone, in float32 and in int8 alike (tests/test_engine.py).
+in a forward of its own, and with int8 weights a step attends row by row over each row's own
+keys (row_attention), so a row computes what it computes alone but for float rounding in the
+last bits, which greedy decoding does not feel: it gives the same tokens in a batch as alone, in
+float32 and in int8 alike (tests/test_engine.py).
 
 On a CPU a decoding step runs on one thread and a prefill on all of them: a step's matrices are
 thin (a row per request), bound by reading the weights, and OpenMP's hand-offs between two
@@ -40,7 +40,7 @@ END = object()  # what a job's queue holds after its last token
 NUCLEUS = 256  # top-p looks among this many likeliest tokens first (the whole vocabulary if they fall short)
 
 
-ROW_ATTENTION = "storyloom-rows"  # the attention implementation the engine decodes with on a CPU
+ROW_ATTENTION = "storyloom-rows"  # the attention implementation of an engine that decodes by rows
 
 
 def row_attention(module, query, key, value, attention_mask, **kwargs):
@@ -137,20 +137,22 @@ class Engine:
     """The decoding loop over `model`, in a thread of its own started on the first submit.
     `weights(plain)` gives the model to decode with: the base weights (plain=True) or the loaded
     ones back; it is called when the batch changes from one to the other. `max_batch` rows at most run
-    together. `turn` is held for each step: holding it (SCA's gradient work) holds decoding."""
+    together. `turn` is held for each step: holding it (SCA's gradient work) holds decoding.
+    `by_rows`: steps attend row by row (row_attention), for int8 weights, which amplify rounding;
+    float32's rounding differences stay in the last bits, which greedy decoding does not feel (96
+    of 96 rows in the probe above alike without it), and the per-row calls cost 8 to 10% of a step
+    at 8 to 16 rows over 600-token prompts; on a GPU, bfloat16 rounds by batch size anyway."""
 
     def __init__(self, model, max_batch: int = 8, weights: Callable[[bool], object] | None = None,
-                 turn: Turns | None = None):
+                 turn: Turns | None = None, by_rows: bool = False):
         import torch
 
         self.model = model
         # (prefill, step) threads on a CPU; the process's own setting for both elsewhere
         wide = torch.get_num_threads()
         self._threads = (wide, 1) if model.device.type == "cpu" else (wide, wide)
-        # row by row attention on a CPU, where a row's work is far more than the call's; on a GPU
-        # (bfloat16: rounding differs by batch anyway) the calls it adds would cost more than they give
-        self._by_rows = model.device.type == "cpu"
-        if self._by_rows:
+        self._by_rows = by_rows
+        if by_rows:
             decode_by_rows(model)
         self.max_batch = max_batch
         self.weights = weights

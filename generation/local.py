@@ -285,7 +285,7 @@ class TransformersBackend:
         with self._load_lock:
             if self._engine is None:
                 self._engine = Engine(self._copies.get(False, model), self.max_batch, weights=self._decoder,
-                                      turn=self._generate_lock)
+                                      turn=self._generate_lock, by_rows=self.weights == "int8")
         chat = self._chat(request)
         prompt = tokenizer(chat + request.reply_prefix, add_special_tokens=False)["input_ids"]
         plain = request.decoding is not None and not request.decoding.ditto and self._adapter_in_use

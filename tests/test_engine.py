@@ -80,8 +80,9 @@ def test_a_row_joins_mid_flight_and_a_closed_row_stops_alone(loaded):
 def test_int8_rows_write_what_they_write_alone_however_they_join(loaded):
     """int8 activations turn the last bits of a float into another integer, so they amplify any
     difference a batch makes: rows that join at other steps, beside prompts of other lengths,
-    still write what generate writes for them alone. The engine is stepped by hand here, so the
-    join points are fixed and the test means the same every run."""
+    still write what generate writes for them alone when they attend by rows (the backend's
+    setting for int8). The engine is stepped by hand here, so the join points are fixed and the
+    test means the same every run."""
     from generation.weights import converted
 
     model, tokenizer, prompts = loaded
@@ -90,7 +91,7 @@ def test_int8_rows_write_what_they_write_alone_however_they_join(loaded):
         alone = [int8.generate(torch.tensor([p]), max_new_tokens=24, do_sample=False,
                                pad_token_id=tokenizer.eos_token_id)[0, len(p):].tolist() for p in prompts]
     for schedule in ([(2, 0), (0, 3), (1, 7)], [(1, 0), (0, 0), (2, 0), (2, 9)], [(0, 0), (2, 5), (1, 5), (0, 11)]):
-        engine, jobs = Engine(int8), [(Job(prompts[p], 24, stop_ids=stop), at) for p, at in schedule]
+        engine, jobs = Engine(int8, by_rows=True), [(Job(prompts[p], 24, stop_ids=stop), at) for p, at in schedule]
         with torch.inference_mode():
             for step in range(60):
                 engine._pending.extend(job for job, at in jobs if at == step)
