@@ -27,9 +27,11 @@ into jobs and tokens into text."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -75,6 +77,12 @@ def decode_by_rows(model) -> None:
         AttentionMaskInterface.register(ROW_ATTENTION, sdpa_mask)  # the masks SDPA gets
     if model.config._attn_implementation != ROW_ATTENTION:
         model.set_attn_implementation(ROW_ATTENTION)
+
+
+def _close(ref: "weakref.ref[Engine]") -> None:
+    engine = ref()
+    if engine is not None:
+        engine.close()
 
 
 class Turns:
@@ -162,6 +170,7 @@ class Engine:
         self._pending: deque[Job] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closed = False
         # the batch: its jobs, in row order, the shared cache, its attention mask
         self._rows: list[Job] = []
         self._cache = None
@@ -180,9 +189,12 @@ class Engine:
             job.generator = torch.Generator(device=self.model.device).manual_seed(job.seed)
         with self._wake:
             self._pending.append(job)
+            if self._closed:
+                raise RuntimeError("the model engine is closed")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="storyloom-engine", daemon=True)
                 self._thread.start()
+                atexit.register(_close, weakref.ref(self))
             self._wake.notify()
         return self._read(job, timeout)
 
@@ -202,6 +214,18 @@ class Engine:
         finally:
             job.cancelled.set()
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the loop and wait for its thread to end: rows still decoding and requests still
+        waiting get an error. Called at the interpreter's exit: a decoding thread still alive in
+        torch when the interpreter finalizes can abort the process (exit status 134, "terminate
+        called without an active exception") after all its work is done."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     @property
     def load(self) -> tuple[int, int]:
         """(rows decoding now, requests waiting to join)."""
@@ -216,8 +240,15 @@ class Engine:
         torch.set_num_threads(self._threads[1])  # this thread's setting (OpenMP's is per thread)
         while True:
             with self._wake:
-                while not self._pending and not self._rows:
+                while not self._pending and not self._rows and not self._closed:
                     self._wake.wait()
+                if self._closed:
+                    closed = RuntimeError("the model engine closed")
+                    for job in [*self._rows, *self._pending]:
+                        job.out.put(closed)
+                    self._rows, self._cache, self._mask = [], None, None
+                    self._pending.clear()
+                    return
             with self.turn, torch.inference_mode():
                 try:
                     self._admit()

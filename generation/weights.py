@@ -5,10 +5,12 @@ bound by reading every weight once (135M float32 weights are 540 MB a token):
 - int8 (STORYLOOM_WEIGHTS=int8): the decoder layers' linear weights in int8, per output
   channel, multiplied with the activations quantized to int8 per token (torch's int8 matrix
   product, exact integer sums); the output head stays float32. Each row of a batch is quantized
-  on its own and the sums are exact, so a row decodes the same in a batch as alone. Before the
-  weights are rounded, the activations' outlier channels are moved into the weights
-  (SmoothQuant, Xiao et al. 2023), an exact change of the float model folded into the norms and
-  the up projection, measured on the first quarter of a shipped public-domain novel.
+  on its own and the sums are exact; the engine attends row by row for int8 (rounding in
+  attention would otherwise tip activations into other integers), so a row decodes the same in
+  a batch as alone. Before the weights are rounded, the activations' outlier channels are moved
+  into the weights (SmoothQuant, Xiao et al. 2023), an exact change of the float model folded
+  into the norms and the up projection, measured on the first quarter of a shipped public-domain
+  novel.
 
 benchmarks/weights_bench.py measures both on speed and on the held-out DITTO evaluation: int8
 decodes about 1.6 times as fast with the perplexity within 0.5%, but under the app's decoding
