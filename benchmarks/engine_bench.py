@@ -31,7 +31,8 @@ LINE = "The storm came in over the harbour, and the boats pulled at their ropes 
 
 
 def ask(n: int, tokens: int) -> Request:
-    return Request(messages=[{"role": "user", "content": LINE * (2 + 3 * (n % 8)) + f"Go on with the story, part {n + 1}."}],
+    content = LINE * (2 + 3 * (n % 8)) + f"Go on with the story, part {n + 1}."
+    return Request(messages=[{"role": "user", "content": content}],
                    max_new_tokens=tokens, min_new_tokens=tokens, temperature=0.8, top_p=0.95, seed=n,
                    decoding=Decoding(), repetition_penalty=1.1)
 
