@@ -79,7 +79,8 @@ def main() -> None:
     base = best["float32"][args.rows[0]]
     out = {"machine": {"cpus": os.cpu_count()}, "tokens": args.tokens, "rounds": args.rounds,
            "tokens_per_second": best,
-           "over_one_float32_row": {fmt: {rows: round(v / base, 2) for rows, v in by.items()} for fmt, by in best.items()}}
+           "over_one_float32_row": {fmt: {rows: round(v / base, 2) for rows, v in by.items()}
+                                    for fmt, by in best.items()}}
     print("| rows at once | float32 tokens/s | × | int8 tokens/s | × |\n|---:|---:|---:|---:|---:|")
     for rows in args.rows:
         print(f"| {rows} | {best['float32'][rows]} | {best['float32'][rows] / base:.2f} "

@@ -62,8 +62,8 @@ def row_attention(module, query, key, value, attention_mask, **kwargs):
     starts = (~seen).sum(-1)
     if not torch.equal(seen, torch.arange(seen.shape[-1], device=seen.device) >= starts[:, None]):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    rows = [sdpa_attention_forward(module, query[b:b + 1], key[b:b + 1, :, s:], value[b:b + 1, :, s:], None, **kwargs)[0]
-            for b, s in enumerate(starts.tolist())]
+    rows = [sdpa_attention_forward(module, query[b:b + 1], key[b:b + 1, :, s:], value[b:b + 1, :, s:], None,
+                                   **kwargs)[0] for b, s in enumerate(starts.tolist())]
     return torch.cat(rows), None
 
 

@@ -197,7 +197,8 @@ def test_a_process_that_decoded_exits_cleanly(model_folder):
               "r = Request(messages=[{'role': 'user', 'content': 'Hi'}], max_new_tokens=5, temperature=0)\n"
               "print(repr(''.join(b.generate(r))))\n")
     done = subprocess.run([sys.executable, "-c", script, str(model_folder)], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "2"})
+                          timeout=300, cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() not in ("", "''")
 
