@@ -277,7 +277,14 @@ class Engine:
                 self._plain = job.plain
                 joining.append(job)
         if joining:
-            self._prefill(joining)
+            try:
+                self._prefill(joining)
+            except Exception as e:  # the jobs not yet in the batch fail too (the loop fails the batch's)
+                joined = {id(job) for job in self._rows}
+                for job in joining:
+                    if id(job) not in joined:
+                        job.out.put(e)
+                raise
 
     def _forward(self, input_ids, mask, positions, cache):
         if self._plain != self._applied and self.weights is not None:

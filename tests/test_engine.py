@@ -172,6 +172,15 @@ def test_on_a_cpu_prefills_use_every_thread_and_steps_one_and_the_caller_keeps_i
     assert seen[1:] == [(1, 1)] * 5
 
 
+def test_a_prompt_that_cannot_be_read_fails_its_reader_at_once(loaded):
+    model, _, prompts = loaded
+    engine = Engine(model)
+    with pytest.raises(Exception) as failed:  # noqa: B017 (whatever the model raises for an empty prompt)
+        list(engine.submit(Job([], 5), timeout=60))
+    assert not isinstance(failed.value, TimeoutError)  # the error itself, not a reader left waiting
+    assert len(list(engine.submit(Job(prompts[1], 5)))) == 5
+
+
 def test_closing_ends_the_loop_and_later_requests_are_refused(loaded):
     model, _, prompts = loaded
     engine = Engine(model)
