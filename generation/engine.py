@@ -188,9 +188,9 @@ class Engine:
         if job.seed is not None:
             job.generator = torch.Generator(device=self.model.device).manual_seed(job.seed)
         with self._wake:
-            self._pending.append(job)
             if self._closed:
                 raise RuntimeError("the model engine is closed")
+            self._pending.append(job)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="storyloom-engine", daemon=True)
                 self._thread.start()
@@ -318,7 +318,7 @@ class Engine:
                                                       layer.values.expand(n, -1, -1, -1).contiguous())
                                                      for layer in cache.layers], config=self.model.config)
             self._join(group, cache, torch.ones((n, len(prompt)), dtype=torch.long, device=device))
-            self._emit(group, logits.expand(n, -1))
+            self._emit(group, logits.repeat(n, 1))  # each row its own scores: choosing writes to them
 
     def _join(self, jobs: list[Job], cache, mask) -> None:
         """The batch with `jobs` (their cache and mask) added below its rows, both left-padded to

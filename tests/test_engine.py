@@ -132,6 +132,18 @@ def test_each_rows_processors_see_that_rows_tokens_only(loaded):
     assert rows[1][0] != plain[0]
 
 
+def test_rows_that_share_a_prompt_choose_from_scores_of_their_own(loaded):
+    """One reading of a shared prompt gives every row its first scores; a row that bans its
+    likeliest first token must not ban it for the others."""
+    model, _, prompts = loaded
+    first = list(Engine(model).submit(Job(prompts[0], 1)))[0]
+    engine, jobs = Engine(model), [Job(prompts[0], 1, suppress_ids=(first,)), Job(prompts[0], 1)]
+    engine._pending.extend(jobs)  # stepped by hand: no loop thread
+    with torch.inference_mode():
+        engine._admit()  # both join in one admission: one reading for the two
+    assert jobs[0].tokens != [first] and jobs[1].tokens == [first]
+
+
 def test_a_request_for_the_other_weights_waits_for_the_batch_to_drain(loaded):
     model, _, prompts = loaded
     switches: list[bool] = []
