@@ -27,7 +27,7 @@ if __package__ in (None, ""):
 from benchmarks.longstory import TEXTS  # noqa: E402
 from generation.backend import Decoding  # noqa: E402
 from generation.adapters import DEFAULT_ADAPTER, adapter_off, attach_adapter  # noqa: E402
-from generation.corpus import read_corpus  # noqa: E402
+from generation.corpus import paragraphs_of, read_corpus  # noqa: E402
 from generation.evaluation import PLAIN, eval_samples, evaluate  # noqa: E402
 from generation.local import load_model, resolve_model  # noqa: E402
 
@@ -90,14 +90,17 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def load(adapter: str, per_corpus: int):
-    """(the embedded model with the adapter, its tokenizer, the held-out samples of both corpora)."""
+def load(adapter: str, per_corpus: int, unseen: int = 0):
+    """(the embedded model with the adapter, its tokenizer, the held-out samples of both corpora),
+    plus up to `unseen` samples of Alice's Adventures in Wonderland, a novel no adapter trained on."""
     model, tokenizer = load_model(resolve_model(None), "auto")
     model = attach_adapter(model, adapter)
     wiki = read_corpus(TEXTS / "wikitext-2-valid.txt")  # the adapter's split: the last quarter is held out
     gatsby = read_corpus(TEXTS / "the-great-gatsby.txt")
+    alice = paragraphs_of((TEXTS / "alice-in-wonderland.txt").read_text(encoding="utf-8"))
     samples = (eval_samples(tokenizer, wiki.held_out, "wikitext (held out)", per_corpus)
-               + eval_samples(tokenizer, gatsby.held_out, "gatsby (held out)", per_corpus))
+               + eval_samples(tokenizer, gatsby.held_out, "gatsby (held out)", per_corpus)
+               + eval_samples(tokenizer, alice, "alice (unseen)", unseen))
     return model, tokenizer, samples
 
 

@@ -77,6 +77,7 @@ def evaluate(model, tokenizer, samples: Sequence[Sample], decoding: Decoding | N
             progress(min(i + batch, len(samples)), len(samples))
     result = summarize(rows, gen_tokens / max(gen_seconds, 1e-9))
     result["impossible_reference_tokens"] = impossible
+    result["repeating_samples"] = [i for i, r in enumerate(rows) if r["sentence_repetition"]]  # for paired comparisons
     return result
 
 
