@@ -61,6 +61,8 @@ class Settings(BaseSettings):
         "float32", description="the format the local model decodes in on the CPU: int8 decodes from a copy with "
         "int8 decoder layers, about 1.6 times as fast, the perplexity within 0.5% (benchmarks/weights_bench.py); "
         "a GPU decodes in bfloat16 either way")
+    preload: bool = Field(True, description="`storyloom serve` loads the models in the background as it starts, so "
+                          "that the first step does not wait for them (off: each loads on its first use)")
     one_call: bool = Field(False, description="write each step in one call in RecurrentGPT's format "
                            "(for capable models); default: focused calls, which small models can follow")
     retries: int = Field(3, ge=1, le=10, description="tries per model call before a step fails")

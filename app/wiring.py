@@ -6,6 +6,7 @@ from pathlib import Path
 
 from app.config import Settings
 from app.service import Limits, StoryService
+from app.service.readiness import Readiness
 from generation.adapters import DEFAULT_ADAPTER
 from generation.backend import Backend, Decoding, GradientScorer
 from generation.local import TransformersBackend
@@ -32,7 +33,14 @@ def build_service(settings: Settings) -> StoryService:
     decoding = Decoding(ditto=settings.ditto, guard=settings.guard, guard_lambda=settings.guard_lambda)
     writer = Writer(backend, retries=settings.retries, one_call=settings.one_call)
     return StoryService(db, LongTermMemory(embedder), writer, limits, decoding,
-                        scorer=build_scorer(settings, backend))
+                        scorer=build_scorer(settings, backend), readiness=readiness(backend, embedder))
+
+
+def readiness(backend: Backend, embedder: Embedder) -> Readiness:
+    """What `storyloom serve` loads as it starts: the model in this process (a served one is the
+    server's to load) and the embedder. SCA's scorer for a served model loads on the first clarify."""
+    parts = [("the language model", backend.load)] if isinstance(backend, TransformersBackend) else []
+    return Readiness([*parts, ("the embedding model", embedder.load)])
 
 
 def build_backend(settings: Settings) -> Backend:

@@ -53,7 +53,8 @@ class Embedder:
         self._model = None
         self._lock = threading.Lock()
 
-    def _load(self):
+    def load(self):
+        """The model, loaded on first use (once, under a lock)."""
         with self._lock:
             if self._model is None:
                 from sentence_transformers import SentenceTransformer
@@ -78,11 +79,11 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        return self._load().get_embedding_dimension()
+        return self.load().get_embedding_dimension()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dim) float32 rows of unit length."""
-        model = self._load()
+        model = self.load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = model.encode([t[:MAX_CHARS] for t in texts], batch_size=self.batch_size,

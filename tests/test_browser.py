@@ -64,11 +64,12 @@ def test_03_pick_a_plan_and_step(page):
     shot(page, "04-after-plan")
 
 
-def test_04_edit_a_plan_then_step(page):
+def test_04_edit_a_plan_then_step_with_ctrl_enter(page):
     page.locator("#plans label").nth(0).click()
     page.wait_for_function("document.querySelector('#instruction textarea').value.length > 10")
-    page.locator("#instruction textarea").fill("A storm breaks the lighthouse lamp and Mara climbs up to mend it.")
-    page.locator("#step").click()
+    box = page.locator("#instruction textarea")
+    box.fill("A storm breaks the lighthouse lamp and Mara climbs up to mend it.")
+    box.press("Control+Enter")  # writes, as the Write button does
     wait_paragraphs(page, 3, WAIT)
     shot(page, "05-after-edited-plan")
 
@@ -187,6 +188,10 @@ def test_12_repetition_settings_are_saved_and_used_by_the_next_step(page):
     tab(page, "Repetition")
     page.locator("#adapter-status").get_by_text("DITTO adapter").wait_for(timeout=30_000)
     page.locator("#repetition-chart").wait_for(timeout=30_000)
+    x_axis = page.locator("#repetition-chart .role-axis[aria-label^='X-axis'] .role-axis-label text")
+    x_axis.first.wait_for(timeout=30_000)
+    # one whole number per paragraph, not ticks at 1.0, 1.1, ...
+    assert x_axis.all_text_contents() == [str(n) for n in range(1, paragraphs(page) + 1)]
     guard = page.locator("#set-guard input")
     assert guard.is_checked()  # the default for a new story
     guard.uncheck()

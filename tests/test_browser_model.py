@@ -52,7 +52,10 @@ def page(served):
         yield page
 
 
-def test_1_start_a_story_and_watch_it_stream(page):
+def test_1_the_model_loads_as_the_server_starts_then_a_story_streams(page, served):
+    # no step asked for yet: the server loads the model on its own as it starts, and says so
+    page.locator("#model-status").get_by_text("Model ready (loaded in").wait_for(timeout=MODEL_WAIT)
+    assert "models ready in" in served.log.read_text()
     start_story(page, MODEL_WAIT, ("model-1-streaming", "model-2-opening"))
     assert len(page.locator("#manuscript p").first.inner_text().split()) >= 30
 

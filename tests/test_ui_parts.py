@@ -5,7 +5,8 @@ import time
 import pytest
 
 from app.ui.inspect import inspector_markdown
-from app.ui.page import Problem, stream
+from app.service.readiness import Pace
+from app.ui.page import Problem, Progress, stream
 from common.errors import Conflict, InvalidInput, NotFound
 
 
@@ -21,9 +22,40 @@ def test_stream_yields_the_newest_text_at_most_every_tenth_of_a_second_then_the_
     events = list(stream(action, 21))
     *texts, result = events
     assert result == 42 and time.monotonic() - started < 5
-    assert ("text", "paragraph", " ".join(["word"] * 200)) in texts  # the newest text is always shown
-    assert texts[-1] == ("text", "short_memory", "A summary.")
+    assert ("text", "paragraph", " ".join(["word"] * 200)) in [t[:3] for t in texts]  # the newest is always shown
+    assert texts[-1][:3] == ("text", "short_memory", "A summary.")
+    assert texts[-1][3] == "writing: the paragraph, the short-term memory · 0 s so far"  # 0.3 s apart: not done
     assert len(texts) <= 5, texts  # not 201
+
+
+def test_progress_says_which_parts_are_done_which_are_being_written_and_the_time_left():
+    progress = Progress(expected=30.0)
+    progress.restart(at=0.0)
+    progress.wrote("paragraph", at=0.5)
+    assert progress.line(now=1.0) == "writing: the paragraph · about 29 s left"
+    progress.wrote("paragraph", at=9.0)
+    for n, part in enumerate(("short_memory", "plan_1", "plan_2", "plan_3") * 5):  # written together
+        progress.wrote(part, at=9.5 + n * 0.1)
+    assert progress.line(now=12.0) == ("done: the paragraph · writing: the short-term memory, plan 1, plan 2, "
+                                       "plan 3 · about 18 s left")
+    for n in range(30):  # the memory has ended; the plans go on
+        progress.wrote(("plan_1", "plan_2", "plan_3")[n % 3], at=11.5 + n * 0.1)
+    assert progress.line(now=40.0) == ("done: the paragraph, the short-term memory · writing: plan 1, plan 2, plan 3 "
+                                       "· 40 s so far, longer than the recent 30 s")
+    progress.wrote("short_memory", at=41.0)  # tried again, after the plans ended
+    assert "done: the paragraph, plan 1, plan 2, plan 3 · writing: the short-term memory ·" in progress.line(now=41.0)
+    progress.restart(at=50.0)  # the next step of a run
+    progress.wrote("paragraph", at=50.0)
+    assert progress.line(now=51.0) == "writing: the paragraph · about 29 s left"
+
+
+def test_the_time_left_comes_from_the_machine_s_recent_steps_of_that_kind():
+    pace = Pace(keep=3)
+    assert pace.expected("step") is None
+    for seconds in (40.0, 10.0, 20.0, 30.0):  # the first falls out
+        pace.add("step", seconds)
+    pace.add("start", 90.0)
+    assert pace.expected("step") == 20.0 and pace.expected("start") == 90.0
 
 
 def test_stream_turns_errors_into_one_line_problems():

@@ -141,10 +141,10 @@ class PacedBackend(ScriptedBackend):
 
 
 @contextmanager
-def scripted_app(folder: Path, embedder, backend=None, scorer=None):
+def scripted_app(folder: Path, embedder, backend=None, scorer=None, readiness=None):
     """The real page and server (the same FastAPI app behind the same gate as `storyloom serve`,
-    run by uvicorn in a thread) on a SQLite file in `folder`, with the scripted model; yields
-    (url, service)."""
+    run by uvicorn in a thread) on a SQLite file in `folder`, with the scripted model (and
+    `readiness`: what the server loads as it starts); yields (url, service)."""
     import uvicorn
 
     from app.gate import allowed_hosts, web_app
@@ -158,7 +158,7 @@ def scripted_app(folder: Path, embedder, backend=None, scorer=None):
 
     db = open_database(sqlite_url(folder / "storyloom.db"))
     service = StoryService(db, LongTermMemory(embedder, use_gpu=False), Writer(backend or PacedBackend()),
-                           scorer=scorer)
+                           scorer=scorer, readiness=readiness)
     blocks = build_app(service, People(service, accounts_on=False), writers=1)
     blocks.queue(default_concurrency_limit=16)
     port = free_port()

@@ -17,6 +17,7 @@ from app.service.editing import Editing
 from app.service.manuscripts import Manuscripts
 from app.service.memories import Memories
 from app.service.reading import Reading
+from app.service.readiness import Pace, Readiness
 from app.service.steps import Steps
 from app.service.stories import Stories, StoryView
 from app.service.writing import Writing
@@ -30,7 +31,9 @@ __all__ = ["Limits", "StoryContext", "StoryService", "StoryView", "checked_text"
 
 class StoryService:
     def __init__(self, db: Database, memory: LongTermMemory, writer: Writer, limits: Limits = Limits(),
-                 decoding: Decoding = Decoding(), scorer=None):
+                 decoding: Decoding = Decoding(), scorer=None, readiness: Readiness | None = None):
+        self.readiness = readiness or Readiness()  # the models' loading, shared by every person's copy
+        self.pace = Pace()  # how long recent steps took on this machine, shared too
         self._open(StoryContext(db, memory, writer, limits, decoding, scorer))
 
     def _open(self, context: StoryContext) -> None:

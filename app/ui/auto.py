@@ -9,7 +9,7 @@ import gradio as gr
 
 from app.service import StoryService
 from app.ui.clarify import build_auto
-from app.ui.page import STORY_PAGE, Page, Shown, action, render, stream
+from app.ui.page import STORY_PAGE, Page, Shown, action, paced, stream
 
 
 def build(page: Page) -> None:
@@ -29,8 +29,9 @@ def build(page: Page) -> None:
 @action
 def auto(service: StoryService, sid, steps):
     with service.auto_mode.running(int(sid)) as cancel:
-        for event in stream(service.auto, int(sid), int(steps or 0), cancel=cancel, steps=True):
-            yield render(service, event,
+        events = stream(service.auto, int(sid), int(steps or 0), cancel=cancel, steps=True,
+                        waiting=service.readiness.waiting, expected=service.pace.expected("auto step"))
+        yield from paced(service, "auto step", events,
                          lambda view: "Auto mode stopped." if cancel.is_set() else "Auto mode done.")
 
 

@@ -42,7 +42,7 @@ def save(service: StoryService, sid, head, seen, number, text, chapter_title):
     saved = (f"Paragraph {int(number)} saved; its memories were derived again from the new text."
              if changed else f"Paragraph {int(number)} saved (chapter only; the text did not change).")
     for event in stream(service.edit_paragraph, int(sid), step_id, text, chapter_title or "", seen_head=head,
-                        seen=seen or ""):  # its summary is written again
+                        seen=seen or "", waiting=service.readiness.waiting):  # its summary is written again
         shown = render(service, event, lambda result: result.notice or saved, sid=int(sid))
         if isinstance(event, StoryView) and step_id in event.step_ids:
             shown["edit_seen"] = event.paragraph_version(event.step_ids.index(step_id))

@@ -95,7 +95,8 @@ def import_story(service: StoryService, path, premise_text):
                 + (f" {view.notice}" if view.notice else ""))
 
     with service.manuscripts.importing() as cancel:  # also set when the page goes away mid-import
-        for event in stream(import_file, service, name, raw, premise_text or None, cancel):
+        for event in stream(import_file, service, name, raw, premise_text or None, cancel,
+                            waiting=service.readiness.waiting):
             yield render(service, event, note=imported)
 
 

@@ -45,6 +45,8 @@ def build_app(service: StoryService, people: People | None = None, writers: int 
 def lay_out(page: Page) -> None:
     with gr.Row():
         gr.Markdown("# storyloom\nWrite a story with a local language model, one paragraph at a time.")
+        # whether the model is loaded; the timer asks again each second while it loads
+        page.add(model_status=gr.Markdown(elem_id="model-status"), model_timer=gr.Timer(1.0, active=False))
         page.add(who=gr.HTML(elem_id="who"))  # with accounts on: who is logged in, and a way out
     # the story open on this page, and the head step it shows (a stale tab cannot write past it)
     page.add(story_id=gr.State(None), seen_head=gr.State(None))
@@ -71,6 +73,7 @@ def wire(page: Page, app: gr.Blocks) -> None:
 
     story.wire_opening(page, app, follow)
     write.wire(page, follow)
+    write.wire_keys(app)
     story.wire_versions(page, follow)
     auto.wire(page, follow)
     edit.wire(page, follow)
@@ -109,6 +112,8 @@ def serve(settings, host: str | None = None, port: int | None = None, allow_no_a
                 raise InvalidInput("accounts are on (STORYLOOM_AUTH) but there are none: add one with "
                                    "`storyloom user add NAME` (and `storyloom user claim NAME` for the stories "
                                    "written while accounts were off)")
+    if settings.preload:
+        service.readiness.start()  # the models load while the server starts and the first writer arrives
     blocks = build_app(service, People(service, accounts_on=settings.auth), writers=settings.model_writers,
                        files_ttl=settings.files_ttl)
     blocks.queue(default_concurrency_limit=16)

@@ -36,6 +36,7 @@ NO_STORY = "Start or open a story first."
 # Text being written reaches the page at most this often: every update costs Gradio a copy of each
 # output component, so a fast model would otherwise keep the server busy redrawing.
 TEXT_EVERY = 0.1
+WAIT_EVERY = 1.0  # seconds between updates of what an action waits on (the models loading)
 
 Shown = dict[str, object]  # component name -> its new value (or gr.update)
 
@@ -137,21 +138,68 @@ class Problem(str):
         return problem
 
 
-def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[tuple | StoryView | Problem]:
-    """Run a service action in a worker thread. Yields ("text", part, text) while it writes,
-    ("step", number, total, view) after each step of a run (with steps=True), then the resulting
-    StoryView, or a Problem when it failed with a message for the person."""
+class Progress:
+    """Where an action stands, as one line: the parts written, the parts being written, and the
+    time left, from how long the machine's recent actions of its kind took (`expected`, None
+    before the first). A part is done once another has gone on writing for DONE_AFTER seconds
+    past its last text (parts written together, as the memory and plans of a batch, all write
+    every few tenths of a second); a part written again (a retry) is being written again."""
+
+    DONE_AFTER = 2.0
+
+    def __init__(self, expected: float | None = None):
+        self.expected = expected
+        self._lock = threading.Lock()  # parts arrive on the action's thread, lines are made on the page's
+        self.restart()
+
+    def restart(self, at: float | None = None) -> None:
+        with self._lock:
+            self.started = time.monotonic() if at is None else at
+            self._last: dict[str, float] = {}  # part -> when it last wrote, in the order parts began
+
+    def wrote(self, part: str, at: float | None = None) -> None:
+        with self._lock:
+            self._last[part] = time.monotonic() if at is None else at
+
+    def line(self, now: float | None = None) -> str:
+        with self._lock:
+            latest = max(self._last.values(), default=0.0)
+            done = [p for p, t in self._last.items() if latest - t >= self.DONE_AFTER]
+            writing = [p for p in self._last if p not in done]
+        elapsed = (time.monotonic() if now is None else now) - self.started
+        if self.expected is None:
+            left = f"{elapsed:.0f} s so far"
+        elif elapsed < self.expected:
+            left = f"about {self.expected - elapsed:.0f} s left"
+        else:
+            left = f"{elapsed:.0f} s so far, longer than the recent {self.expected:.0f} s"
+        names = ", ".join
+        return " · ".join([*([f"done: {names(PART_NAMES.get(p, p) for p in done)}"] if done else []),
+                           f"writing: {names(PART_NAMES.get(p, p) for p in writing)}", left])
+
+
+def stream(action: Callable, *args, steps: bool = False, waiting: Callable[[], str | None] | None = None,
+           expected: float | None = None, **kwargs) -> Iterator[tuple | StoryView | Problem]:
+    """Run a service action in a worker thread. Yields ("text", part, text, progress) while it
+    writes (progress: a Progress line, with `expected` seconds for the action, or for each step of
+    a run), ("step", number, total, view) after each step of a run (with steps=True), then the
+    resulting StoryView, or a Problem when it failed with a message for the person. With `waiting`
+    (what the action waits on, as a line, or None: the service's readiness), ("wait", line) every
+    WAIT_EVERY seconds that nothing else comes while it says something."""
     events: queue.Queue = queue.Queue()
     outcome: dict = {}
     written: dict[str, str] = {}  # the latest text of each part of the step in progress
+    progress = Progress(expected)
     if steps:
         def on_step(number: int, total: int, view) -> None:
             written.clear()  # that step is saved
+            progress.restart()
             events.put(("step", number, total, view))
         kwargs["on_step"] = on_step
 
     def on_text(part: str, text: str) -> None:
         written[part] = text
+        progress.wrote(part)
         events.put(("text", part, text))
 
     def work() -> None:
@@ -169,16 +217,25 @@ def stream(action: Callable, *args, steps: bool = False, **kwargs) -> Iterator[t
         finally:
             events.put(None)
 
+    def next_event():
+        while True:
+            try:
+                return events.get(timeout=WAIT_EVERY if waiting else None)
+            except queue.Empty:
+                if (line := waiting()) is not None:
+                    return "wait", line
+
     threading.Thread(target=work, name="storyloom-action", daemon=True).start()
-    event, shown_at = events.get(), 0.0
+    event, shown_at = next_event(), 0.0
     while event is not None:
         after = False
         if event[0] == "text":  # at most TEXT_EVERY seconds apart, each the newest text
             time.sleep(max(0.0, shown_at + TEXT_EVERY - time.monotonic()))
             event, after = newest_text(event, events)
             shown_at = time.monotonic()
+            event = (*event, progress.line())
         yield event
-        event = events.get() if after is False else after
+        event = next_event() if after is False else after
     yield Problem(outcome["error"], outcome.get("draft", "")) if "error" in outcome else outcome["view"]
 
 
@@ -255,13 +312,30 @@ def render(service: StoryService, event, note: Callable[[StoryView], str] = cost
     if event[0] == "step":
         _, number, total, view = event
         return {**show(service, view, ""), "auto_progress": f"**Step {number} of {total} written.**"}
-    _, part, text = event
+    if event[0] == "wait":
+        return {"writing": f"*{plain(event[1])}. Your step starts as soon as it is loaded.*"}
+    _, part, text, progress = event
     if part == "import":
         return {"writing": f"*Importing…* {literal(text)}"}
-    return {"writing": f"*Writing {PART_NAMES.get(part, part)}…*\n\n{literal(text)}"}
+    return {"writing": f"*Writing {PART_NAMES.get(part, part)}…* ({progress})\n\n{literal(text)}"}
 
 
-def run(service: StoryService, action: Callable, sid: int, *args, **kwargs) -> Iterator[Shown]:
-    """Stream a service action on story `sid` to the page."""
-    for event in stream(action, sid, *args, **kwargs):
-        yield render(service, event, sid=sid)
+def run(service: StoryService, action: Callable, sid: int, *args, kind: str = "step", **kwargs) -> Iterator[Shown]:
+    """Stream a service action on story `sid` to the page, with its time left estimated from the
+    recent ones of its `kind` (and its time added to them)."""
+    yield from paced(service, kind, stream(action, sid, *args, waiting=service.readiness.waiting,
+                                           expected=service.pace.expected(kind), **kwargs), sid=sid)
+
+
+def paced(service: StoryService, kind: str, events: Iterator, note: Callable[[StoryView], str] = cost_line,
+          sid=None) -> Iterator[Shown]:
+    """A stream's events on the page; the time of an action that succeeds (or of each step of a
+    run) joins the machine's recent ones of its `kind`, unless it waited for the models to load."""
+    started, waited = time.monotonic(), False
+    for event in events:
+        waited = waited or (isinstance(event, tuple) and event[0] == "wait")
+        if isinstance(event, StoryView) or (isinstance(event, tuple) and event[0] == "step"):
+            if not waited:
+                service.pace.add(kind, time.monotonic() - started)
+            started, waited = time.monotonic(), False
+        yield render(service, event, note, sid=sid)

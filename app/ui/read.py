@@ -40,7 +40,7 @@ def show_play(service: StoryService, play: ReaderView) -> Shown:
 
 
 def play(service: StoryService, act: Callable, *args) -> Iterator[Shown]:
-    for event in stream(act, *args):
+    for event in stream(act, *args, waiting=service.readiness.waiting):
         yield show_play(service, event) if isinstance(event, ReaderView) else render(service, event)
 
 

@@ -20,12 +20,26 @@ from common.errors import Conflict, StoryloomError
 DEFAULT_PENALTY = 1.1  # what story calls use when the story sets none
 
 
+LABEL_EACH = 20  # paragraphs up to which the chart labels each one
+
+
 def chart_frame(rows: list[dict]) -> pd.DataFrame:
     """Long format for gr.LinePlot: one row per paragraph and measure."""
     data = [{"paragraph": r["paragraph"], "measure": "rep-4 (repeated 4-grams)", "value": r["rep_4"]} for r in rows]
     data += [{"paragraph": r["paragraph"], "measure": "sentences repeating earlier text",
               "value": float(r["repeated_sentences"])} for r in rows]
     return pd.DataFrame(data, columns=["paragraph", "measure", "value"])
+
+
+def chart(rows: list[dict]) -> dict:
+    """The chart with whole paragraph numbers: a short story's paragraphs as labels, one each, in
+    order (as numbers, the plot would tick 1.0, 1.1, ... 3.0); a longer one's as a number axis,
+    whose ticks are whole once there are more paragraphs than ticks."""
+    frame = chart_frame(rows)
+    if len(rows) > LABEL_EACH:
+        return gr.update(value=frame, sort=None)
+    frame["paragraph"] = frame["paragraph"].astype(str)
+    return gr.update(value=frame, sort=[str(r["paragraph"]) for r in rows])
 
 
 def analysis_caption(folder: Path) -> str:
@@ -72,7 +86,7 @@ def build(page: Page) -> gr.Tab:
                                     elem_id="set-dry-allowed")
         save_button = gr.Button("Save these settings for this story", variant="primary", elem_id="set-save")
         chart = gr.LinePlot(x="paragraph", y="value", color="measure", title="Repetition by paragraph",
-                            elem_id="repetition-chart", height=260)
+                            elem_id="repetition-chart", height=260, x_axis_format="d")
         gr.Markdown("### The adapter's self-reinforcement analysis")
         gr.Markdown(analysis_caption(DEFAULT_ADAPTER), elem_id="analysis-caption")
         picture = DEFAULT_ADAPTER / "repetition.png"
@@ -89,7 +103,7 @@ def load(service: StoryService, sid) -> Shown:
     """The story's settings and its chart (and what the backend runs besides its model)."""
     out = {"adapter_line": f"*{service.context.writer.backend.describe()}*"}
     if sid is None:
-        return out | {"chart": chart_frame([])}
+        return out | {"chart": chart([])}
     try:
         d = service.decoding(int(sid))
         rows = service.repetition(int(sid))
@@ -98,7 +112,7 @@ def load(service: StoryService, sid) -> Shown:
     return out | {"ditto": d.ditto, "guard": d.guard, "guard_lambda": d.guard_lambda,
                   "penalty": DEFAULT_PENALTY if d.repetition_penalty is None else d.repetition_penalty,
                   "ngram": d.no_repeat_ngram_size, "dry": d.dry_multiplier, "dry_base": d.dry_base,
-                  "dry_allowed": d.dry_allowed_length, "chart": chart_frame(rows),
+                  "dry_allowed": d.dry_allowed_length, "chart": chart(rows),
                   "settings_seen": decoding_version(int(sid), d)}
 
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import gradio as gr
 
 from app.service import StoryService
-from app.ui.page import STORY_PAGE, Page, Shown, action, problem, render, run, show, story_choices, stream
+from app.service.readiness import LOADING
+from app.ui.page import STORY_PAGE, Page, Shown, action, paced, problem, run, show, story_choices, stream
 from common.errors import Conflict
 from storage import repo
 
@@ -59,6 +60,12 @@ def logged_in(service: StoryService) -> Shown:
                    f'<b>{html.escape(owner)}</b> · <button type="submit" id="logout">Log out</button></form>'}
 
 
+def model_state(service: StoryService) -> Shown:
+    """Whether the model is loaded, for the header; the timer runs only while it loads."""
+    now = service.readiness.state()
+    return {"model_status": now.line, "model_timer": gr.Timer(active=now.state == LOADING)}
+
+
 @action(story=False)
 def open_story(service: StoryService, sid) -> Shown:
     if sid is None or str(sid).strip() == "":
@@ -71,8 +78,9 @@ def open_story(service: StoryService, sid) -> Shown:
 
 @action(story=False)
 def start(service: StoryService, text: str, title_text: str):
-    for event in stream(service.new_story, text, title_text or None):
-        yield render(service, event)
+    yield from paced(service, "start", stream(service.new_story, text, title_text or None,
+                                              waiting=service.readiness.waiting,
+                                              expected=service.pace.expected("start")))
 
 
 @action
@@ -113,6 +121,9 @@ def wire_opening(page: Page, app: gr.Blocks, follow: Callable) -> None:
     on, story_page = page.on, page.of(*STORY_PAGE)
     app.load(on(list_own_stories), None, page["stories"])  # stories made since launch
     app.load(on(logged_in), None, page["who"], api_visibility="undocumented")
+    app.load(on(model_state), None, page.of("model_status", "model_timer"), api_visibility="undocumented")
+    page["model_timer"].tick(on(model_state), None, page.of("model_status", "model_timer"),
+                             api_visibility="undocumented")
     follow(page["stories"].input(on(open_story), page["stories"], story_page))
     follow(page["start_button"].click(on(start), page.of("premise", "title"), story_page, api_name="start",
                                       **page.model))
