@@ -53,17 +53,28 @@ def _norm(sentence: str) -> str:
 def repeated_sentences(text: str, before: str = "", min_words: int = 3) -> int:
     """How many complete sentences of `text` (of at least min_words words) repeat a sentence that
     came earlier, in `before` or in `text`. An unfinished last sentence is not counted."""
-    seen = {_norm(s) for s in split_sentences(before)}
+    return _repeats(text, {_norm(s) for s in split_sentences(before)}, min_words)
+
+
+def repeats_by_paragraph(paragraphs: Sequence[str], min_words: int = 3) -> list[int]:
+    """repeated_sentences of each paragraph after the ones before it, in one pass over the text
+    (a paragraph's end ends its last sentence)."""
+    seen: set[str] = set()
+    return [_repeats(paragraph, seen, min_words) for paragraph in paragraphs]
+
+
+def _repeats(text: str, seen: set[str], min_words: int) -> int:
+    """repeated_sentences of `text` after the sentences `seen`, to which its own are added."""
     sentences = split_sentences(text)
-    if sentences and sentences[-1][-1] not in ".!?\"'”’)":
-        sentences = sentences[:-1]
+    complete = sentences[:-1] if sentences and sentences[-1][-1] not in ".!?\"'”’)" else sentences
     count = 0
-    for s in sentences:
+    for s in complete:
         key = _norm(s)
         if len(key.split()) < min_words:
             continue
         count += key in seen
         seen.add(key)
+    seen.update(_norm(s) for s in sentences[len(complete):])  # an unfinished last one is still text before the next
     return count
 
 

@@ -106,7 +106,7 @@ def test_07_edit_a_paragraph_and_title_a_chapter(page):
     page.locator("#chapter textarea").fill("Chapter Two: The Door")
     page.locator("#save").click()  # the model writes the paragraph's summary again: streamed, then saved
     status_says(page, "Paragraph 2 saved", WAIT)
-    assert page.locator("#manuscript").get_by_text("Chapter Two: The Door").is_visible()
+    assert page.locator("#manuscript h3").get_by_text("Chapter Two: The Door").is_visible()
     assert page.locator("#manuscript p").nth(1).inner_text() == edited
     shot(page, "08-edited")
 
@@ -329,3 +329,43 @@ def test_16_an_entry_changed_in_another_tab_is_not_written_over(page, served):
     page.locator("#entry-save").click()  # again, having seen what it replaces
     status_says(page, f"Entry {entry} saved", 30_000)
     assert service.memories.entry(story, entry).text == mine
+
+
+def in_view(page, selector: str, index: int) -> bool:
+    """Whether element `index` of `selector` is inside the manuscript pane's visible box."""
+    return page.evaluate("""([selector, index]) => {
+        const pane = document.querySelector("#manuscript .ms-pane").getBoundingClientRect();
+        const box = document.querySelectorAll(selector)[index].getBoundingClientRect();
+        return box.top >= pane.top - 1 && box.bottom <= pane.bottom + 1;
+    }""", [selector, index])
+
+
+def test_17_a_long_manuscript_scrolls_in_its_pane_jumps_to_chapters_and_steps_in_place(page, tmp_path):
+    chapters = 12
+    draft = tmp_path / "long.md"
+    draft.write_text("# The Long Harbour\n\n" + "\n\n".join(
+        f"## Chapter {c}\n\n" + "\n\n".join(f"In chapter {c}, paragraph {n}, the ferry crossed the grey water "
+                                             "again while Ilse counted the gulls." for n in range(1, 9))
+        for c in range(1, chapters + 1)) + "\n")
+    tab(page, "Files")
+    page.locator("#import-premise textarea").fill("A ferry captain crosses the harbour, chapter after chapter.")
+    _upload(page, draft)
+    wait_paragraphs(page, chapters * 8, WAIT)
+    tab(page, "Write")
+    pane = page.locator("#manuscript .ms-pane")
+    assert pane.evaluate("p => p.scrollHeight > 2 * p.clientHeight")  # a pane of its own, scrolling
+    step = page.locator("#step").bounding_box()
+    assert step and step["y"] + step["height"] <= 1100  # the writing controls stay on screen
+    assert in_view(page, "#manuscript p", chapters * 8 - 1)  # the newest paragraph in view
+    numbers = page.locator("#manuscript p").evaluate_all("ps => ps.map(p => p.dataset.n)")
+    assert numbers == [str(n) for n in range(1, chapters * 8 + 1)]  # numbered as Edit and Inspect count
+    page.locator("#manuscript .ms-chapters").select_option(label="Chapter 3 (¶ 17)")
+    assert in_view(page, "#manuscript h3", 2) and not in_view(page, "#manuscript p", chapters * 8 - 1)
+    shot(page, "24-chapter-jump")
+    first = page.locator("#manuscript p").first.inner_text()
+    page.locator("#instruction textarea").fill("The fog lifts and Ilse sees the far shore.")
+    page.locator("#step").click()
+    wait_paragraphs(page, chapters * 8 + 1, WAIT)  # the new paragraph joins the ones the page holds
+    assert page.locator("#manuscript p").first.inner_text() == first
+    assert in_view(page, "#manuscript p", chapters * 8)
+    shot(page, "25-long-step")

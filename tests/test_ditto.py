@@ -11,7 +11,7 @@ from generation.backend import Decoding, check_lambda
 from generation.corpus import MIN_SENTENCES, Corpus, paragraphs_of, read_corpus, split_sentences, usable
 from generation.ditto import TrainConfig, ditto_loss, kl_loss, mle_loss, repeat_sample
 from generation.evaluation import reference_logprobs, summarize
-from generation.metrics import rep_n, rep_r, rep_w, repeated_sentences
+from generation.metrics import rep_n, rep_r, rep_w, repeated_sentences, repeats_by_paragraph
 from generation.processors import for_decoding
 
 WIKI = """ = Robert Boulter = 
@@ -151,6 +151,13 @@ def test_repetition_metrics_on_hand_examples():
     assert repeated_sentences("A man came in.", before="a man came IN!") == 1  # case and punctuation aside
     assert repeated_sentences("The door opened. The door opened") == 0  # the unfinished last one is not counted
     assert repeated_sentences("Yes. Yes. Yes.") == 0  # too short to count
+
+
+def test_repeats_by_paragraph_counts_as_each_paragraph_after_all_before_it():
+    paragraphs = ["The door opened. A man came in.", "The door opened. He sat down", "He sat down. It rained.",
+                  "Yes. Yes.", "A man came in! The door opened. The door opened."]
+    expected = [repeated_sentences(p, "\n".join(paragraphs[:i])) for i, p in enumerate(paragraphs)]
+    assert repeats_by_paragraph(paragraphs) == expected == [0, 1, 1, 0, 3]
 
 
 def test_summary_averages_per_source():

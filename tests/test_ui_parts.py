@@ -104,20 +104,33 @@ def test_inspector_shows_parts_scores_and_raw_calls():
             "each call sets it · no-repeat 3-grams · DRY ×0.8") in text
 
 
-def test_the_manuscript_shows_model_text_as_written_one_block_per_paragraph():
-    from markdown_it import MarkdownIt  # a CommonMark renderer, as the page's Markdown component is
-
+def test_the_page_is_sent_only_the_paragraphs_that_changed():
     from app.service import StoryView
-    from app.ui.page import manuscript_markdown
+    from app.ui.manuscript import Pane, text_of, update
 
-    odd = ["It was <unk> at the <b>pier</b> .", "# not a heading\n\n---\n\n1. not a list *or* emphasis",
-           "A plain & ordinary paragraph."]
-    view = StoryView(1, "The <Lamp>", "", "", odd, "", [], None, {}, chapters=(None, "Chapter *Two*", None))
-    rendered = MarkdownIt("commonmark").render(manuscript_markdown(view))
-    assert rendered.count("<p>") == 3 and "<h1>" not in rendered and "<hr" not in rendered and "<ol>" not in rendered
-    assert "<h2>The &lt;Lamp&gt;</h2>" in rendered and "<h3>Chapter *Two*</h3>" in rendered
-    assert "It was &lt;unk&gt; at the &lt;b&gt;pier&lt;/b&gt; ." in rendered
-    assert "# not a heading<br><br>---<br><br>1. not a list *or* emphasis" in rendered
+    def view(story, paragraphs, ids, chapters=None):
+        return StoryView(story, "The Lamp", "", "", paragraphs, "", [], ids[-1], {}, step_ids=tuple(ids),
+                         chapters=tuple(chapters or [None] * len(paragraphs)))
+
+    opened, seen = update(Pane(view(1, ["One.", "Two."], [1, 2], ["Chapter 1", None])), None)
+    assert opened["base"] is None and opened["count"] == 2  # a page that holds nothing gets all
+    assert opened["at"] == [[0, "Chapter 1", "One."], [1, None, "Two."]]
+    stepped, seen2 = update(Pane(view(1, ["One.", "Two.", "Three."], [1, 2, 3], ["Chapter 1", None, None])), seen)
+    assert stepped["at"] == [[2, None, "Three."]] and stepped["base"] == opened["token"] != stepped["token"]
+    redone, seen3 = update(Pane(view(1, ["One.", "Two.", "Three again."], [1, 2, 4], ["Chapter 1", None, None])),
+                           seen2)
+    assert redone["at"] == [[2, None, "Three again."]]  # another version of the last paragraph
+    undone, seen4 = update(Pane(view(1, ["One.", "Two."], [1, 2], ["Chapter 1", None])), seen3)
+    assert undone["at"] == [] and undone["count"] == 2 and undone["token"] == opened["token"]
+    edited, _ = update(Pane(view(1, ["One, edited.", "Two."], [1, 2], ["Chapter 1", None])), seen4)
+    assert edited["at"] == [[0, "Chapter 1", "One, edited."]]
+    retitled, _ = update(Pane(view(1, ["One.", "Two."], [1, 2], ["Chapter 1", "Chapter 2"])), seen4)
+    assert retitled["at"] == [[1, "Chapter 2", "Two."]]
+    other, _ = update(Pane(view(2, ["One."], [9])), seen4)
+    assert other["base"] is None and other["story"] == 2  # another story: all of it
+    again, _ = update(Pane(view(1, ["One.", "Two."], [1, 2], ["Chapter 1", None]), whole=True), seen4)
+    assert again["base"] is None and len(again["at"]) == 2  # asked for all: all
+    assert text_of(stepped) == "The Lamp\n\nThree."
 
 
 def test_the_clarify_table_escapes_words_and_shades_them_by_share():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
+from app.ui.manuscript import text_of
 from tests.conftest import EXE, storyloom_env, storyloom_here
 
 # eve is for the lockout test, dan for ending sessions: the others' logins stay as they are for
@@ -41,8 +42,13 @@ PAGE = ("stories", "manuscript", "short_memory", "plans", "instruction", "writin
 
 
 def page(outputs: tuple) -> dict:
+    """The outputs by name; "manuscript" as the text the update carries (app.ui.manuscript: only
+    what changed since this session was last sent the manuscript), "pane" as the update itself."""
     assert len(outputs) == len(PAGE), outputs
-    return dict(zip(PAGE, outputs))
+    shown = dict(zip(PAGE, outputs))
+    shown["pane"] = shown["manuscript"]
+    shown["manuscript"] = text_of(shown["pane"])
+    return shown
 
 
 def client(url: str, name: str) -> Client:
@@ -85,7 +91,7 @@ def test_each_person_sees_and_opens_only_their_own_stories(server, story_backup)
     assert adas in own_stories(ada) and bobs not in own_stories(ada)
     assert bobs in own_stories(bob) and adas not in own_stories(bob)
 
-    opened = page(bob.predict(str(bobs), api_name="/open_story"))
+    opened = page(client(server, "bob").predict(str(bobs), api_name="/open_story"))  # a new page: all of it
     assert "The Keeper" in opened["manuscript"] and "Mara climbed" in opened["manuscript"]
     for person, other in ((bob, adas), (ada, bobs)):  # typed into the story box, as a person could
         refused = page(person.predict(str(other), api_name="/open_story"))

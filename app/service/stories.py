@@ -161,14 +161,13 @@ class Stories:
     def repetition(self, story_id: int) -> list[dict]:
         """Per paragraph of the current branch: rep-4 over its words, and how many of its sentences
         repeat an earlier sentence of the story (for the repetition chart)."""
-        from generation.metrics import rep_n, repeated_sentences
+        from generation.metrics import rep_n, repeats_by_paragraph
 
-        rows, before = [], ""
-        for number, paragraph in enumerate(self.view(story_id).paragraphs, 1):
+        paragraphs = self.view(story_id).paragraphs
+        rows = []
+        for number, (paragraph, repeats) in enumerate(zip(paragraphs, repeats_by_paragraph(paragraphs)), 1):
             words = [w.strip(".,;:!?\"'“”‘’()").lower() for w in paragraph.split()]
-            rows.append({"paragraph": number, "rep_4": round(rep_n(words, 4), 4),
-                         "repeated_sentences": repeated_sentences(paragraph, before)})
-            before += "\n" + paragraph
+            rows.append({"paragraph": number, "rep_4": round(rep_n(words, 4), 4), "repeated_sentences": repeats})
         return rows
 
 

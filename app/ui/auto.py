@@ -42,7 +42,7 @@ def stop(service: StoryService, sid) -> Shown:
 
 
 def wire(page: Page, follow: Callable) -> None:
-    follow(page["auto_button"].click(page.on(auto), page.of("story_id", "auto_steps"),
+    follow(page["auto_button"].click(page.on(auto, pane=True), page.story("story_id", "auto_steps"),
                                      [*page.of(*STORY_PAGE), page["auto_progress"]],
                                      concurrency_id="auto", concurrency_limit=page.writers))  # not in line with steps
     page["stop_button"].click(page.on(stop), page["story_id"], page.of("writing", "status"), concurrency_limit=None)

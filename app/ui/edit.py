@@ -54,6 +54,7 @@ def save(service: StoryService, sid, head, seen, number, text, chapter_title):
 def wire(page: Page, follow: Callable) -> None:
     page["edit_number"].change(page.on(load_paragraph), page.of("story_id", "edit_number"),
                                page.of("edit_text", "chapter", "edit_seen", "writing", "status"))
-    follow(page["save_button"].click(page.on(save), page.of("story_id", "seen_head", "edit_seen", "edit_number",
-                                                            "edit_text", "chapter"),
+    follow(page["save_button"].click(page.on(save, pane=True),
+                                     page.story("story_id", "seen_head", "edit_seen", "edit_number", "edit_text",
+                                                "chapter"),
                                      page.of(*STORY_PAGE, "edit_seen"), api_name="save_paragraph", **page.model))

@@ -119,7 +119,7 @@ def wire(page: Page, follow: Callable) -> None:
                                 page.of("download", "writing", "status"))
     # an import holds the model only for a draft's closing summary (its calls take their turn on
     # the model), so it has a line of its own: steps go on while someone imports a novel
-    follow(page["import_button"].click(page.on(import_story), page.of("import_file", "import_premise"),
+    follow(page["import_button"].click(page.on(import_story, pane=True), page.story("import_file", "import_premise"),
                                        page.of(*STORY_PAGE), api_name="import_story", concurrency_id="imports",
                                        concurrency_limit=page.writers))
     page["import_cancel"].click(page.on(cancel_import), None, page.of("writing", "status"), concurrency_limit=None,

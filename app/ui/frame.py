@@ -55,9 +55,10 @@ def lay_out(page: Page) -> None:
             story.build(page)
         with gr.Column(scale=2):
             story.build_manuscript(page)
-            with gr.Tabs():
+            with gr.Tabs() as tabs:
                 for tab in (write, auto, edit, read, memory, repetition, inspect, files):
                     tab.build(page)
+            page.add(tabs=tabs, shown_tab=gr.State("Write"))  # the label of the tab shown
             page.add(status=gr.Markdown(elem_id="status"))
 
 
@@ -66,10 +67,13 @@ def wire(page: Page, app: gr.Blocks) -> None:
     numbered in that order)."""
     def follow(event) -> None:
         """After an action that changes the story (or opens another), the Memory and Repetition
-        tabs follow."""
-        event.then(page.on(memory.refresh_table), page.of("story_id", "show_stale"),
+        tabs follow (their tables only when shown: the others load theirs when opened)."""
+        event.then(page.on(memory.refresh_table), page.of("story_id", "show_stale", "shown_tab"),
                    page.of("memory_table", *memory.ENTRY), api_visibility="undocumented").then(
-            page.on(repetition.load), page["story_id"], page.of(*repetition.SHOWN), api_visibility="undocumented")
+            page.on(repetition.follow), page.of("story_id", "shown_tab"), page.of(*repetition.SHOWN),
+            api_visibility="undocumented")
+
+    page["tabs"].select(shown_tab, None, page["shown_tab"], api_visibility="undocumented")
 
     story.wire_opening(page, app, follow)
     write.wire(page, follow)
@@ -82,6 +86,10 @@ def wire(page: Page, app: gr.Blocks) -> None:
     inspect.wire(page)
     files.wire(page, follow)
     read.wire(page)
+
+
+def shown_tab(selected: gr.SelectData) -> str:
+    return selected.value
 
 
 def serve(settings, host: str | None = None, port: int | None = None, allow_no_auth: bool = False) -> None:

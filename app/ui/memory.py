@@ -19,8 +19,11 @@ ENTRY = ("entry_id", "entry_text", "entry_keys", "entry_pinned", "entry_seen")
 CLEARED = {"entry_id": None, "entry_text": "", "entry_keys": "", "entry_pinned": False, "entry_seen": None}
 
 
+TAB = "Memory"
+
+
 def build(page: Page) -> gr.Tab:
-    with gr.Tab("Memory", id="memory") as tab:
+    with gr.Tab(TAB, id="memory") as tab:
         gr.Markdown("Long-term memory: what steps retrieve by meaning. Paragraph chunks and "
                     "summaries come from the steps; add notes (found by meaning) and lore "
                     "(put in the prompt when one of its keys is in the plan or the recent "
@@ -81,9 +84,12 @@ def refresh_memory(service: StoryService, sid, stale) -> Shown:
         return {"status": problem(str(e))["status"]}
 
 
-def refresh_table(service: StoryService, sid, stale) -> Shown:
-    """After the story changed or another story opened: the table as it is now, no entry picked
-    (the event before it has said what went wrong, if anything did)."""
+def refresh_table(service: StoryService, sid, stale, shown_tab) -> Shown:
+    """After the story changed or another story opened: no entry picked, and the table as it is
+    now when the tab is shown (the event before it has said what went wrong, if anything did).
+    A tab not shown loads its table when it is opened."""
+    if shown_tab != TAB:
+        return CLEARED
     try:
         rows = [] if sid is None else memory_page(service, sid, stale)["memory_table"]
     except StoryloomError:

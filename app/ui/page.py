@@ -19,6 +19,7 @@ import gradio as gr
 
 from app.people import People
 from app.service import StoryService, StoryView
+from app.ui.manuscript import Pane, update
 from common.errors import Conflict, StoryloomError
 from storage.db import OUTAGES, unavailable
 
@@ -31,7 +32,7 @@ PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the 
 # what an action on the story shows, in this order (API clients get the outputs in it, status last;
 # the first three are the page's state: the story, its head and the short-term memory's version shown)
 STORY_PAGE = ("story_id", "seen_head", "memory_seen", "stories", "manuscript", "memory", "plans", "instruction",
-              "writing", "version", "status")
+              "writing", "version", "status", "manuscript_seen")
 NO_STORY = "Start or open a story first."
 # Text being written reaches the page at most this often: every update costs Gradio a copy of each
 # output component, so a fast model would otherwise keep the server busy redrawing.
@@ -62,24 +63,48 @@ class Page:
     def of(self, *names: str) -> list:
         return [self.parts[name] for name in names]
 
-    def on(self, fn: Callable) -> Callable:
-        """fn(service, *inputs) as an event function."""
-        return self.people.handler(self.keyed(fn))
+    def on(self, fn: Callable, pane: bool = False) -> Callable:
+        """fn(service, *inputs) as an event function. With `pane` (an event that shows the
+        manuscript: its outputs are STORY_PAGE), the event takes `manuscript_seen` as its last
+        input, after fn's, and the manuscript reaches the page as an update against it."""
+        return self.people.handler(self.keyed(fn, pane))
 
-    def keyed(self, fn: Callable) -> Callable:
-        """fn with its results' names turned into the components they update."""
-        def parts(shown: Shown) -> dict:
+    def story(self, *inputs: str) -> list:
+        """An event's inputs by name, then `manuscript_seen`: for events made with on(..., pane=True)."""
+        return self.of(*inputs, "manuscript_seen")
+
+    def keyed(self, fn: Callable, pane: bool = False) -> Callable:
+        """fn with its results' names turned into the components they update (and, with `pane`,
+        the manuscript it shows turned into an update against what this page was sent)."""
+        def parts(shown: Shown, seen: list) -> dict:
+            if isinstance(shown.get("manuscript"), Pane):
+                if not pane:
+                    raise TypeError(f"{fn.__name__} shows the manuscript: make its event with on(..., pane=True)")
+                shown = dict(shown)
+                shown["manuscript"], seen[0] = update(shown["manuscript"], seen[0])
+                shown["manuscript_seen"] = seen[0]
+            if not shown:  # nothing to change (an empty dict would be read as one output's value)
+                return gr.skip()
             return {self.parts[name]: value for name, value in shown.items()}
+
+        def split(args: tuple) -> tuple[tuple, list]:
+            return (args[:-1], [args[-1]]) if pane else (args, [None])
 
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
-            def event(*args, **kwargs):
-                for shown in fn(*args, **kwargs):
-                    yield parts(shown)
+            def event(*args):
+                args, seen = split(args)
+                for shown in fn(*args):  # each update against the one before it
+                    yield parts(shown, seen)
         else:
             @functools.wraps(fn)
-            def event(*args, **kwargs):
-                return parts(fn(*args, **kwargs))
+            def event(*args):
+                args, seen = split(args)
+                return parts(fn(*args), seen)
+        if pane:
+            signature = inspect.signature(fn)
+            extra = inspect.Parameter("manuscript_seen", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            event.__signature__ = signature.replace(parameters=[*signature.parameters.values(), extra])
         return event
 
 
@@ -267,16 +292,6 @@ def literal(text: str, tag: str = "p") -> str:
     return f"<{tag}>{html.escape(text.strip()).replace(chr(10), '<br>')}</{tag}>"
 
 
-def manuscript_markdown(view: StoryView) -> str:
-    """One <h2> title, then one <p> per paragraph (the page counts them) with chapter titles as <h3>."""
-    parts = [literal(view.title, "h2")]
-    for paragraph, chapter in zip(view.paragraphs, view.chapters):
-        if chapter:
-            parts.append(literal(chapter, "h3"))
-        parts.append(literal(paragraph))
-    return "\n\n".join(parts)
-
-
 def cost_line(view: StoryView) -> str:
     c = view.last_step
     return (f"Paragraph {len(view.paragraphs)} written in {c['seconds']:.1f} s "
@@ -293,7 +308,7 @@ def show(service: StoryService, view: StoryView, note: str = "") -> Shown:
     number, count = view.version
     return {"story_id": view.id, "seen_head": view.head_step_id, "memory_seen": view.memory_version,
             "stories": gr.update(choices=story_choices(service), value=view.id),
-            "manuscript": manuscript_markdown(view), "memory": view.short_memory,
+            "manuscript": Pane(view), "memory": view.short_memory,
             "plans": gr.update(choices=choices, value=None), "instruction": "", "writing": "",
             "version": f"version {number} of {count}" if count > 1 else "", "status": note}
 

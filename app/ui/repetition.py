@@ -65,8 +65,11 @@ FIELDS = ("ditto", "guard", "guard_lambda", "penalty", "ngram", "dry", "dry_base
 SHOWN = ("adapter_line", *FIELDS, "chart", "settings_seen", "status")
 
 
+TAB = "Repetition"
+
+
 def build(page: Page) -> gr.Tab:
-    with gr.Tab("Repetition", id="repetition") as tab:
+    with gr.Tab(TAB, id="repetition") as tab:
         gr.Markdown("How this story fights repetition. Settings are saved with the story and used by its "
                     "next steps.")
         adapter_line = gr.Markdown(elem_id="adapter-status")
@@ -114,6 +117,12 @@ def load(service: StoryService, sid) -> Shown:
                   "ngram": d.no_repeat_ngram_size, "dry": d.dry_multiplier, "dry_base": d.dry_base,
                   "dry_allowed": d.dry_allowed_length, "chart": chart(rows),
                   "settings_seen": decoding_version(int(sid), d)}
+
+
+def follow(service: StoryService, sid, shown_tab) -> Shown:
+    """After the story changed or another story opened: the settings and chart again when the tab
+    is shown (a tab not shown loads them when it is opened; a long story's chart is large)."""
+    return load(service, sid) if shown_tab == TAB else {}
 
 
 def save(service: StoryService, sid, seen, use_ditto, use_guard, lam, rep_penalty, no_repeat, dry_mult, base,

@@ -10,6 +10,7 @@ import gradio as gr
 
 from app.service import StoryService
 from app.service.readiness import LOADING
+import app.ui.manuscript as manuscript_pane
 from app.ui.page import STORY_PAGE, Page, Shown, action, paced, problem, run, show, story_choices, stream
 from common.errors import Conflict
 from storage import repo
@@ -36,7 +37,7 @@ def build(page: Page) -> None:
 
 def build_manuscript(page: Page) -> None:
     """The manuscript, its buttons, and the text being written."""
-    manuscript = gr.Markdown(elem_id="manuscript")
+    manuscript = manuscript_pane.build()
     with gr.Row():
         regenerate = gr.Button("↻ Write this paragraph again", size="sm", elem_id="regenerate")
         undo = gr.Button("↶ Undo", size="sm", elem_id="undo")
@@ -44,7 +45,7 @@ def build_manuscript(page: Page) -> None:
         version = gr.Markdown("", elem_id="version")
         newer = gr.Button("▶", size="sm", elem_id="newer", scale=0)
     writing = gr.Markdown(elem_id="writing")
-    page.add(manuscript=manuscript, regenerate_button=regenerate, undo_button=undo, older_button=older,
+    page.add(manuscript=manuscript, manuscript_seen=gr.State(None), regenerate_button=regenerate, undo_button=undo, older_button=older,
              version=version, newer_button=newer, writing=writing)
 
 
@@ -64,6 +65,12 @@ def model_state(service: StoryService) -> Shown:
     """Whether the model is loaded, for the header; the timer runs only while it loads."""
     now = service.readiness.state()
     return {"model_status": now.line, "model_timer": gr.Timer(active=now.state == LOADING)}
+
+
+@action
+def resend(service: StoryService, sid) -> Shown:
+    """All of the manuscript, for a page whose copy is out of step with its updates."""
+    return {"manuscript": manuscript_pane.Pane(service.view(int(sid)), whole=True)}
 
 
 @action(story=False)
@@ -124,19 +131,22 @@ def wire_opening(page: Page, app: gr.Blocks, follow: Callable) -> None:
     app.load(on(model_state), None, page.of("model_status", "model_timer"), api_visibility="undocumented")
     page["model_timer"].tick(on(model_state), None, page.of("model_status", "model_timer"),
                              api_visibility="undocumented")
-    follow(page["stories"].input(on(open_story), page["stories"], story_page))
-    follow(page["start_button"].click(on(start), page.of("premise", "title"), story_page, api_name="start",
-                                      **page.model))
+    follow(page["stories"].input(on(open_story, pane=True), page.story("stories"), story_page))
+    follow(page["start_button"].click(on(start, pane=True), page.story("premise", "title"), story_page,
+                                      api_name="start", **page.model))
+    page["manuscript"].click(on(resend, pane=True), page.story("story_id"), page.of("manuscript", "manuscript_seen"),
+                             api_visibility="undocumented")
 
 
 def wire_versions(page: Page, follow: Callable) -> None:
     """Write the head paragraph again, undo it, or show another version of it."""
-    on, story_page, shown = page.on, page.of(*STORY_PAGE), page.of("story_id", "seen_head")
-    follow(page["regenerate_button"].click(on(regenerate), shown, story_page, **page.model))
+    on, story_page, shown = page.on, page.of(*STORY_PAGE), page.story("story_id", "seen_head")
+    follow(page["regenerate_button"].click(on(regenerate, pane=True), shown, story_page, **page.model))
     for name, handler in (("undo_button", undo), ("older_button", older), ("newer_button", newer)):
-        follow(page[name].click(on(handler), shown, story_page))
+        follow(page[name].click(on(handler, pane=True), shown, story_page))
 
 
 def wire_short_memory(page: Page, follow: Callable) -> None:
-    follow(page["save_memory_button"].click(page.on(save_memory), page.of("story_id", "seen_head", "memory_seen",
-                                                                          "memory"), page.of(*STORY_PAGE)))
+    follow(page["save_memory_button"].click(page.on(save_memory, pane=True),
+                                            page.story("story_id", "seen_head", "memory_seen", "memory"),
+                                            page.of(*STORY_PAGE)))

@@ -56,5 +56,6 @@ def wire_keys(app: gr.Blocks) -> None:
 
 def wire(page: Page, follow: Callable) -> None:
     page["plans"].change(page.on(pick), page.of("plans", "story_id"), page["instruction"])
-    follow(page["step_button"].click(page.on(write_next), page.of("story_id", "seen_head", "plans", "instruction"),
+    follow(page["step_button"].click(page.on(write_next, pane=True),
+                                     page.story("story_id", "seen_head", "plans", "instruction"),
                                      page.of(*STORY_PAGE), api_name="step", **page.model))
