@@ -88,6 +88,7 @@ def dump(session: Session, story_id: int, vectors: bool = True, embedder: dict |
             "paragraph": s.paragraph, "short_memory": s.short_memory, "plans": list(s.plans or []),
             "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens, "seconds": s.seconds,
             "model": s.model, "trace": _map_trace(s.trace or {}, entry_no), "chapter": s.chapter,
+            **({"label": s.label} if s.label else {}),
             "playthrough": play_no.get(s.playthrough_id), "created_at": _time(s.created_at),
         } for s in steps],
         "playthroughs": [{
@@ -333,7 +334,7 @@ _DOCUMENT = _record({
         "depth": _whole, "plans": _list(_text(filled=True)), "prompt_tokens": _whole, "completion_tokens": _whole,
         "seconds": _number, "trace": _TRACE, "chapter": _maybe(_text(500)), "playthrough": _maybe(_whole),
         "created_at": _date,
-    })),
+    }, {"label": _text(200)})),
     "playthroughs": _list(_record({
         "id": _whole, "reader": _text(200), "start_step": _whole, "head_step": _whole,
         "choices": _list(_text(filled=True)), "created_at": _date,
@@ -458,7 +459,7 @@ def restore(session: Session, document: dict, vectors: list[bytes] | None = None
                     paragraph=item["paragraph"], short_memory=item["short_memory"], plans=item["plans"],
                     prompt_tokens=item["prompt_tokens"], completion_tokens=item["completion_tokens"],
                     seconds=item["seconds"], model=item["model"], trace={}, chapter=item["chapter"],
-                    **_created(item["created_at"]))
+                    label=item.get("label"), **_created(item["created_at"]))
         session.add(step)
         session.flush()
         step_ids[item["id"]] = step.id

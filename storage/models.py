@@ -58,6 +58,7 @@ class Step(Base):
     model: Mapped[str] = mapped_column(String(500), default="")
     trace: Mapped[dict] = mapped_column(JSON, default=dict)  # prompts sent and raw outputs
     chapter: Mapped[str | None] = mapped_column(String(500), default=None)  # a chapter starts here
+    label: Mapped[str | None] = mapped_column(String(200), default=None)  # the name of the branch from here
     # Set on scenes written in a reader's playthrough; the writer's manuscript never includes them.
     playthrough_id: Mapped[int | None] = mapped_column(
         ForeignKey("playthrough.id", ondelete="CASCADE", use_alter=True, name="fk_step_playthrough"),

@@ -95,6 +95,14 @@ def children(session: Session, story_id: int, parent_id: int | None) -> Sequence
                            .order_by(Step.id)).all()
 
 
+def tree(session: Session, story_id: int) -> Sequence:
+    """Every step of the writer's manuscript, in every branch (readers' scenes left out), oldest
+    first: rows of (id, parent_id, depth, plan, paragraph, label)."""
+    return session.execute(select(Step.id, Step.parent_id, Step.depth, Step.plan, Step.paragraph, Step.label)
+                           .where(Step.story_id == story_id, Step.playthrough_id.is_(None))
+                           .order_by(Step.id)).all()
+
+
 def add_scene(session: Session, playthrough: Playthrough, *, parent: Step, **fields) -> Step:
     """Add a scene to a reader's playthrough and make it its head (compare and set, as add_step)."""
     step = Step(story_id=playthrough.story_id, parent_id=parent.id, depth=parent.depth + 1,

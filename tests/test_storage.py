@@ -14,7 +14,8 @@ def test_migrations_create_the_schema_with_foreign_keys_and_wal_on_sqlite(db):
     assert {"story", "step", "memory_entry", "playthrough", "alembic_version"} <= set(inspector.get_table_names())
     assert {"story", "step"} <= {fk["referred_table"] for fk in inspector.get_foreign_keys("step")}
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+        assert "label" in {column["name"] for column in inspector.get_columns("step")}
         if db.engine.dialect.name == "sqlite":
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1

@@ -4,7 +4,8 @@ transactions; generation runs between them, outside any transaction, so a failed
 writes nothing, and a step commits paragraph, memory entries and plans at once.
 
 StoryService is the front door: it builds the context and the use cases, names them
-(`service.writing`, `.editing`, `.auto_mode`, `.memories`, `.reading`, `.manuscripts`, `.stories`) and
+(`service.writing`, `.editing`, `.auto_mode`, `.memories`, `.reading`, `.manuscripts`, `.stories`,
+`.loom`) and
 passes the everyday verbs (new_story, step, view, ...) on to them, so a caller holds one object."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import copy
 from app.service.auto import Auto
 from app.service.context import Limits, StoryContext, checked_text, pick
 from app.service.editing import Editing
+from app.service.loom import Loom
 from app.service.manuscripts import Manuscripts
 from app.service.memories import Memories
 from app.service.reading import Reading
@@ -46,6 +48,7 @@ class StoryService:
         self.memories = Memories(context)
         self.reading = Reading(context, steps)
         self.manuscripts = Manuscripts(context)
+        self.loom = Loom(context)
 
     def as_user(self, name: str) -> "StoryService":
         """This service for one logged-in person: they see, change and export their own stories

@@ -16,6 +16,7 @@ import app.ui.clarify as clarify
 import app.ui.edit as edit
 import app.ui.files as files
 import app.ui.inspect as inspect
+import app.ui.loom as loom
 import app.ui.memory as memory
 import app.ui.read as read
 import app.ui.repetition as repetition
@@ -56,7 +57,7 @@ def lay_out(page: Page) -> None:
         with gr.Column(scale=2):
             story.build_manuscript(page)
             with gr.Tabs() as tabs:
-                for tab in (write, auto, edit, read, memory, repetition, inspect, files):
+                for tab in (write, auto, edit, loom, read, memory, repetition, inspect, files):
                     tab.build(page)
             page.add(tabs=tabs, shown_tab=gr.State("Write"))  # the label of the tab shown
             page.add(status=gr.Markdown(elem_id="status"))
@@ -66,12 +67,13 @@ def wire(page: Page, app: gr.Blocks) -> None:
     """The events, in the order the page has always registered them (API names that repeat are
     numbered in that order)."""
     def follow(event) -> None:
-        """After an action that changes the story (or opens another), the Memory and Repetition
-        tabs follow (their tables only when shown: the others load theirs when opened)."""
+        """After an action that changes the story (or opens another), the Memory, Repetition and
+        Loom tabs follow (only when shown: the others load theirs when opened)."""
         event.then(page.on(memory.refresh_table), page.of("story_id", "show_stale", "shown_tab"),
                    page.of("memory_table", *memory.ENTRY), api_visibility="undocumented").then(
             page.on(repetition.follow), page.of("story_id", "shown_tab"), page.of(*repetition.SHOWN),
-            api_visibility="undocumented")
+            api_visibility="undocumented").then(
+            page.on(loom.follow), page.of("story_id", "shown_tab"), page["loom"], api_visibility="undocumented")
 
     page["tabs"].select(shown_tab, None, page["shown_tab"], api_visibility="undocumented")
 
@@ -85,6 +87,7 @@ def wire(page: Page, app: gr.Blocks) -> None:
     memory.wire(page)
     inspect.wire(page)
     files.wire(page, follow)
+    loom.wire(page, follow)
     read.wire(page)
 
 
