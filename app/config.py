@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     max_batch: int = Field(8, ge=1, le=256, description="rows the local model decodes at once, at most")
     weights: Literal["float32", "int8"] = Field(
         "float32", description="the format the local model decodes in on the CPU: int8 decodes from a copy with "
-        "int8 decoder layers, about 1.6 times as fast, the perplexity within 0.5% (benchmarks/weights_bench.py); "
+        "int8 decoder layers, about 1.6 times as fast, the perplexity within 0.5%, repetition a little higher "
+        "(benchmarks/weights_bench.py); "
         "a GPU decodes in bfloat16 either way")
     preload: bool = Field(True, description="`storyloom serve` loads the models in the background as it starts, so "
                           "that the first step does not wait for them (off: each loads on its first use)")

@@ -4,9 +4,9 @@ this process with the scripted model (so the page is measured, not the model).
 
 Each story is a draft imported through the service (novel and Wikipedia filler paragraphs of at
 least 110 words, to the size named, a chapter every 30). The page opens it from the story box, then takes three steps; the
-bytes are what Chromium's network layer received for the page's API requests (Network.dataReceived,
-encoded lengths; scripts and styles left out), from the action until the page is quiet again: the
-step's streaming, its result and the tabs that follow it.
+bytes are the body bytes the server sent in answer to the page's API requests (counted by a
+wrapper around the web app; scripts and styles left out), from the action until the server has
+been quiet for a while: the step's streaming, its result and the tabs that follow it.
 
     .venv/bin/python benchmarks/page_bench.py [--before REF]
 
@@ -20,7 +20,9 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,16 +39,73 @@ def draft(paragraphs: list[str]) -> bytes:
     return ("\n\n".join(parts) + "\n").encode()
 
 
+class Counted:
+    """The web app, counting the body bytes of its API answers (the page's events and their
+    results, as they leave the server; scripts and styles left out) and when it last sent one."""
+
+    def __init__(self, app):
+        self.app = app
+        self.sent = 0
+        self.last = time.monotonic()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or "/gradio_api/" not in scope.get("path", ""):
+            return await self.app(scope, receive, send)
+
+        async def counting(message):
+            if message["type"] == "http.response.body":
+                self.sent += len(message.get("body", b""))
+                self.last = time.monotonic()
+            await send(message)
+        return await self.app(scope, receive, counting)
+
+
+@contextmanager
+def served(folder: Path):
+    """The real page and server (as tests/web.py serves it) with the scripted model, counted."""
+    import uvicorn
+
+    from app.gate import allowed_hosts, web_app
+    from app.people import People
+    from app.service import StoryService
+    from app.ui import build_app
+    from generation.recurrence import Writer
+    from memory.embedder import Embedder
+    from memory.longterm import LongTermMemory
+    from storage.db import open_database, sqlite_url
+    from tests.conftest import free_port
+    from tests.web import PacedBackend
+
+    db = open_database(sqlite_url(folder / "storyloom.db"))
+    service = StoryService(db, LongTermMemory(Embedder(), use_gpu=False), Writer(PacedBackend(0.0)))
+    blocks = build_app(service, People(service, accounts_on=False), writers=1)
+    blocks.queue(default_concurrency_limit=16)
+    counted = Counted(web_app(blocks, hosts=allowed_hosts("127.0.0.1", []), origins=frozenset(), ssr_mode=False))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(counted, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/", service, counted
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        blocks.close()
+        db.close()
+
+
 def measure(repo: Path, steps: int) -> dict:
     """In `repo`'s code: import the stories, then open each in Chromium and step it."""
     sys.path.insert(0, str(repo))
     from benchmarks.longstory import filler
-    from memory.embedder import Embedder
-    from tests.web import PacedBackend, chromium, scripted_app
+    from tests.web import chromium
 
     out = {}
-    with tempfile.TemporaryDirectory() as folder, scripted_app(Path(folder), Embedder(), PacedBackend(0.0)) as (
-            url, service), chromium() as browser:
+    with tempfile.TemporaryDirectory() as folder, served(Path(folder)) as (url, service, counted), \
+            chromium() as browser:
         stories = {}
         available = filler(1000)
         for name, target in SIZES.items():
@@ -55,32 +114,18 @@ def measure(repo: Path, steps: int) -> dict:
                 paragraphs.append(available[len(paragraphs)])
             view = service.manuscripts.import_draft(draft(paragraphs), f"{name}.md", "A ferry crosses the harbour.")
             stories[name] = (view.id, len(view.paragraphs), sum(len(p.split()) for p in view.paragraphs))
+
+        def quiet() -> int:
+            """The bytes sent since the last call, once the server has sent nothing for QUIET seconds."""
+            while time.monotonic() - counted.last < QUIET:
+                time.sleep(0.1)
+            taken, counted.sent = counted.sent, 0
+            return taken
+
         for name, (story, count, words) in stories.items():
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            received, last, api = [0], [time.monotonic()], set()
-            cdp = page.context.new_cdp_session(page)
-            cdp.send("Network.enable")
-
-            def on_request(event, api=api):  # the page's data (events, their results), not scripts or styles
-                if "/gradio_api/" in event["request"]["url"]:
-                    api.add(event["requestId"])
-
-            def on_data(event, received=received, last=last, api=api):
-                if event["requestId"] in api:
-                    received[0] += event.get("encodedDataLength") or event.get("dataLength", 0)
-                    last[0] = time.monotonic()
-            cdp.on("Network.requestWillBeSent", on_request)
-            cdp.on("Network.dataReceived", on_data)
             page.goto(url)
             page.locator("#step").wait_for()
-            time.sleep(QUIET)
-
-            def quiet() -> int:
-                while time.monotonic() - last[0] < QUIET:
-                    time.sleep(0.1)
-                taken, received[0] = received[0], 0
-                return taken
-
             quiet()
             started = time.perf_counter()
             box = page.locator("#stories input")

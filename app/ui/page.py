@@ -30,7 +30,8 @@ PART_NAMES = {"title": "the title", "outline": "the outline", "paragraph": "the 
               "choice": "the choice of plan", "revised_plan": "the revised plan",
               "clarify": "a clearer wording of the revised plan (SCA)"}
 # what an action on the story shows, in this order (API clients get the outputs in it, status last;
-# the first three are the page's state: the story, its head and the short-term memory's version shown)
+# the first three and the last are the page's state: the story, its head, the short-term memory's
+# version shown, and the version of each paragraph the page holds, app/ui/manuscript.py)
 STORY_PAGE = ("story_id", "seen_head", "memory_seen", "stories", "manuscript", "memory", "plans", "instruction",
               "writing", "version", "status", "manuscript_seen")
 NO_STORY = "Start or open a story first."

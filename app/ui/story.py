@@ -134,8 +134,8 @@ def wire_opening(page: Page, app: gr.Blocks, follow: Callable) -> None:
     follow(page["stories"].input(on(open_story, pane=True), page.story("stories"), story_page))
     follow(page["start_button"].click(on(start, pane=True), page.story("premise", "title"), story_page,
                                       api_name="start", **page.model))
-    page["manuscript"].click(on(resend, pane=True), page.story("story_id"), page.of("manuscript", "manuscript_seen"),
-                             api_visibility="undocumented")
+    page["manuscript"].click(on(resend, pane=True), page.story("story_id"),
+                             page.of("manuscript", "manuscript_seen", "writing", "status"), api_visibility="undocumented")
 
 
 def wire_versions(page: Page, follow: Callable) -> None:
