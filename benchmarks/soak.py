@@ -24,7 +24,6 @@ and dropped. Writes benchmarks/results/soak-<database>.json."""
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import random
@@ -49,6 +48,7 @@ if __package__ in (None, ""):
 from gradio_client import Client, handle_file  # noqa: E402
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
 
+from app.ui.manuscript import Held  # noqa: E402
 from storage import accounts, repo  # noqa: E402
 from storage.db import open_database, sqlite_url  # noqa: E402
 from storage.models import MemoryEntry, Step, Story  # noqa: E402
@@ -69,7 +69,7 @@ def password(n: int) -> str:
 class Ledger:
     """What one client knows it has: story id -> the manuscript last shown, steps made, notes."""
     me: int
-    manuscripts: dict[int, str] = field(default_factory=dict)
+    manuscripts: dict[int, list[str]] = field(default_factory=dict)  # its paragraphs
     steps: Counter = field(default_factory=Counter)
     notes: dict[int, list[str]] = field(default_factory=dict)
     answers: Counter = field(default_factory=Counter)  # kind -> count
@@ -89,6 +89,7 @@ class Person:
         self.ledger = Ledger(n)
         self.address = f"10.0.0.{n + 1}"
         self.client = self.log_in()
+        self.held = Held()  # the manuscript as this session's page holds it
         self.open: int | None = None
 
     def log_in(self) -> Client:
@@ -118,10 +119,14 @@ class Person:
             if int(found.group(1)) != self.n:
                 self.ledger.leaks.append(found.group(0))
 
-    def page(self, out) -> dict | None:
+    def page(self, out, held: Held | None = None) -> dict | None:
+        """The outputs by name, the manuscript update applied to the session's copy (`held`: another
+        session's, default this person's first)."""
         if out is None:
             return None
         shown = dict(zip(PAGE, out))
+        if not (held or self.held).apply(shown["manuscript"]):  # one session calls one at a time: never out of step
+            self.ledger.unanswered.append(f"a manuscript update out of step for c{self.n:02d}")
         status = shown["status"] or ""
         self.ledger.answers["refused: " + _kind(status) if status.startswith(NOTHING) else "done"] += 1
         return shown
@@ -130,14 +135,16 @@ class Person:
         value = shown["stories"].get("value") if isinstance(shown["stories"], dict) else shown["stories"]
         return int(value) if isinstance(value, (int, float)) or str(value).isdigit() else None
 
-    def remember(self, shown: dict | None, made: int = 0) -> bool:
+    def remember(self, shown: dict | None, made: int = 0, held: Held | None = None) -> bool:
         if shown is None or (shown["status"] or "").startswith(NOTHING):
             return False
         sid = self.story_id(shown)
         if sid is None:
             return False
         self.open = sid
-        self.ledger.manuscripts[sid] = shown["manuscript"]
+        held = held or self.held
+        if held.story == sid:
+            self.ledger.manuscripts[sid] = list(held.paragraphs)
         self.ledger.steps[sid] += made
         return True
 
@@ -177,17 +184,17 @@ class Person:
         """A second tab loads paragraph 1; the first saves it; the second's save must be refused."""
         if self.open is None:
             return
-        tab = self.log_in()
+        tab, held = self.log_in(), Held()
         try:
-            self.call(str(self.open), api="/open_story", client=tab)
+            self.page(self.call(str(self.open), api="/open_story", client=tab), held)
             if self.call(1, api="/load_paragraph", client=tab) is None:
                 return
             self.edit()
             stale = self.page(self.call(1, f"An old tab of writer-c{self.n:02d} writes over it.", "",
-                                        api="/save_paragraph", client=tab))
+                                        api="/save_paragraph", client=tab), held)
             if stale is not None and not (stale["status"] or "").startswith(NOTHING):
                 self.ledger.overwrites += 1
-                self.remember(stale)  # the server took it: the ledger follows what is there
+                self.remember(stale, held=held)  # the server took it: the ledger follows what is there
         finally:
             tab.close()
 
@@ -212,7 +219,7 @@ class Person:
         backup = Path(out[0]["value"])  # downloaded by gradio_client over HTTP, with this person's session
         document = json.loads(backup.read_text())
         sid = self.open
-        shown_paragraphs = _paragraphs(self.ledger.manuscripts.get(sid, ""))
+        shown_paragraphs = [_flat(p) for p in self.ledger.manuscripts.get(sid, [])]
         steps = {s["id"]: s for s in document["steps"]}
         path, at = [], document["story"]["head"]
         while at is not None:
@@ -282,11 +289,6 @@ def _kind(status: str) -> str:
 
 def _flat(text: str) -> str:
     return " ".join(text.split())
-
-
-def _paragraphs(manuscript: str) -> list[str]:
-    """The paragraphs of the page's manuscript (HTML: <h2> title, <h3> chapters, <p> paragraphs)."""
-    return [_flat(html.unescape(p.replace("<br>", "\n"))) for p in re.findall(r"<p>(.*?)</p>", manuscript, re.S)]
 
 
 @contextmanager
@@ -403,7 +405,8 @@ def check(db, people: dict[int, Person]) -> dict:
     for person in people.values():  # the page shows each story as the ledger last saw it
         for sid, manuscript in person.ledger.manuscripts.items():
             out = person.client.predict(str(sid), api_name="/open_story")
-            if dict(zip(PAGE, out))["manuscript"] != manuscript:
+            held = person.held
+            if not held.apply(dict(zip(PAGE, out))["manuscript"]) or held.story != sid or held.paragraphs != manuscript:
                 wrong_manuscripts.append(sid)
     return {"stories_lost": lost, "stories_unaccounted": duplicated, "step_counts_off": wrong_steps[:20],
             "manuscripts_off": wrong_manuscripts, "paragraphs_without_memory": missing_memory[:20],

@@ -55,9 +55,12 @@ def storyloom_here(data: Path, *args: str, stdin: str | bytes = "", **env: str) 
 
 def storyloom_env(data_dir: Path, **settings: str) -> dict[str, str]:
     """The environment for a `storyloom` process: none of this shell's STORYLOOM_ settings, its own
-    data directory, and the given settings (auth="true" becomes STORYLOOM_AUTH=true)."""
+    data directory, and the given settings (auth="true" becomes STORYLOOM_AUTH=true). A server
+    loads the model as it starts only when asked (preload="true"): most tests never use it, and
+    its loading would take their server's time."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STORYLOOM_")}
     env["STORYLOOM_DATA_DIR"] = str(data_dir)
+    env["STORYLOOM_PRELOAD"] = "false"
     env.update({f"STORYLOOM_{k.upper()}": v for k, v in settings.items()})
     return env
 

@@ -40,7 +40,7 @@ class Served:
 def served(tmp_path_factory):
     data = tmp_path_factory.mktemp("browser-model")
     log = tmp_path_factory.mktemp("log") / "serve.log"
-    with running_app(storyloom_env(data, weights="int8"), log) as url:  # int8: the faster setting, end to end
+    with running_app(storyloom_env(data, weights="int8", preload="true"), log) as url:  # int8: the faster one
         yield Served(url, data, log)
 
 

@@ -106,7 +106,7 @@ def test_inspector_shows_parts_scores_and_raw_calls():
 
 def test_the_page_is_sent_only_the_paragraphs_that_changed():
     from app.service import StoryView
-    from app.ui.manuscript import Pane, text_of, update
+    from app.ui.manuscript import Held, Pane, text_of, update
 
     def view(story, paragraphs, ids, chapters=None):
         return StoryView(story, "The Lamp", "", "", paragraphs, "", [], ids[-1], {}, step_ids=tuple(ids),
@@ -131,6 +131,12 @@ def test_the_page_is_sent_only_the_paragraphs_that_changed():
     again, _ = update(Pane(view(1, ["One.", "Two."], [1, 2], ["Chapter 1", None]), whole=True), seen4)
     assert again["base"] is None and len(again["at"]) == 2  # asked for all: all
     assert text_of(stepped) == "The Lamp\n\nThree."
+    page = Held()  # an API client's copy, kept as the browser keeps its own
+    for sent in (opened, stepped, redone, undone, edited):
+        assert page.apply(sent)
+    assert page.paragraphs == ["One, edited.", "Two."] and page.token == edited["token"]
+    assert not page.apply(stepped)  # made from a version it no longer holds: it must ask for all
+    assert page.apply(again) and page.paragraphs == ["One.", "Two."]
 
 
 def test_the_clarify_table_escapes_words_and_shades_them_by_share():

@@ -94,8 +94,10 @@ def build(page: Page) -> gr.Tab:
             name = gr.Textbox(label="Name the branch that starts at the compared paragraph", scale=3,
                               elem_id="loom-name")
             save = gr.Button("Save the name", scale=1, elem_id="loom-name-save")
+        step = gr.State(None)  # the compared step, which a name goes to (in the tab: a Tabs child that is
+        # not a tab shifts the tabs' labels)
     page.add(loom_tab=tab, loom=tree, loom_picked=picked, loom_current=current, loom_name=name,
-             loom_name_button=save, loom_step=gr.State(None))  # the compared step, which a name goes to
+             loom_name_button=save, loom_step=step)
     return tab
 
 

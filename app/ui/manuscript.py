@@ -154,6 +154,33 @@ def update(pane: Pane, seen: dict | None) -> tuple[dict, dict]:
     return sent, {"story": view.id, "versions": shown, "token": token}
 
 
+class Held:
+    """The manuscript as a page holds it, kept from the updates it is sent as the browser's
+    script keeps it: for API clients (a gradio_client session is a page) and tests."""
+
+    def __init__(self):
+        self.story: int | None = None
+        self.token: str | None = None
+        self.title = ""
+        self.paragraphs: list[str] = []
+
+    def apply(self, sent) -> bool:
+        """Apply an update (anything else is no update: True); False when it was made from another
+        version than the one held, which a page then asks to be sent whole."""
+        if not isinstance(sent, dict) or "at" not in sent:
+            return True
+        if sent["base"] is not None and (sent["story"] != self.story or sent["base"] != self.token):
+            return False
+        held = [] if sent["base"] is None else self.paragraphs[:sent["count"]]
+        for i, _, text in sent["at"]:  # in order: changed ones in place, new ones at the end
+            if i < len(held):
+                held[i] = text
+            else:
+                held.append(text)
+        self.story, self.token, self.title, self.paragraphs = sent["story"], sent["token"], sent["title"], held
+        return True
+
+
 def text_of(sent: dict | None) -> str:
     """The text an update carries (its title and paragraphs), for API clients and tests ("" for
     an output that is no update: the event left the manuscript as it was)."""
