@@ -122,26 +122,29 @@ def evaluate_ways(model, tokenizer, samples) -> dict[str, dict]:
     return results
 
 
+def ratio(value: float, base: float) -> float | None:
+    """value / base, or None where the base is 0 (a small sample may have no repeats at all)."""
+    return round(value / base, 3) if base else None
+
+
 def against_base(results: dict[str, dict]) -> dict[str, dict]:
-    """Each other way's ratios to the base model, and whether it meets the targets."""
+    """Each other way's ratios to the base model, and whether it meets the targets (judged by
+    multiplying the base, so a base of 0 still gives a verdict)."""
     base = results["base"]
     targets = {}
     for name in ("DITTO", "guard", "guard+DITTO"):
         r = results[name]
-        ratios = {"rep_4": r["rep_4"] / base["rep_4"],
-                  "sentence_repetition": r["sentence_repetition"] / base["sentence_repetition"],
-                  "perplexity": r["perplexity"] / base["perplexity"]}
-        per_source = {src: round(r["by_source"][src]["perplexity"] / base["by_source"][src]["perplexity"], 3)
+        ratios = {k: ratio(r[k], base[k]) for k in ("rep_4", "sentence_repetition", "perplexity")}
+        per_source = {src: ratio(r["by_source"][src]["perplexity"], base["by_source"][src]["perplexity"])
                       for src in base["by_source"]}
-        targets[name] = {"ratios_to_base": {k: round(v, 3) for k, v in ratios.items()},
-                         "perplexity_ratio_by_source": per_source,
-                         "met": {"rep_4 <= 1/2 base": ratios["rep_4"] <= 0.5,
-                                 "sentence repetition <= 1/3 base": ratios["sentence_repetition"] <= 1 / 3,
-                                 "perplexity <= 1.1 x base": ratios["perplexity"] <= 1.1}}
-        print(f"{name:12s} vs base: rep-4 x{ratios['rep_4']:.2f}, sentence rep x{ratios['sentence_repetition']:.2f}, "
-              f"ppl x{ratios['perplexity']:.3f} (by source: {per_source})", flush=True)
+        targets[name] = {"ratios_to_base": ratios, "perplexity_ratio_by_source": per_source,
+                         "met": {"rep_4 <= 1/2 base": r["rep_4"] <= base["rep_4"] / 2,
+                                 "sentence repetition <= 1/3 base":
+                                     r["sentence_repetition"] <= base["sentence_repetition"] / 3,
+                                 "perplexity <= 1.1 x base": r["perplexity"] <= 1.1 * base["perplexity"]}}
+        print(f"{name:12s} vs base: rep-4 x{ratios['rep_4']}, sentence rep x{ratios['sentence_repetition']}, "
+              f"ppl x{ratios['perplexity']} (by source: {per_source})", flush=True)
     return targets
-
 
 if __name__ == "__main__":
     main()

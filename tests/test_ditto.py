@@ -214,3 +214,19 @@ def test_reference_perplexity_is_taken_under_the_decoding_distribution():
     banned = reference_logprobs(logits, ids, 2, [BanTwo()])
     assert banned[0, 0] == float("-inf")  # the true token 2 was ruled out
     assert banned[0, 1].item() == pytest.approx(math.log(1 / 3))  # token 1 shares what 2 lost
+
+
+def test_ditto_bench_judges_a_sample_without_any_repeats():
+    from benchmarks.ditto_bench import against_base
+
+    def way(rep_4, repeats, ppl):
+        return {"rep_4": rep_4, "sentence_repetition": repeats, "perplexity": ppl,
+                "by_source": {"gatsby": {"perplexity": ppl}}}
+
+    # one sample (`--samples 1`): the base repeats no sentence; this divided by zero
+    judged = against_base({"base": way(0.2, 0.0, 30.0), "DITTO": way(0.05, 0.0, 31.0), "guard": way(0.1, 1.0, 30.0),
+                           "guard+DITTO": way(0.3, 0.0, 40.0)})
+    assert judged["DITTO"]["ratios_to_base"] == {"rep_4": 0.25, "sentence_repetition": None, "perplexity": 1.033}
+    assert all(judged["DITTO"]["met"].values())
+    assert judged["guard"]["met"]["sentence repetition <= 1/3 base"] is False
+    assert not any(judged["guard+DITTO"]["met"][k] for k in ("rep_4 <= 1/2 base", "perplexity <= 1.1 x base"))
