@@ -3,10 +3,11 @@ browser, at about 1,000 and 100,000 words, in Debian's Chromium against the real
 this process with the scripted model (so the page is measured, not the model).
 
 Each story is a draft imported through the service (novel and Wikipedia filler paragraphs of at
-least 110 words, to the size named, a chapter every 30). The page opens it from the story box, then takes three steps; the
-bytes are the body bytes the server sent in answer to the page's API requests (counted by a
-wrapper around the web app; scripts and styles left out), from the action until the server has
-been quiet for a while: the step's streaming, its result and the tabs that follow it.
+least 110 words, to the size named, a chapter every 30). The page opens it from the story box,
+then takes three steps; the bytes are the body bytes the server sent in answer to the page's API
+requests (counted by a wrapper around the web app; scripts and styles left out), from the action
+until the server has been quiet for a while: the step's streaming, its result and the tabs that
+follow it.
 
     .venv/bin/python benchmarks/page_bench.py [--before REF]
 
@@ -62,7 +63,9 @@ class Counted:
 
 @contextmanager
 def served(folder: Path):
-    """The real page and server (as tests/web.py serves it) with the scripted model, counted."""
+    """The real page and server with the scripted model, as tests/web.py's scripted_app serves it,
+    counted. Built here rather than through scripted_app: --before runs this on older commits,
+    whose scripted_app has no way to wrap the app."""
     import uvicorn
 
     from app.gate import allowed_hosts, web_app

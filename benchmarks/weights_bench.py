@@ -81,7 +81,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=100, help="held-out samples per corpus")
     parser.add_argument("--unseen", type=int, default=0,
-                        help="also this many samples of assets/texts/alice-in-wonderland.txt, a novel nothing trained on")
+                        help="also this many samples of assets/texts/alice-in-wonderland.txt "
+                             "(a novel nothing trains on)")
     parser.add_argument("--rounds", type=int, default=3, help="speed rounds (the best is kept)")
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--out", default=str(RESULTS / "weights.json"))

@@ -243,10 +243,7 @@ class Engine:
                 while not self._pending and not self._rows and not self._closed:
                     self._wake.wait()
                 if self._closed:
-                    closed = RuntimeError("the model engine closed")
-                    for job in [*self._rows, *self._pending]:
-                        job.out.put(closed)
-                    self._rows, self._cache, self._mask = [], None, None
+                    self._fail([*self._rows, *self._pending], RuntimeError("the model engine closed"))
                     self._pending.clear()
                     return
             with self.turn, torch.inference_mode():
@@ -256,9 +253,13 @@ class Engine:
                         self._step()
                 except Exception as e:  # every row of the batch fails with it; the loop goes on
                     log.exception("decoding failed")
-                    for job in self._rows:
-                        job.out.put(e)
-                    self._rows, self._cache, self._mask = [], None, None
+                    self._fail(self._rows, e)
+
+    def _fail(self, jobs: list[Job], error: Exception) -> None:
+        """`jobs` end with `error`, and the batch is emptied."""
+        for job in jobs:
+            job.out.put(error)
+        self._rows, self._cache, self._mask = [], None, None
 
     def _admit(self) -> None:
         """Prefill the waiting jobs that can join (first come, first served, same weights) and add

@@ -336,11 +336,11 @@ def render(service: StoryService, event, note: Callable[[StoryView], str] = cost
     return {"writing": f"*Writing {PART_NAMES.get(part, part)}…* ({progress})\n\n{literal(text)}"}
 
 
-def run(service: StoryService, action: Callable, sid: int, *args, kind: str = "step", **kwargs) -> Iterator[Shown]:
-    """Stream a service action on story `sid` to the page, with its time left estimated from the
-    recent ones of its `kind` (and its time added to them)."""
-    yield from paced(service, kind, stream(action, sid, *args, waiting=service.readiness.waiting,
-                                           expected=service.pace.expected(kind), **kwargs), sid=sid)
+def run(service: StoryService, action: Callable, sid: int, *args, **kwargs) -> Iterator[Shown]:
+    """Stream a step on story `sid` to the page, with its time left estimated from the recent
+    steps (and its time added to them)."""
+    yield from paced(service, "step", stream(action, sid, *args, waiting=service.readiness.waiting,
+                                             expected=service.pace.expected("step"), **kwargs), sid=sid)
 
 
 def paced(service: StoryService, kind: str, events: Iterator, note: Callable[[StoryView], str] = cost_line,

@@ -45,8 +45,8 @@ def build_manuscript(page: Page) -> None:
         version = gr.Markdown("", elem_id="version")
         newer = gr.Button("▶", size="sm", elem_id="newer", scale=0)
     writing = gr.Markdown(elem_id="writing")
-    page.add(manuscript=manuscript, manuscript_seen=gr.State(None), regenerate_button=regenerate, undo_button=undo, older_button=older,
-             version=version, newer_button=newer, writing=writing)
+    page.add(manuscript=manuscript, manuscript_seen=gr.State(None), regenerate_button=regenerate, undo_button=undo,
+             older_button=older, version=version, newer_button=newer, writing=writing)
 
 
 def list_own_stories(service: StoryService) -> Shown:
@@ -135,7 +135,8 @@ def wire_opening(page: Page, app: gr.Blocks, follow: Callable) -> None:
     follow(page["start_button"].click(on(start, pane=True), page.story("premise", "title"), story_page,
                                       api_name="start", **page.model))
     page["manuscript"].click(on(resend, pane=True), page.story("story_id"),
-                             page.of("manuscript", "manuscript_seen", "writing", "status"), api_visibility="undocumented")
+                             page.of("manuscript", "manuscript_seen", "writing", "status"),
+                             api_visibility="undocumented")
 
 
 def wire_versions(page: Page, follow: Callable) -> None:
