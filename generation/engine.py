@@ -36,6 +36,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from generation import cache as kv
+
 log = logging.getLogger("storyloom.engine")
 
 END = object()  # what a job's queue holds after its last token
@@ -302,22 +304,20 @@ class Engine:
         their first token. A forward of its own computes what the prompt's reading alone computes
         (no padding rows: no wasted work, no different rounding) and hands out first tokens sooner."""
         import torch
-        from transformers import DynamicCache
 
-        device = self.model.device
+        device, config = self.model.device, self.model.config
         for prompt in dict.fromkeys(tuple(j.prompt) for j in jobs):
             group = [j for j in jobs if tuple(j.prompt) == prompt]
             ids = torch.tensor([prompt], device=device)
             torch.set_num_threads(self._threads[0])
             try:
-                logits, cache = self._forward(ids, torch.ones_like(ids), None, DynamicCache(config=self.model.config))
+                logits, cache = self._forward(ids, torch.ones_like(ids), None, kv.empty(config))
             finally:
                 torch.set_num_threads(self._threads[1])
             n = len(group)
             if n > 1:
-                cache = DynamicCache(ddp_cache_data=[(layer.keys.expand(n, -1, -1, -1).contiguous(),
-                                                      layer.values.expand(n, -1, -1, -1).contiguous())
-                                                     for layer in cache.layers], config=self.model.config)
+                cache = kv.holding([(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1))
+                                    for layer in cache.layers], config)
             self._join(group, cache, torch.ones((n, len(prompt)), dtype=torch.long, device=device))
             self._emit(group, logits.repeat(n, 1))  # each row its own scores: choosing writes to them
 
@@ -325,7 +325,6 @@ class Engine:
         """The batch with `jobs` (their cache and mask) added below its rows, both left-padded to
         the longer of the two."""
         import torch
-        from transformers import DynamicCache
 
         if not self._rows:
             self._rows, self._cache, self._mask = list(jobs), cache, mask
@@ -346,7 +345,7 @@ class Engine:
                            torch.cat([padded(old.values, self._mask.shape[1]),
                                       padded(new.values, mask.shape[1])])))
         self._mask = torch.cat([padded(self._mask, self._mask.shape[1]), padded(mask, mask.shape[1])])
-        self._cache = DynamicCache(ddp_cache_data=layers, config=self.model.config)
+        self._cache = kv.holding(layers, self.model.config)
         self._rows += jobs
 
     def _step(self) -> None:
@@ -407,7 +406,6 @@ class Engine:
 
     def _leave(self, rows: list[int]) -> None:
         import torch
-        from transformers import DynamicCache
 
         for r in rows:
             self._rows[r].out.put(END)
@@ -421,6 +419,6 @@ class Engine:
         mask = self._mask.index_select(0, index)
         start = int((mask.sum(0) > 0).nonzero()[0])  # columns that are padding for every row left go
         self._mask = mask[:, start:]
-        self._cache = DynamicCache(ddp_cache_data=[(layer.keys.index_select(0, index)[:, :, start:],
-                                                    layer.values.index_select(0, index)[:, :, start:])
-                                                   for layer in self._cache.layers], config=self.model.config)
+        self._cache = kv.holding([(layer.keys.index_select(0, index)[:, :, start:],
+                                   layer.values.index_select(0, index)[:, :, start:])
+                                  for layer in self._cache.layers], self.model.config)
