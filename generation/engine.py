@@ -15,8 +15,10 @@ On a CPU a decoding step runs on one thread and a prefill on all of them: a step
 thin (a row per request), bound by reading the weights, and OpenMP's hand-offs between two
 threads cost more than they share out (measured on 2 cores: float32 decodes as fast on one
 thread as on two, int8 a third faster on one); a prefill is a wide product that two threads
-nearly halve. Threads are set per thread (OpenMP's own setting), so the rest of the process
-keeps its own.
+nearly halve. A step over many cached tokens (WIDE_STEPS, all rows together) is wide again:
+attending over them is work two threads share (through the backend at 16 rows of 60 to 800
+tokens, 55 to 56 tokens a second against 52; at 8 rows and at one, no change). Threads are set
+per thread (OpenMP's own setting), so the rest of the process keeps its own.
 
 Admission is first come, first served: a request waits only while the batch is full, and a
 request that needs the other weights (DITTO off, `plain`) stops admission until the batch has
@@ -44,6 +46,7 @@ END = object()  # what a job's queue holds after its last token
 NUCLEUS = 256  # top-p looks among this many likeliest tokens first (the whole vocabulary if they fall short)
 
 
+WIDE_STEPS = 4000  # a CPU step over at least this many cached tokens (all rows together) uses every thread
 ROW_ATTENTION = "storyloom-rows"  # the attention implementation of an engine that decodes by rows
 
 
@@ -154,13 +157,14 @@ class Engine:
     at 8 to 16 rows over 600-token prompts; on a GPU, bfloat16 rounds by batch size anyway."""
 
     def __init__(self, model, max_batch: int = 8, weights: Callable[[bool], object] | None = None,
-                 turn: Turns | None = None, by_rows: bool = False):
+                 turn: Turns | None = None, by_rows: bool = False, wide_steps: int | None = WIDE_STEPS):
         import torch
 
         self.model = model
         # (prefill, step) threads on a CPU; the process's own setting for both elsewhere
         wide = torch.get_num_threads()
         self._threads = (wide, 1) if model.device.type == "cpu" else (wide, wide)
+        self._wide_steps = wide_steps if model.device.type == "cpu" else None
         self._by_rows = by_rows
         if by_rows:
             decode_by_rows(model)
@@ -354,7 +358,14 @@ class Engine:
         last = torch.tensor([[job.tokens[-1]] for job in self._rows], device=self.model.device)
         positions = self._mask.sum(1, keepdim=True)  # each row's real tokens so far: the next position
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._rows), 1))], dim=1)
-        logits, self._cache = self._forward(last, self._mask, positions, self._cache)
+        wide = self._wide_steps is not None and self._mask.numel() >= self._wide_steps
+        if wide:
+            torch.set_num_threads(self._threads[0])
+        try:
+            logits, self._cache = self._forward(last, self._mask, positions, self._cache)
+        finally:
+            if wide:
+                torch.set_num_threads(self._threads[1])
         self._emit(self._rows, logits)
 
     def _emit(self, jobs: list[Job], logits) -> None:

@@ -166,22 +166,27 @@ def test_a_request_for_the_other_weights_waits_for_the_batch_to_drain(loaded):
     assert all(job.plain == plain for plain, rows in forwards for job in rows)  # never mixed in a batch
 
 
-def test_on_a_cpu_prefills_use_every_thread_and_steps_one_and_the_caller_keeps_its_own(loaded):
+def test_on_a_cpu_prefills_and_wide_steps_use_every_thread_others_one_and_the_caller_keeps_its_own(loaded):
     model, _, prompts = loaded
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    seen: list[tuple[int, int]] = []  # each forward: tokens read per row, threads
-    hook = model.register_forward_pre_hook(
-        lambda _, args, kwargs: seen.append((kwargs["input_ids"].shape[1], torch.get_num_threads())), with_kwargs=True)
+    seen: list[tuple[int, int, int]] = []  # each forward: tokens read per row, cached tokens of all rows, threads
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(
+        (kwargs["input_ids"].shape[1], kwargs["attention_mask"].numel(), torch.get_num_threads())), with_kwargs=True)
+    wide = 2 * len(prompts[2]) + 8  # two rows of this prompt make a wide step after a few tokens; one never does
     try:
-        engine = Engine(model)
+        engine = Engine(model, wide_steps=wide)
         assert len(list(engine.submit(Job(prompts[2], 6)))) == 6
+        assert [len(tokens) for tokens in together(engine, [Job(prompts[2], 12), Job(prompts[2], 12)])] == [12, 12]
         assert torch.get_num_threads() == 2  # this thread's setting is its own
     finally:
         hook.remove()
         torch.set_num_threads(before)
-    assert seen[0] == (len(prompts[2]), 2)
-    assert seen[1:] == [(1, 1)] * 5
+    assert seen[0][::2] == (len(prompts[2]), 2)  # the prompt's reading
+    assert [threads for _, _, threads in seen[1:6]] == [1] * 5  # one row's steps
+    steps = [(cached, threads) for read, cached, threads in seen[6:] if read == 1]
+    assert all(threads == (2 if cached >= wide else 1) for cached, threads in steps)
+    assert {threads for _, threads in steps} == {1, 2}
 
 
 def test_a_prompt_that_cannot_be_read_fails_its_reader_at_once(loaded):
