@@ -30,6 +30,7 @@ into jobs and tokens into text."""
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import queue
 import threading
@@ -165,6 +166,10 @@ class Engine:
         wide = torch.get_num_threads()
         self._threads = (wide, 1) if model.device.type == "cpu" else (wide, wide)
         self._wide_steps = wide_steps if model.device.type == "cpu" else None
+        # a prompt's reading computes the scores of its last position only, where the model can (the
+        # output head over every position of a 700-token prompt is a fifth of reading it)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
         self._by_rows = by_rows
         if by_rows:
             decode_by_rows(model)
@@ -299,7 +304,8 @@ class Engine:
             self._applied = self._plain
             if self._by_rows:
                 decode_by_rows(self._running)
-        out = self._running(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        out = self._running(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                            **self._last_only)
         return out.logits[:, -1, :], out.past_key_values
 
     def _prefill(self, jobs: list[Job]) -> None:
