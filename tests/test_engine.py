@@ -166,27 +166,74 @@ def test_a_request_for_the_other_weights_waits_for_the_batch_to_drain(loaded):
     assert all(job.plain == plain for plain, rows in forwards for job in rows)  # never mixed in a batch
 
 
-def test_on_a_cpu_prefills_and_wide_steps_use_every_thread_others_one_and_the_caller_keeps_its_own(loaded):
+class Forwards:
+    """Each forward of `model` while in use: (rows, tokens read per row, cached tokens of all rows,
+    threads, thread name, start, end)."""
+
+    def __init__(self, model):
+        import time
+
+        self.seen: list[list] = []
+        self._started: dict[int, list] = {}
+
+        def before(_, args, kwargs):
+            ids = kwargs["input_ids"]
+            self._started[threading.get_ident()] = [*ids.shape, kwargs["attention_mask"].numel(),
+                                                    torch.get_num_threads(), threading.current_thread().name,
+                                                    time.perf_counter()]
+
+        def after(*_):
+            self.seen.append([*self._started.pop(threading.get_ident()), time.perf_counter()])
+
+        self._hooks = [model.register_forward_pre_hook(before, with_kwargs=True), model.register_forward_hook(after)]
+
+    def __enter__(self) -> "Forwards":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
+def test_on_a_cpu_prompts_read_on_every_thread_steps_on_one_and_the_caller_keeps_its_own(loaded):
     model, _, prompts = loaded
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    seen: list[tuple[int, int, int]] = []  # each forward: tokens read per row, cached tokens of all rows, threads
-    hook = model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(
-        (kwargs["input_ids"].shape[1], kwargs["attention_mask"].numel(), torch.get_num_threads())), with_kwargs=True)
     wide = 2 * len(prompts[2]) + 8  # two rows of this prompt make a wide step after a few tokens; one never does
     try:
-        engine = Engine(model, wide_steps=wide)
-        assert len(list(engine.submit(Job(prompts[2], 6)))) == 6
-        assert [len(tokens) for tokens in together(engine, [Job(prompts[2], 12), Job(prompts[2], 12)])] == [12, 12]
-        assert torch.get_num_threads() == 2  # this thread's setting is its own
+        with Forwards(model) as forwards:
+            engine = Engine(model, wide_steps=wide)
+            assert len(list(engine.submit(Job(prompts[2], 6)))) == 6
+            assert [len(t) for t in together(engine, [Job(prompts[2], 12), Job(prompts[2], 12)])] == [12, 12]
+            assert torch.get_num_threads() == 2  # this thread's setting is its own
     finally:
-        hook.remove()
         torch.set_num_threads(before)
-    assert seen[0][::2] == (len(prompts[2]), 2)  # the prompt's reading
-    assert [threads for _, _, threads in seen[1:6]] == [1] * 5  # one row's steps
-    steps = [(cached, threads) for read, cached, threads in seen[6:] if read == 1]
+    seen = forwards.seen
+    assert seen[0][:2] == [1, len(prompts[2])] and seen[0][3] == 2  # the prompt's reading
+    assert [threads for *_, threads, _, _, _ in seen[1:6]] == [1] * 5  # one row's steps
+    readings = [(f[5], f[6]) for f in seen[6:] if f[1] > 1 and f[4].startswith("storyloom-reader")]
+    steps = [(cached, threads) for rows, read, cached, threads, _, started, _ in seen[6:]
+             if read == 1 and not any(a < started < b for a, b in readings)]  # (steps beside a reading: below)
     assert all(threads == (2 if cached >= wide else 1) for cached, threads in steps)
     assert {threads for _, threads in steps} == {1, 2}
+
+
+def test_a_prompt_that_comes_while_rows_decode_is_read_beside_them_on_a_thread_of_its_own(loaded):
+    model, _, prompts = loaded
+    engine = Engine(model, wide_steps=1)  # every step would be wide, but for the reading beside it
+    alone = list(engine.submit(Job(prompts[1], 20)))
+    with Forwards(model) as forwards:
+        first = engine.submit(Job(prompts[2], 60))
+        head = [next(first) for _ in range(3)]  # the batch is decoding...
+        late = list(engine.submit(Job(prompts[1], 20)))  # ...when another prompt comes
+        rest = list(first)
+    assert late == alone and len(head + rest) == 60
+    reading = [f for f in forwards.seen if f[1] == len(prompts[1])]
+    assert len(reading) == 1
+    _, _, _, threads, name, started, ended = reading[0]
+    assert threads == 1 and name.startswith("storyloom-reader")
+    beside = [f for f in forwards.seen if f[1] == 1 and started < f[5] < ended]
+    assert beside and all(f[3] == 1 and f[4] == "storyloom-engine" for f in beside)  # steps went on, narrow
 
 
 def test_a_prompt_that_cannot_be_read_fails_its_reader_at_once(loaded):
