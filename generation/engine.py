@@ -16,10 +16,11 @@ bound by reading the weights, and OpenMP's hand-offs between two threads cost mo
 share out (measured on 2 cores: float32 decodes as fast on one thread as on two, int8 a third
 faster on one). A prompt's reading is a wide product, bound by arithmetic: with nothing
 decoding it runs on every thread, which nearly halves it; while rows decode it runs on a thread
-of its own beside them, so neither waits for the other. A step over many cached tokens (WIDE_STEPS, all rows together) is wide again:
-attending over them is work two threads share (through the backend at 16 rows of 60 to 800
-tokens, 55 to 56 tokens a second against 52; at 8 rows and at one, no change). Threads are set
-per thread (OpenMP's own setting), so the rest of the process keeps its own.
+of its own beside them, so neither waits for the other. A step over many cached tokens
+(WIDE_STEPS, all rows together) is wide again: attending over them is work two threads share
+(through the backend at 16 rows of 60 to 800 tokens, 55 to 56 tokens a second against 52; at 8
+rows and at one, no change). Threads are set per thread (OpenMP's own setting), so the rest of
+the process keeps its own.
 
 Admission is first come, first served: a request waits only while the batch is full, and a
 request that needs the other weights (DITTO off, `plain`) stops admission until the batch has
@@ -152,11 +153,14 @@ class Engine:
     """The decoding loop over `model`, in a thread of its own started on the first submit.
     `weights(plain)` gives the model to decode with: the base weights (plain=True) or the loaded
     ones back; it is called when the batch changes from one to the other. `max_batch` rows at most run
-    together. `turn` is held for each step: holding it (SCA's gradient work) holds decoding.
+    together. `turn` is held for each step (and for a prompt's reading beside the batch, with the steps
+    run meanwhile, a second or two): holding it (SCA's gradient work) holds decoding.
     `by_rows`: steps attend row by row (row_attention), for int8 weights, which amplify rounding;
     float32's rounding differences stay in the last bits, which greedy decoding does not feel (96
     of 96 rows in the probe above alike without it), and the per-row calls cost 8 to 10% of a step
-    at 8 to 16 rows over 600-token prompts; on a GPU, bfloat16 rounds by batch size anyway."""
+    at 8 to 16 rows over 600-token prompts; on a GPU, bfloat16 rounds by batch size anyway.
+    `wide_steps`: on a CPU, a step over at least this many cached tokens (all rows together) uses every
+    thread; None: never."""
 
     def __init__(self, model, max_batch: int = 8, weights: Callable[[bool], object] | None = None,
                  turn: Turns | None = None, by_rows: bool = False, wide_steps: int | None = WIDE_STEPS):
@@ -172,7 +176,8 @@ class Engine:
         # a prompt's reading computes the scores of its last position only, where the model can (the
         # output head over every position of a 700-token prompt is a fifth of reading it)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+        keeps = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self._last_only = {"logits_to_keep": 1} if keeps else {}
         self._by_rows = by_rows
         if by_rows:
             decode_by_rows(model)
@@ -321,8 +326,8 @@ class Engine:
             self._applied = self._plain
             if self._by_rows:
                 decode_by_rows(self._running)
-        out = self._running(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                            **self._last_only)
+        out = self._running(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
+                            use_cache=True, **self._last_only)
         return out.logits[:, -1, :], out.past_key_values
 
     def _prefill(self, group: list[Job], threads: int):
