@@ -146,5 +146,6 @@ def against_base(results: dict[str, dict]) -> dict[str, dict]:
               f"ppl x{ratios['perplexity']} (by source: {per_source})", flush=True)
     return targets
 
+
 if __name__ == "__main__":
     main()

@@ -33,9 +33,8 @@ def _roomy():
                 self.lazy_initialization(key_states, value_states)
             new = key_states.shape[-2]
             end = self._filled + new
-            if self._keys is None or end > self._keys.shape[-2] or self._keys.shape[:2] != key_states.shape[:2]:
-                keys, values = self._grow(key_states, value_states, end + ROOM)
-                self._keys, self._values = keys, values
+            if self._keys is None or end > self._keys.shape[-2]:
+                self._keys, self._values = self._grow(key_states, value_states, end + ROOM)
             self._keys[..., self._filled:end, :] = key_states
             self._values[..., self._filled:end, :] = value_states
             self._filled = end
@@ -55,15 +54,10 @@ def _roomy():
         def get_seq_length(self) -> int:
             return self._filled
 
-        def crop(self, tokens_to_remove: int) -> None:
-            super().crop(tokens_to_remove)
-            if self.is_initialized and self.keys is not None:
-                self._filled = self.keys.shape[-2]
+        def _unsupported(self, *args) -> None:
+            raise NotImplementedError("the engine builds a new cache to change its rows or length")
 
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            raise NotImplementedError("the engine builds a new cache to change its rows")
-
-        batch_select_indices = reorder_cache = batch_repeat_interleave
+        crop = batch_repeat_interleave = batch_select_indices = reorder_cache = _unsupported
 
     return RoomyLayer
 
